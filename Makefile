@@ -35,7 +35,7 @@ test: setup
 	bash .ci/checks.sh
 
 lab: setup
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser --ServerApp.root_dir=nbs
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser --allow-root --ServerApp.root_dir=nbs
 
 bench: setup
 	$(PY) benchmarks/attack_throughput.py

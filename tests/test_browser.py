@@ -1,0 +1,94 @@
+"""Browser test: label 5 reconstructions with the keyboard in a real JupyterLab (headless Debian chromium driven by
+Playwright), restart the kernel, reopen the notebook, and check the labels persisted and the progress resumed."""
+import os, socket, sqlite3, subprocess, sys, time, secrets, urllib.request
+from pathlib import Path
+import papermill, pytest
+from conftest import ROOT, ARTIFACTS, make_degraded_run
+
+CHROMIUM = '/usr/bin/chromium'
+N = 8
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+@pytest.fixture
+def lab(tmp_path):
+    "A JupyterLab server on 127.0.0.1 with a token, serving a labelling notebook over a fresh run."
+    if not Path(CHROMIUM).exists(): pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (make test installs it)")
+    work = tmp_path/'lab'; work.mkdir()
+    make_degraded_run(work/'run', n=N, models=('noise-m',))
+    papermill.execute_notebook(str(ROOT/'nbs'/'reports'/'labelling.ipynb'), str(work/'labelling.ipynb'), prepare_only=True,
+                               parameters=dict(run_dir=str(work/'run'), annotator='browser-test', protocol='class'))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, 'JUPYTER_RUNTIME_DIR': str(tmp_path/'rt'), 'JUPYTERLAB_SETTINGS_DIR': str(tmp_path/'settings'),
+           'JUPYTERLAB_WORKSPACES_DIR': str(tmp_path/'ws'), 'JUPYTER_CONFIG_DIR': str(tmp_path/'cfg')}
+    log = open(tmp_path/'lab.log', 'w')
+    proc = subprocess.Popen([sys.executable, '-m', 'jupyter', 'lab', '--no-browser', '--allow-root', '--ip=127.0.0.1', f'--port={port}',
+                             f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={work}',
+                             '--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f'http://127.0.0.1:{port}'
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f'{url}/api/status?token={token}', timeout=2); break
+        except OSError:
+            if proc.poll() is not None: break
+            time.sleep(0.5)
+    else:
+        proc.kill(); pytest.fail(f"JupyterLab did not start: {(tmp_path/'lab.log').read_text()[-2000:]}")
+    yield dict(url=url, token=token, work=work)
+    proc.terminate()
+    try: proc.wait(10)
+    except subprocess.TimeoutExpired: proc.kill()
+
+def _labels(db):
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT recon_id, answer FROM labels WHERE annotator='browser-test' AND answer >= 0").fetchall()
+
+def _menu(page, menu, item):
+    "Click a JupyterLab menu item by its visible text."
+    page.locator('.lm-MenuBar-itemLabel', has_text=menu).first.click()
+    page.locator('.lm-Menu-itemLabel').get_by_text(item, exact=True).first.click()
+
+def _open(page, lab):
+    "Open the labelling notebook and wait until its kernel is idle."
+    page.goto(f"{lab['url']}/lab/tree/labelling.ipynb?token={lab['token']}")
+    page.get_by_text('| Idle').first.wait_for(timeout=120_000)
+
+def _widget_ready(page):
+    keys = page.locator('input[placeholder="click here, then type keys"]')
+    keys.wait_for(state='visible', timeout=120_000)
+    return keys
+
+def test_label_with_keyboard_restart_and_resume(lab):
+    from playwright.sync_api import sync_playwright
+    ARTIFACTS.mkdir(exist_ok=True)
+    db = lab['work']/'run'/'labels.sqlite'
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'])
+        page = browser.new_page(viewport={'width': 1400, 'height': 1000})
+        _open(page, lab)
+        _menu(page, 'Run', 'Run All Cells')
+        keys = _widget_ready(page)
+        page.get_by_text(f'0 / {N}').first.wait_for(timeout=60_000)
+        keys.click()
+        for k in '01234':
+            page.keyboard.type(k)
+            page.wait_for_timeout(300)
+        page.get_by_text(f'5 / {N}').first.wait_for(timeout=60_000)
+        assert len(_labels(db)) == 5
+        # restart the kernel and run everything again: the widget must come back at 5 / N
+        _menu(page, 'Kernel', 'Restart Kernel and Run All Cells…')
+        page.locator('.jp-Dialog-button.jp-mod-accept').first.click()
+        page.get_by_text(f'5 / {N}').first.wait_for(timeout=120_000)
+        # close and reopen the page: still 5 / N after running it again
+        _open(page, lab)
+        _menu(page, 'Run', 'Run All Cells')
+        _widget_ready(page).scroll_into_view_if_needed()
+        page.get_by_text(f'5 / {N}').first.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS/'browser-labelling.png'), full_page=True)
+        browser.close()
+    got = _labels(db)
+    assert len(got) == 5 and len({r for r, _ in got}) == 5
+    assert sorted(int(a) for _, a in got) == [0, 1, 2, 3, 4]
