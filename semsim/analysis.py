@@ -551,9 +551,10 @@ def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
             labels=None,                   # raw labels for the noise ceiling (optional)
             figures: bool=True,            # also write the figures
             n_resamples: int=2000,         # bootstrap resamples at model level
+            root: str|Path|None=None,      # folder `recon_path` is relative to, for thumbnails (default: the table's)
            ) -> pd.DataFrame:
     "Write `correlations.csv` (and figures) for a table into `out`; returns the correlations."
-    root = Path(table).parent if not isinstance(table, pd.DataFrame) else None
+    root = root if root is not None else Path(table).parent if not isinstance(table, pd.DataFrame) else None
     df = table if isinstance(table, pd.DataFrame) else read_analysis_table(table)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     corr = correlations(df, level, metrics, threshold, n_resamples)
