@@ -218,9 +218,10 @@ def update_table(path: str|Path,        # the reconstructions parquet
             df = df.set_index('recon_id')
             new_cols = [c for c in rows.columns if c not in df.columns]
             for c in new_cols: df[c] = pd.Series(dtype=rows[c].dtype)
-            fresh = rows.index.difference(df.index)
+            fresh, known = rows.index.difference(df.index), rows.index.intersection(df.index)
+            for c in rows.columns:  # assignment, not `DataFrame.update`: a NaN (e.g. a metric now unavailable) replaces a value
+                if len(known): df.loc[known, c] = rows.loc[known, c]
             df = pd.concat([df, rows.loc[fresh]]) if len(fresh) else df
-            df.update(rows)
             df = df.reset_index()
         for k, v in (meta or {}).items():
             old[k] = {**old.get(k, {}), **v} if isinstance(v, dict) and isinstance(old.get(k), dict) else v

@@ -1,0 +1,104 @@
+"The `semsim weights` and `semsim metrics` commands offline: status, import (hash check, --trust), fetch's error, NaN-not-random."
+import argparse
+import pandas as pd, pytest, torch, torchvision
+from semsim.core import SemsimError, RunDir, save_png, update_table, read_table, recon_id
+from semsim import metrics as M
+
+
+@pytest.fixture(autouse=True)
+def offline_dirs(tmp_path, monkeypatch):
+    "A fresh data folder and torch hub cache, as on a new offline machine."
+    monkeypatch.setenv('SEMSIM_DATA', str(tmp_path/'data'))
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path/'torch'))
+    monkeypatch.setattr(M, '_LPIPS_CACHE', {})
+
+
+def semsim(capsys, *argv):
+    parser = argparse.ArgumentParser(prog='semsim')
+    M.register_commands(parser.add_subparsers(dest='cmd', required=True))
+    args = parser.parse_args([str(a) for a in argv])
+    args.func(args)
+    return capsys.readouterr().out
+
+
+def random_squeezenet(path):
+    torch.manual_seed(0)
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), path)
+    return path
+
+
+def test_status_says_missing_and_how_to_fix(capsys, tmp_path):
+    out = semsim(capsys, 'weights', 'status')
+    assert sum(' missing ' in line for line in out.splitlines()) == 4 and 'semsim weights import FILE' in out and str(tmp_path/'torch') in out
+
+
+def test_import_checks_hash_and_trust_is_explicit(capsys, tmp_path):
+    f = random_squeezenet(tmp_path/'squeezenet1_1-b8a52dc0.pth')
+    with pytest.raises(SemsimError, match='--trust'):
+        semsim(capsys, 'weights', 'import', f)
+    assert 'installed' in semsim(capsys, 'weights', 'import', f, '--trust')
+    assert (tmp_path/'torch'/'hub'/'checkpoints'/'squeezenet1_1-b8a52dc0.pth').exists()
+    assert 'trusted' in semsim(capsys, 'weights', 'status')
+    with pytest.raises(SemsimError, match='none of the known weights'):
+        semsim(capsys, 'weights', 'import', random_squeezenet(tmp_path/'mine.pth'))
+
+
+def test_tampered_file_in_cache_is_not_used(tmp_path):
+    d = tmp_path/'torch'/'hub'/'checkpoints'; d.mkdir(parents=True)
+    random_squeezenet(d/'squeezenet1_1-b8a52dc0.pth')           # right name, wrong content, not trusted
+    assert M.find_weights('squeezenet1_1')['state'] == 'hash mismatch'
+    with pytest.raises(M.WeightsUnavailable, match='hash check'):
+        M.lpips_distance(torch.rand(1, 28, 28), torch.rand(1, 28, 28), 'paper')
+
+
+def test_fetch_offline_says_how(capsys, monkeypatch):
+    def offline(*a, **k): raise OSError('Name or service not known')
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+    with pytest.raises(SemsimError, match='semsim weights import FILE'):
+        semsim(capsys, 'weights', 'fetch', 'alexnet')
+    with pytest.raises(SemsimError, match='use one of'):
+        semsim(capsys, 'weights', 'fetch', 'resnet')
+
+
+def test_lpips_column_is_nan_without_weights_and_filled_with_them(capsys, tmp_path):
+    run = RunDir(tmp_path/'run')
+    rows = []
+    for i in range(3):
+        g = torch.Generator().manual_seed(i)
+        save_png(torch.rand(1, 28, 28, generator=g), run.path/'originals'/f'{i}.png')
+        save_png(torch.rand(1, 28, 28, generator=g), run.recon_png('m', 'a', str(i)))
+        rows.append(dict(recon_id=recon_id('m', 'a', str(i)), dataset='fashion_mnist', model_id='m', attack_id='a', image_id=str(i),
+                         class_id=0, original_path=f'originals/{i}.png', recon_path=f'recon/m/a/{i}.png', status='ok'))
+    update_table(run.reconstructions, pd.DataFrame(rows))
+    out = semsim(capsys, 'metrics', '--run', run.path, '--metrics', 'lpips,psnr', '--quiet')
+    assert 'unavailable: lpips' in out and 'semsim weights fetch squeezenet1_1' in out
+    df, meta = read_table(run.reconstructions)
+    assert df.lpips.isna().all() and df.psnr.notna().all() and 'unavailable' in meta['metrics']['lpips']
+    semsim(capsys, 'weights', 'import', random_squeezenet(tmp_path/'sq.pth'), '--name', 'squeezenet1_1', '--trust')
+    semsim(capsys, 'metrics', '--run', run.path, '--metrics', 'lpips', '--quiet')
+    df, meta = read_table(run.reconstructions)
+    assert df.lpips.notna().all() and 'unavailable' not in meta['metrics']['lpips']
+    assert meta['metrics']['lpips']['weights_check'].startswith('trusted')
+
+
+def test_fid_features_equal_torchmetrics_with_imported_weights(tmp_path):
+    """Our batched Inception features equal those torchmetrics' FID extracts (its Frechet step is the same function,
+    `frechet_distance`), on a seeded random test Inception imported with --trust; absent, FID names the fix."""
+    import unittest.mock
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    torch.manual_seed(0)
+    with unittest.mock.patch.object(tfi, 'load_state_dict_from_url', lambda *a, **k: None), \
+         unittest.mock.patch.object(tfi.FeatureExtractorInceptionV3, 'load_state_dict', lambda *a, **k: None):
+        state = tfi.FeatureExtractorInceptionV3('inception-v3-compat', ['2048']).state_dict()
+    f = tmp_path/M.WEIGHTS['inception_fid'].filename
+    torch.save(state, f)
+    with pytest.raises(M.WeightsUnavailable, match='semsim weights fetch inception_fid'):
+        M.inception_features(torch.rand(2, 1, 28, 28))
+    M.import_weights(f, trust=True)
+    images = (torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 255).round() / 255
+    ours = M.inception_features(images)
+    reference = FrechetInceptionDistance(feature=2048)          # finds the same file in $TORCH_HOME
+    with torch.no_grad(): theirs = reference.inception((images * 255).round().to(torch.uint8).repeat(1, 3, 1, 1))
+    assert ours.shape == (3, 2048) and ours.std() > 0
+    torch.testing.assert_close(ours.double(), theirs.double(), atol=1e-5, rtol=1e-5)
