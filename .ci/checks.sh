@@ -8,11 +8,12 @@ start=$(date +%s)
 
 echo "== notebooks clean (nbdev_clean leaves no diff)"
 nbdev_clean
-if [ -n "$(git status --porcelain -- nbs)" ]; then git status --porcelain -- nbs; failed+=("nbdev_clean changed notebooks: run nbdev_clean and commit"); fi
+changed() { git diff --stat -- "$1"; git ls-files --others --exclude-standard -- "$1"; }  # working tree vs index, and new files
+if [ -n "$(changed nbs)" ]; then changed nbs; failed+=("nbdev_clean changed notebooks: run nbdev_clean and commit"); fi
 
 echo "== package in sync (nbdev_export leaves no diff)"
 nbdev_export
-if [ -n "$(git status --porcelain -- semsim)" ]; then git status --porcelain -- semsim; failed+=("semsim/ out of sync: run nbdev_export and commit"); fi
+if [ -n "$(changed semsim)" ]; then changed semsim; failed+=("semsim/ out of sync: run nbdev_export and commit"); fi
 
 echo "== nbdev_test (every notebook in nbs/)"
 nbdev_test --n_workers 2 --timing || failed+=("nbdev_test")
