@@ -29,7 +29,7 @@ BASE_CONFIG = dict(
     metrics=dict(names=['psnr', 'mse', 'ssim', 'lpips', 'fid', 'feat', 'recog'], preset='paper',
                  eval=dict(n_train=20000, epochs=2)),  # the evaluation classifier behind feat/recog (n_train None = all)
     labels=dict(source='proxy:panel', panel=5, threshold=0.5),  # or source: store | import:<format>:<path>
-    semsim=dict(arch='convnet', epochs=12, sampler='paper'),
+    semsim=dict(arch='convnet', epochs=40, sampler='paper'),
     analysis=dict(bootstrap=2000),
 )
 
