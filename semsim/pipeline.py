@@ -40,9 +40,9 @@ DATASET_CONFIGS = {
         dict(arch='convnet', width=8, variant='none', epochs=1, max_train=20000, lr=0.01),
         dict(arch='convnet', width=8, variant='crop', epochs=1, max_train=20000, lr=0.01),
     ]),
-    'digits': dict(n_originals=20, victims=[
-        dict(arch='lenet', variant='none', epochs=0), dict(arch='lenet', variant='none', epochs=2),
-        dict(arch='convnet', width=8, variant='none', epochs=0), dict(arch='convnet', width=8, variant='none', epochs=2)],
+    'digits': dict(n_originals=20, attack_batch=20, victims=[   # 8×8 images: too small for the ConvNet
+        dict(arch='lenet', variant='none', epochs=0), dict(arch='lenet', variant='none', epochs=0, seed=1),
+        dict(arch='resnet20_4', width=8, variant='none', epochs=0), dict(arch='resnet20_4', width=8, variant='none', epochs=3, lr=0.01)],
         attacks=[dict(attack='ig', iterations=100)], semsim=dict(arch='convnet', epochs=3, sampler='paper')),
     'cifar100': dict(n_originals=100, victims=[
         dict(arch='resnet20_4', variant='none', epochs=0), dict(arch='resnet20_4', variant='none', epochs=10),
