@@ -380,7 +380,7 @@ def run_attack(run,                          # the run directory (path or `RunDi
                seed: int=0,                  # added to every image's seed
               ) -> pd.DataFrame:
     "Reconstruct a run's originals from a victim's gradients; write PNGs and table rows; returns this attack's rows."
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir(run)
     spec = get_attack(attack_id, iterations)
     aid = attack_key(spec, defense)
     if int(batch) < 1: raise SemsimError(f"batch must be >= 1, got {batch}", '--batch', "pass e.g. --batch 32")

@@ -30,8 +30,8 @@ class SemsimError(Exception):
 class RunDir:
     "The directory of one experiment run and the paths of everything in it."
     def __init__(self,
-                 path: str|Path):  # e.g. `runs/fmnist`
-        self.path = Path(path)
+                 path: str|Path|RunDir):  # e.g. `runs/fmnist` (a `RunDir` is accepted as it is)
+        self.path = Path(path.path if isinstance(path, RunDir) else path)
     def __repr__(self): return f"RunDir({str(self.path)!r})"
     @property
     def name(self): return self.path.name

@@ -246,7 +246,7 @@ def export_originals(dataset: str,       # registry name
                      force: bool=False,  # replace different originals already in the run
                     ) -> pd.DataFrame:
     "Write `n` originals as PNGs and `originals.csv` into a run; returns the table."
-    run = out if isinstance(out, RunDir) else RunDir(out)
+    run = RunDir(out)
     ds = load_dataset(dataset, split)
     idx = choose_images(ds.labels, n, seed, one_per_class_first)
     rows = [dict(image_id=image_id(dataset, split, i), dataset=dataset, split=split, index=i, class_id=int(ds.labels[i]),
@@ -265,7 +265,7 @@ def export_originals(dataset: str,       # registry name
 
 def load_originals(run: str|Path|RunDir) -> pd.DataFrame:
     "The run's `originals.csv` as a table."
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir(run)
     if not run.originals_csv.exists():
         raise SemsimError(f"no originals in {run.path}", run.originals_csv, f"run: semsim data export --dataset NAME --n 64 --out {run.path}")
     return pd.read_csv(run.originals_csv)
@@ -274,7 +274,7 @@ def load_originals(run: str|Path|RunDir) -> pd.DataFrame:
 def show_originals(run, n: int=10):
     "A grid of the run's first `n` originals with class names (matplotlib figure)."
     import matplotlib.pyplot as plt
-    t = load_originals(run).head(n); run = run if isinstance(run, RunDir) else RunDir(run)
+    t = load_originals(run).head(n); run = RunDir(run)
     fig, axs = plt.subplots(1, len(t), figsize=(1.3 * len(t), 1.6), squeeze=False)
     for ax, (_, r) in zip(axs[0], t.iterrows()):
         x = load_png(run.path/r.path)

@@ -15,13 +15,11 @@ from .analysis import oriented_columns
 __all__ = ['LABEL_CHOICES', 'run_table', 'filter_table', 'sort_table', 'pair_png', 'Explorer', 'explore']
 
 # %% ../nbs/08_explore.ipynb 7
-def _as_run(run) -> RunDir: return run if isinstance(run, RunDir) else RunDir(run)
-
 def run_table(run: str|Path|RunDir,     # the run directory
               threshold: float=0.5,     # recognised when more than this share of votes say so
              ) -> pd.DataFrame:
     "The run's reconstructions, with the votes of its label store when there are any."
-    run = _as_run(run)
+    run = RunDir(run)
     df, _ = read_table(run.reconstructions)
     if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions, "run an attack first (semsim attack ...)")
     if run.labels_db.exists():
@@ -71,7 +69,7 @@ def pair_png(run: str|Path|RunDir,  # the run directory
              size: int=84,          # side of each image in pixels (nearest-neighbour enlargement)
             ) -> bytes:
     "PNG bytes of original | reconstruction side by side."
-    run = _as_run(run)
+    run = RunDir(run)
     if any(c not in row.index for c in ('original_path', 'recon_path')):
         raise SemsimError(f"row {row.get('recon_id', '')!r} has no original_path / recon_path", 'row', "use a run's reconstructions table")
     a, b = (to_uint8(load_png(run.path / row[c], channels=3)) for c in ('original_path', 'recon_path'))
@@ -96,7 +94,7 @@ class Explorer:
                  columns: int=4,          # tiles per grid row
                  threshold: float=0.5):   # vote threshold for `recognized`
         import ipywidgets as w, plotly.graph_objects as go
-        self.run = _as_run(run)
+        self.run = RunDir(run)
         self.table = run_table(self.run, threshold) if table is None else table
         self.metrics, self.page_size, self.selected = oriented_columns(self.table), page_size, None
         opts = lambda c: sorted(self.table[c].dropna().astype(str).unique()) if c in self.table.columns else []

@@ -250,13 +250,11 @@ def sessions(self) -> pd.DataFrame:
 for _f in (add, add_many, skip, undo, rows, current, start_session, sessions): setattr(LabelStore, _f.__name__, _f)
 
 # %% ../nbs/05_labels.ipynb 15
-def _as_run(run) -> RunDir: return run if isinstance(run, RunDir) else RunDir(run)
-
 def open_labels(run: str|Path|RunDir,  # the run directory
                 timeout: float=30.0,    # seconds to wait for other writers
                ) -> LabelStore:
     "The run's label store, validating reconstruction ids against `reconstructions.parquet`."
-    run = _as_run(run)
+    run = RunDir(run)
     table, _ = read_table(run.reconstructions)
     return LabelStore(run.labels_db, truth=dict(zip(table.recon_id, table.class_id)), timeout=timeout)
 
@@ -373,7 +371,7 @@ class Labeller:
                  seed: int=0,                     # order seed (combined with the annotator's name)
                  order: list|None=None,           # recon_ids in the order to show (default: seeded random, all)
                  timeout: float=30.0):            # seconds to wait for other writers
-        self.run, self.annotator, self.protocol = _as_run(run), check_annotator(annotator), protocol
+        self.run, self.annotator, self.protocol = RunDir(run), check_annotator(annotator), protocol
         if protocol not in PROTOCOLS: raise SemsimError(f"unknown protocol {protocol!r}", 'protocol', f"use one of: {', '.join(PROTOCOLS)}")
         table, _ = read_table(self.run.reconstructions)
         if not len(table): raise SemsimError(f"no reconstructions to label in {self.run.path}", self.run.reconstructions, "run an attack (or import reconstructions) first")
@@ -623,7 +621,7 @@ def label_with_proxies(run: str|Path|RunDir,  # the run to label
                        batch: int=256,         # reconstructions per forward pass
                        verbose: bool=False) -> pd.DataFrame:
     "Label every reconstruction with a `proxy:panel` of observer classifiers (stored with proxy=1); returns the labels."
-    run = _as_run(run)
+    run = RunDir(run)
     table, _ = read_table(run.reconstructions)
     if not len(table): raise SemsimError(f"no reconstructions to label in {run.path}", run.reconstructions, "run an attack (or import reconstructions) first")
     store, out = open_labels(run), []
@@ -669,7 +667,7 @@ def active_order(run,                    # run directory
                  metrics: list|None=None, # metric columns to use (default: all present)
                 ) -> pd.DataFrame:
     "Unlabelled reconstructions, most informative first: recon_id, score (higher = label it sooner)."
-    run = _as_run(run)
+    run = RunDir(run)
     table, _ = read_table(run.reconstructions)
     cur = open_labels(run).current(annotator=annotator)
     humans = cur[cur.proxy == 0]
@@ -765,7 +763,7 @@ def import_semsim_release(src: str|Path,         # folder holding img/ and origi
                           n_answers: int=5,      # answers per `_gt.txt`
                           attack_id: str='released') -> dict:
     "Import the SemSim paper's released annotations into a run; returns counts."
-    src, run = Path(src), _as_run(run)
+    src, run = Path(src), RunDir(run)
     if not (src/'img').is_dir() or not (src/'original-img').is_dir():
         raise SemsimError(f"{src} is not in the SemSim release layout", src, "expect img/<model>/<idx>_<cls>_rec.png + _gt.txt and original-img/<idx>_<cls>_ori.png")
     names = _classes_of(dataset)
@@ -800,7 +798,7 @@ def export_semsim_train(run: str|Path|RunDir,  # the run
                         source: str='auto',     # whose labels
                        ) -> dict:
     "Write the run's majority votes in SemSim's `train_with_ori` layout; returns counts."
-    run, out = _as_run(run), Path(out)
+    run, out = RunDir(run), Path(out)
     table, _ = read_table(run.reconstructions)
     v = votes(run, threshold, source).merge(table, on='recon_id')
     n = {'recognised': 0, 'unrecognised': 0, 'originals': 0}
@@ -828,7 +826,7 @@ def import_semsim_train(src: str|Path,          # a folder holding train_with_or
                         attack_id: str='released') -> dict:
     "Import SemSim training folders (recognised / unrecognised by majority) as one binary label per reconstruction."
     from semsim.data import IMAGE_SUFFIXES
-    src, run = Path(src), _as_run(run)
+    src, run = Path(src), RunDir(run)
     names = _classes_of(dataset)
     imgs = lambda d: sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if d.is_dir() else []
     groups = {}  # key -> (original file, [recognised], [unrecognised])
@@ -868,7 +866,7 @@ def export_labels(run: str|Path|RunDir,   # the run
                   source: str='auto',      # whose labels
                  ) -> pd.DataFrame:
     "Write the run's votes (or raw labels) as CSV, atomically; returns the table written."
-    run = _as_run(run)
+    run = RunDir(run)
     table, _ = read_table(run.reconstructions)
     if raw:
         df = _labels(run, source).merge(table[['recon_id', 'model_id', 'attack_id', 'image_id', 'class_id']], on='recon_id', how='left')

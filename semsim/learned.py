@@ -22,8 +22,6 @@ __all__ = ['SAMPLERS', 'ARCHS', 'LOSSES', 'SPLITS', 'labelled_reconstructions', 
            'generalisation_table', 'register_commands']
 
 # %% ../nbs/06_learned.ipynb 9
-def _as_run(run) -> RunDir: return run if isinstance(run, RunDir) else RunDir(run)
-
 def _abs(run: RunDir, p) -> Path|None:
     if p is None or (isinstance(p, float) and np.isnan(p)) or p == '': return None
     p = Path(p); return p if p.is_absolute() else run.path/p
@@ -32,7 +30,7 @@ def labelled_reconstructions(run: RunDir|str,            # the run
                              votes: pd.DataFrame|None=None,  # recon_id, votes_recognized, votes_total, recognized; default: the run's
                             ) -> pd.DataFrame:
     "The reconstructions table joined with its votes: one row per labelled reconstruction that has an image."
-    run = _as_run(run)
+    run = RunDir(run)
     df, _ = read_table(run.reconstructions)
     if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions, "run the attack step first (semsim attack ...)")
     votes = run_votes(run) if votes is None else votes
@@ -411,7 +409,7 @@ def train_semsim(run: RunDir|str,                  # the run (reconstructions ta
                  **kw,                             # any other `TrainConfig` field (loss, lr, batch_size, ...)
                 ) -> tuple:
     "Train and evaluate SemSim on a run; returns `(model, report)` (report: config, split, history, heldout, weights)."
-    run, given = _as_run(run), votes is not None
+    run, given = RunDir(run), votes is not None
     votes = votes if given else run_votes(run, threshold)
     cfg = TrainConfig(sampler=sampler, arch=arch, epochs=epochs, seed=seed, **kw)
     rows = labelled_reconstructions(run, votes)
@@ -439,7 +437,7 @@ def score_semsim(run: RunDir|str,          # the run to score
                  batch: int=256,            # images per forward pass
                 ) -> pd.DataFrame:
     "Write the SemSim distance of every reconstruction to its original into the table; returns `recon_id, model_id, <column>`."
-    run = _as_run(run)
+    run = RunDir(run)
     w = Path(weights)
     if not w.exists() and run.semsim_dir(str(weights)).exists(): w = run.semsim_dir(str(weights))
     df, _ = read_table(run.reconstructions)
@@ -473,7 +471,7 @@ def generalisation_table(run: RunDir|str,               # the run
                          **kw,                          # other `TrainConfig` fields
                         ) -> pd.DataFrame:
     "`split, held_out, n_train, metric, n, auc, spearman`: SemSim and the metrics on values never trained on."
-    run = _as_run(run)
+    run = RunDir(run)
     cfg = TrainConfig(epochs=epochs, **kw)
     rows = labelled_reconstructions(run, run_votes(run) if votes is None else votes)
     train_img, test_img = split_by_image(rows, cfg.test_size, cfg.seed)

@@ -597,7 +597,7 @@ def compute_metrics(run: str|Path|RunDir,  # the run directory
                     recon_ids: list|None=None,  # only these reconstructions (e.g. one sweep task's); None: all
                    ) -> pd.DataFrame:
     "Compute metrics for every reconstruction of a run (or those in `recon_ids`) and write them into its table; returns the table."
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir(run)
     resolve_metrics(metrics, preset)  # fail on bad names before any work
     df, _ = read_table(run.reconstructions)
     if recon_ids is not None:

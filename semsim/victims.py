@@ -331,14 +331,12 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
     return model.eval(), meta
 
 # %% ../nbs/02_victims.ipynb 36
-def _run(run) -> RunDir: return run if isinstance(run, RunDir) else RunDir(run)
-
 def save_victim(run,             # the run directory (path or `RunDir`)
                 model: nn.Module,  # a victim from `build_model`/`train_victim`
                 meta: dict,        # its meta from `train_victim` (needs `model_id`)
                ) -> Path:
     "Write `model.safetensors` then `model.json` atomically into the victim's directory; returns the directory."
-    d = _run(run).victim_dir(meta['model_id'])
+    d = RunDir(run).victim_dir(meta['model_id'])
     data = safetensors_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
     write_bytes_atomic(d/'model.safetensors', data)
     write_json_atomic(d/'model.json', {**meta, 'weights_sha256': hashlib.sha256(data).hexdigest()})
@@ -353,7 +351,7 @@ def _read_meta(d: Path) -> dict|None:
 
 def list_victims(run) -> list:  # the run directory
     "The ids of the run's complete victims (valid JSON whose hash matches the weights), sorted."
-    d = _run(run).victims_dir
+    d = RunDir(run).victims_dir
     return sorted(p.name for p in d.iterdir() if p.is_dir() and _read_meta(p)) if d.is_dir() else []
 
 def load_victim(run,                        # the run directory
@@ -362,7 +360,7 @@ def load_victim(run,                        # the run directory
                 expect_dataset: str|None=None, # refuse a victim trained on another dataset
                ) -> tuple:
     "The victim `(model in eval mode, meta)`, rebuilt with `build_model` and its saved weights."
-    run = _run(run); d = run.victim_dir(model_id)
+    run = RunDir(run); d = run.victim_dir(model_id)
     meta = _read_meta(d)
     if meta is None:
         have = list_victims(run)
@@ -413,7 +411,7 @@ def train_zoo(run,                 # the run directory
               **train_kw,           # settings for every entry (an entry's own win), e.g. `max_train`
              ):
     "Train the zoo's victims into the run, skipping those already trained; returns a table of what was done."
-    run = _run(run); rows = []
+    run = RunDir(run); rows = []
     for entry in expand_zoo(zoo):
         kw = {**train_kw, **entry}
         mid = model_id(kw['arch'], kw.get('width'), kw.get('variant', 'none'), kw.get('epochs', 1), kw.get('seed', 0))
@@ -455,7 +453,7 @@ def _cmd_train(args):
                                    batch_size=args.batch_size, lr=args.lr, max_train=args.max_train).items() if v is not None}
     t = train_zoo(args.run, args.dataset, [entry], force=args.force, verbose=not args.quiet)
     r = t.iloc[0]
-    print(f"{r.model_id}: {r.status}, test accuracy {r.test_accuracy:.4f} -> {_run(args.run).victim_dir(r.model_id)}")
+    print(f"{r.model_id}: {r.status}, test accuracy {r.test_accuracy:.4f} -> {RunDir(args.run).victim_dir(r.model_id)}")
 
 def _cmd_zoo(args):
     cfg = load_zoo_config(args.config)
@@ -469,9 +467,9 @@ def _cmd_list(args):
             print(f'{title}:'); [print(f'  {k:14s} {d}') for k, d in reg.items()]
         return
     ids = list_victims(args.run)
-    if not ids: print(f"no victims in {_run(args.run).victims_dir}"); return
+    if not ids: print(f"no victims in {RunDir(args.run).victims_dir}"); return
     for m in ids:
-        meta = _read_meta(_run(args.run).victim_dir(m))
+        meta = _read_meta(RunDir(args.run).victim_dir(m))
         print(f"{m:32s} {meta['dataset']:14s} acc {meta['test_accuracy']:.4f}  {meta['seconds']:.0f} s")
 
 def register_commands(sub):
