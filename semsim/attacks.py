@@ -4,7 +4,8 @@
 
 # %% ../nbs/03_attacks.ipynb 2
 from __future__ import annotations
-import math, time, zlib
+import contextlib, copy, math, threading, time, zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
@@ -16,8 +17,8 @@ from .victims import build_model, load_victim, defend, parse_defense
 
 # %% auto 0
 __all__ = ['ATTACKS', 'Attack', 'get_attack', 'target_gradients', 'recover_labels', 'gradient_distance', 'total_variation',
-           'bn_statistics_loss', 'calibrate', 'AttackResult', 'attack_batch', 'attack_key', 'image_seed', 'run_attack',
-           'register_commands']
+           'bn_statistics_loss', 'prepare_victim', 'calibrate', 'default_workers', 'AttackResult', 'attack_batch',
+           'attack_key', 'image_seed', 'run_attack', 'register_commands']
 
 # %% ../nbs/03_attacks.ipynb 7
 @dataclass(frozen=True)
@@ -124,6 +125,24 @@ def bn_statistics_loss(inputs: list, layers: list) -> torch.Tensor:  # what each
     return out
 
 # %% ../nbs/03_attacks.ipynb 24
+class _EvalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    "A BatchNorm layer in eval mode, written as an elementwise scale and shift (same function and parameters)."
+    def forward(self, x):
+        scale = (self.running_var + self.eps).rsqrt()
+        if self.weight is not None: scale = scale * self.weight
+        shift = -self.running_mean * scale
+        if self.bias is not None: shift = shift + self.bias
+        view = (-1,) + (1,) * (x.dim() - 2)
+        return x * scale.view(view) + shift.view(view)
+
+def prepare_victim(model: nn.Module) -> nn.Module:  # a victim (not changed)
+    "A copy of the victim to attack: eval mode, BatchNorm layers with running statistics as elementwise scale and shift."
+    model = copy.deepcopy(model).eval()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None: m.__class__ = _EvalBatchNorm
+    return model
+
+# %% ../nbs/03_attacks.ipynb 27
 class _Objective:
     "The attack objective of one model and attack; `batched` (vmap) and `sequential` (autograd) image gradients."
     def __init__(self, model, spec: Attack):
@@ -176,7 +195,7 @@ class _Objective:
     def step(self, x, y, t, tnorm, batched: bool):
         return (self.batched if batched else self.sequential)(x, y, t, tnorm)
 
-# %% ../nbs/03_attacks.ipynb 29
+# %% ../nbs/03_attacks.ipynb 32
 def _lr_at(spec: Attack, i: int, iterations: int) -> float:
     return spec.lr * 0.1 ** sum(i >= int(m * iterations) for m in spec.milestones)
 
@@ -211,7 +230,7 @@ def _adam_chunk(objective: _Objective, x, y, t, tnorm, iterations: int, batched:
         diverged[late] = True
     return x, diverged, rec, done
 
-# %% ../nbs/03_attacks.ipynb 31
+# %% ../nbs/03_attacks.ipynb 34
 _CALIBRATION = {}
 
 def _timed(f):
@@ -224,7 +243,7 @@ def calibrate(objective: _Objective, x, y, t, tnorm,   # an objective and the ca
              ) -> int:
     "The chunk size that optimises candidates fastest: 1 (sequential) or a vmap chunk size."
     key = (tuple((k, tuple(v.shape)) for k, v in objective.params.items()), tuple(x.shape[1:]),
-           objective.spec.distance, bool(objective.spec.bn), min(max_chunk, len(x)), str(x.device))
+           objective.spec.distance, bool(objective.spec.bn), min(max_chunk, len(x)), str(x.device), torch.get_num_threads())
     if key in _CALIBRATION: return _CALIBRATION[key]
     def run(n, batched):
         idx = torch.arange(n) % len(x)
@@ -246,13 +265,55 @@ def calibrate(objective: _Objective, x, y, t, tnorm,   # an objective and the ca
     if complete: _CALIBRATION[key] = best
     return best
 
+# %% ../nbs/03_attacks.ipynb 36
+def default_workers(device) -> int:
+    "How many chunks to optimise at the same time: one per torch CPU thread (at most 8) on a CPU, 1 on a GPU."
+    return 1 if torch.device(device).type != 'cpu' else max(1, min(torch.get_num_threads(), 8))
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    "Run the block with `n` torch intra-op threads; threads started inside take the same setting."
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try: yield
+    finally: torch.set_num_threads(old)
+
+def _slices(n: int, chunk: int, workers: int=1, fill: bool=False) -> list:
+    "Chunks of `chunk` candidates out of `n`; with `fill`, smaller chunks where that gives every worker one."
+    if fill: chunk = min(chunk, math.ceil(n / workers))
+    chunk = max(1, chunk)
+    return [slice(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+
+class _LockedBar:
+    "A progress bar that worker threads update one at a time."
+    def __init__(self, bar): self.bar, self.lock = bar, threading.Lock()
+    def update(self, n):
+        with self.lock: self.bar.update(n)
+    def set_postfix(self, **kw):
+        with self.lock: self.bar.set_postfix(**kw)
+
+def _optimise(objectives: list, x, y, t, tnorm, iterations: int, slices: list, batched: bool, bar=None):
+    "Optimise the candidates chunk by chunk, one chunk per objective (worker thread) at a time; `_adam_chunk`'s outputs and seconds per candidate."
+    n, workers = len(x), len(objectives)
+    out, diverged, rec, done, secs = x.clone(), torch.zeros(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n, dtype=torch.long), torch.zeros(n)
+    bar = _LockedBar(bar) if bar is not None and workers > 1 else bar
+    def work(w):
+        for s in slices[w::workers]:
+            t0 = time.perf_counter()
+            out[s], diverged[s], rec[s], done[s] = _adam_chunk(objectives[w], x[s], y[s], [tt[s] for tt in t], tnorm[s], iterations, batched, bar)
+            secs[s] = (time.perf_counter() - t0) / (s.stop - s.start) / min(workers, len(slices))   # a share of the wall-clock time
+    if workers == 1: work(0)
+    else:
+        with ThreadPoolExecutor(workers) as pool: list(pool.map(work, range(workers)))
+    return out, diverged, rec, done, secs
+
 # ## L-BFGS attacks: DLG and iDLG
 #
 # DLG optimises a random image and a random soft label with L-BFGS (learning rate 1, up to 20 evaluations per step)
 # on the squared L2 gradient distance; iDLG recovers the label first and optimises the image only. L-BFGS's line
 # search couples all its variables, so these run one image at a time.
 
-# %% ../nbs/03_attacks.ipynb 32
+# %% ../nbs/03_attacks.ipynb 37
 def _lbfgs_one(model, spec: Attack, x0, y, t, ylogit0=None, bar=None):
     "One L-BFGS attack; returns image, diverged, distance, iterations done, label used."
     params, buffers = _state(model)
@@ -284,7 +345,7 @@ def _lbfgs_one(model, spec: Attack, x0, y, t, ylogit0=None, bar=None):
     label = int(ylogit.detach().argmax()) if ylogit is not None else int(y.argmax())
     return last[0], diverged, float(rec), done, label
 
-# %% ../nbs/03_attacks.ipynb 34
+# %% ../nbs/03_attacks.ipynb 39
 @dataclass
 class AttackResult:
     "What an attack returns for K images."
@@ -292,7 +353,7 @@ class AttackResult:
     status: list              # 'ok' or 'diverged' per image
     loss: np.ndarray          # final gradient distance per image (NaN when diverged)
     iterations: np.ndarray    # iterations run per image (fewer when diverged)
-    seconds: np.ndarray       # wall-clock seconds per image (its share of its chunks)
+    seconds: np.ndarray       # wall-clock seconds per image (its share of the time of its chunks)
     labels_used: torch.Tensor  # the label each attack assumed (given, recovered or learned)
     chunk: int = 1            # the chunk size used (1 = sequential)
 
@@ -305,6 +366,7 @@ def attack_batch(model: nn.Module,          # the victim (its parameters are not
                  seed: int|list=0,           # an int (image i gets `seed + i`) or one seed per image
                  batch: int|None=None,       # chunk size: 1 = sequential, k = vmap chunks of k, None = calibrated
                  verbose: bool=True,         # show a progress bar with the loss
+                 workers: int|None=None,     # chunks optimised at the same time (default: `default_workers`)
                 ) -> AttackResult:
     "Reconstruct K images from their gradients, each attacked independently."
     spec = get_attack(attack, iterations)
@@ -339,17 +401,20 @@ def attack_batch(model: nn.Module,          # the victim (its parameters are not
     owner = torch.arange(K).repeat_interleave(R)
     yc, tc = (y, t) if R == 1 else (y[owner], [tt[owner] for tt in t])
     tnorm = torch.stack([sum((tt[k] ** 2).sum() for tt in tc).sqrt() for k in range(len(xc))])
-    objective = _Objective(model, spec)
-    chunk = batch if batch is not None else calibrate(objective, xc, yc, tc, tnorm, it)
-    chunk = max(1, min(int(chunk), len(xc)))
-    cx, cdiv, crec, cdone = xc.clone(), torch.zeros(len(xc), dtype=torch.bool), torch.zeros(len(xc)), torch.zeros(len(xc), dtype=torch.long)
-    with tqdm(total=math.ceil(len(xc) / chunk) * it, desc=f'{spec.name} ×{chunk}', disable=not verbose, leave=False) as bar:
-        for a in range(0, len(xc), chunk):
-            s = slice(a, a + chunk)
-            t0 = time.perf_counter()
-            cx[s], cdiv[s], crec[s], cdone[s] = _adam_chunk(objective, xc[s], yc[s], [tt[s] for tt in tc], tnorm[s], it, chunk > 1, bar)
-            dt = (time.perf_counter() - t0) / len(xc[s])
-            np.add.at(secs, owner[s].numpy(), dt)
+    W = default_workers(images.device) if workers is None else int(workers)
+    if W < 1: raise SemsimError(f"workers must be >= 1, got {workers}", '--workers', "pass e.g. --workers 2, or leave it out")
+    threads = torch.get_num_threads()
+    objectives = [_Objective(prepare_victim(model), spec)]
+    with _torch_threads(threads // W):
+        chunk = int(batch) if batch is not None else calibrate(objectives[0], xc, yc, tc, tnorm, it)
+    slices = _slices(len(xc), min(chunk, len(xc)), W, fill=batch is None)
+    chunk = slices[0].stop
+    objectives += [_Objective(prepare_victim(model), spec) for _ in range(min(W, len(slices)) - 1)]
+    with _torch_threads(threads // len(objectives)):   # fewer chunks than workers: more threads each
+        desc = f'{spec.name} ×{chunk}' + (f' on {len(objectives)} threads' if len(objectives) > 1 else '')
+        with tqdm(total=len(slices) * it, desc=desc, disable=not verbose, leave=False) as bar:
+            cx, cdiv, crec, cdone, csecs = _optimise(objectives, xc, yc, tc, tnorm, it, slices, chunk > 1, bar)
+    np.add.at(secs, owner.numpy(), csecs.numpy())
     for i in range(K):
         rs = range(i * R, (i + 1) * R)
         ok = [r for r in rs if not cdiv[r]]
@@ -357,7 +422,7 @@ def attack_batch(model: nn.Module,          # the victim (its parameters are not
         recons[i], status[i], loss[i], done[i] = cx[b].clamp(0, 1), 'ok' if ok else 'diverged', crec[b].item(), cdone[b].item()
     return AttackResult(recons, status, loss, done, secs, used, chunk)
 
-# %% ../nbs/03_attacks.ipynb 54
+# %% ../nbs/03_attacks.ipynb 61
 def attack_key(attack: str|Attack,  # a preset name or an `Attack`
                defense=None,         # a defense spec, e.g. 'noise:0.01'
               ) -> str:
@@ -378,6 +443,7 @@ def run_attack(run,                          # the run directory (path or `RunDi
                image_ids: list|None=None,    # attack only these originals (default: all)
                verbose: bool=True,           # progress bars
                seed: int=0,                  # added to every image's seed
+               workers: int|None=None,       # chunks optimised at the same time (default: one per CPU thread, 1 on a GPU)
               ) -> pd.DataFrame:
     "Reconstruct a run's originals from a victim's gradients; write PNGs and table rows; returns this attack's rows."
     run = RunDir(run)
@@ -401,7 +467,8 @@ def run_attack(run,                          # the run directory (path or `RunDi
             try:
                 x = torch.stack([load_png(run.path/r.path) for r in group])
                 y = torch.tensor([int(r.class_id) for r in group])
-                res = attack_batch(model, x, y, spec, defense=defense, seed=[image_seed(r.image_id, seed) for r in group], verbose=verbose)
+                res = attack_batch(model, x, y, spec, defense=defense, seed=[image_seed(r.image_id, seed) for r in group],
+                                   verbose=verbose, workers=workers)
             except SemsimError: raise
             except Exception as e:
                 print(f'attack failed on {len(group)} images ({type(e).__name__}: {e}); they are marked failed and retried next time')
@@ -421,14 +488,14 @@ def run_attack(run,                          # the run directory (path or `RunDi
     table, _ = read_table(run.reconstructions)
     return table[(table.model_id == model_id) & (table.attack_id == aid)].reset_index(drop=True)
 
-# %% ../nbs/03_attacks.ipynb 61
+# %% ../nbs/03_attacks.ipynb 68
 def _cmd_attack(args):
     from semsim.victims import list_victims
     models = list_victims(args.run) if args.model == 'all' else [m for m in args.model.split(',') if m]
     if not models: raise SemsimError(f"no victims in {args.run}", '--model', f"train one: semsim victims train --run {args.run} ...")
     for m in models:
         t = run_attack(args.run, m, args.attack, args.iterations, args.batch, args.defense,
-                       args.images.split(',') if args.images else None, verbose=not args.quiet, seed=args.seed)
+                       args.images.split(',') if args.images else None, verbose=not args.quiet, seed=args.seed, workers=args.workers)
         counts = t.status.value_counts().to_dict()
         print(f"{m}/{t.attack_id.iloc[0] if len(t) else args.attack}: {len(t)} reconstructions {counts}, "
               f"mean gradient distance {t.attack_loss.mean():.4g}, {t.seconds.mean():.2f} s per image")
@@ -444,5 +511,6 @@ def register_commands(sub):
     p.add_argument('--defense', default=None, help='gradient defense, e.g. noise:0.01, prune:70, clip:1.0')
     p.add_argument('--images', default=None, help='comma-separated image_ids (default: all originals)')
     p.add_argument('--seed', type=int, default=0, help='added to every image seed')
+    p.add_argument('--workers', type=int, default=None, help='chunks attacked at the same time (default: one per CPU thread, 1 on a GPU)')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.set_defaults(func=_cmd_attack)
