@@ -220,7 +220,7 @@ def _adam_chunk(objective: _Objective, x, y, t, tnorm, iterations: int, batched:
         new = x[act] - step * m[act] / ((v[act].sqrt() / math.sqrt(1 - b2 ** (i + 1))) + eps)
         if spec.boxed: new = new.clamp(0, 1)
         x[act] = new
-        if bar is not None: bar.update(1); bar.set_postfix(loss=f'{total[~bad].mean().item():.4f}' if (~bad).any() else 'nan')
+        if bar is not None: bar.set_postfix(loss=f'{total[~bad].mean().item():.4f}' if (~bad).any() else 'nan', refresh=False); bar.update(1)
     rec = torch.full((k,), float('nan'))
     ok = (~diverged).nonzero().flatten()
     if len(ok):
@@ -340,7 +340,7 @@ def _lbfgs_one(model, spec: Attack, x0, y, t, ylogit0=None, bar=None):
             diverged, done = True, i
             break
         last[0] = x.detach().clone()
-        if bar is not None: bar.update(1); bar.set_postfix(loss=f'{total.item():.4g}')
+        if bar is not None: bar.set_postfix(loss=f'{total.item():.4g}', refresh=False); bar.update(1)
     rec = last[1] if not diverged else torch.tensor(float('nan'))
     label = int(ylogit.detach().argmax()) if ylogit is not None else int(y.argmax())
     return last[0], diverged, float(rec), done, label

@@ -312,7 +312,7 @@ def fit_semsim(bank: ImageBank,          # images of all rows
         acc = triplet_accuracy(model, bank, held)
         history.append(dict(epoch=epoch + 1, loss=float(np.mean(losses)), heldout_triplet_acc=acc,
                             lr=opt.param_groups[0]['lr'], seconds=time.time() - t0))
-        bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}', acc=f'{acc:.3f}')
+        bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}', acc=f'{acc:.3f}', refresh=False)
     return model.cpu().eval(), pd.DataFrame(history)
 
 # %% ../nbs/06_learned.ipynb 39

@@ -313,7 +313,7 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                     for p, g in zip(params, defend([p.grad for p in params], grad_defense, noise_gen)): p.grad = g
                 opt.step(); sched.step()
                 loss_sum += loss.item() * len(b); correct += int((out.argmax(1) == labels[b]).sum()); seen += len(b)
-                bar.update(1); bar.set_postfix(loss=f'{loss.item():.3f}')
+                bar.set_postfix(loss=f'{loss.item():.3f}', refresh=False); bar.update(1)
             log.append(dict(epoch=epoch + 1, loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
                             lr_end=opt.param_groups[0]['lr'], seconds=round(time.time() - te, 2)))
     model = model.to(memory_format=torch.contiguous_format)  # the layout `load_victim` gives: identical outputs
