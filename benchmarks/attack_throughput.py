@@ -13,7 +13,7 @@ linearly from the measured iterations; ratios are against the sequential loop.
 """
 import argparse, math, os, platform, time
 import torch
-from semsim.attacks import (attack_batch, get_attack, target_gradients, prepare_victim, default_workers, _Objective,
+from semsim.attacks import (attack_batch, get_attack, target_gradients, target_norms, prepare_victim, default_workers, _Objective,
                             _adam_chunk, _optimise, _slices, _torch_threads, _CALIBRATION)
 from semsim.core import generator
 from semsim.data import load_dataset
@@ -39,8 +39,7 @@ def problem(model, x, y, spec):
     t = target_gradients(model, x, y)
     yy = torch.nn.functional.one_hot(y, t[-1].shape[-1]).to(x.dtype)
     x0 = torch.stack([torch.randn(x.shape[1:], generator=generator(i)) for i in range(len(x))]).to(x.device)
-    tn = torch.stack([sum((tt[k] ** 2).sum() for tt in t).sqrt() for k in range(len(x))])
-    return x0, yy, t, tn
+    return x0, yy, t, target_norms(t)
 
 def timed(f):
     "Seconds that f takes (synchronising the GPU)."

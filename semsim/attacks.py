@@ -16,9 +16,9 @@ from .data import load_originals
 from .victims import build_model, load_victim, defend, parse_defense
 
 # %% auto 0
-__all__ = ['ATTACKS', 'Attack', 'get_attack', 'target_gradients', 'recover_labels', 'gradient_distance', 'total_variation',
-           'bn_statistics_loss', 'prepare_victim', 'calibrate', 'default_workers', 'AttackResult', 'attack_batch',
-           'attack_key', 'image_seed', 'run_attack', 'register_commands']
+__all__ = ['ATTACKS', 'Attack', 'get_attack', 'target_gradients', 'target_norms', 'recover_labels', 'gradient_distance',
+           'total_variation', 'bn_statistics_loss', 'prepare_victim', 'calibrate', 'default_workers', 'AttackResult',
+           'attack_batch', 'attack_key', 'image_seed', 'run_attack', 'register_commands']
 
 # %% ../nbs/03_attacks.ipynb 7
 @dataclass(frozen=True)
@@ -89,6 +89,10 @@ def target_gradients(model: nn.Module,       # the victim, in eval mode
     seeds = list(range(len(images))) if seeds is None else seeds
     per_image = [defend([t[i] for t in g], defense, generator(int(s) + 2**40)) for i, s in enumerate(seeds)]
     return [torch.stack(ts) for ts in zip(*per_image)]
+
+def target_norms(grads: list) -> torch.Tensor:  # per-parameter gradients, each K×(parameter shape)
+    "The L2 norm of each of the K gradients over all parameters."
+    return sum(g.flatten(1).pow(2).sum(1) for g in grads).sqrt()
 
 # %% ../nbs/03_attacks.ipynb 16
 def recover_labels(grads: list,        # per-parameter gradients, each K×(parameter shape)
@@ -400,7 +404,7 @@ def attack_batch(model: nn.Module,          # the victim (its parameters are not
     xc = x0.flatten(0, 1)
     owner = torch.arange(K).repeat_interleave(R)
     yc, tc = (y, t) if R == 1 else (y[owner], [tt[owner] for tt in t])
-    tnorm = torch.stack([sum((tt[k] ** 2).sum() for tt in tc).sqrt() for k in range(len(xc))])
+    tnorm = target_norms(tc)
     W = default_workers(images.device) if workers is None else int(workers)
     if W < 1: raise SemsimError(f"workers must be >= 1, got {workers}", '--workers', "pass e.g. --workers 2, or leave it out")
     threads = torch.get_num_threads()
