@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import scipy.stats as stats
 from sklearn.metrics import roc_auc_score
-from .core import SemsimError, orientation, atomic_write, write_text_atomic
+from .core import SemsimError, atomic_write, write_text_atomic
+from .metrics import orientation, metric_level, metric_column, metric_columns, undeclared_columns
 
 # %% auto 0
 __all__ = ['HUMAN_COLUMNS', 'STATISTICS', 'CORRELATION_COLUMNS', 'synthetic_study', 'oriented_columns', 'prepare_table',
@@ -49,15 +50,11 @@ def synthetic_study(n_models: int=8,      # victim models, leaking from little t
 # %% ../nbs/07_analysis.ipynb 9
 HUMAN_COLUMNS = ('recognized', 'votes_recognized', 'votes_total')
 
-def _known(name):
-    try: orientation(name); return True
-    except SemsimError: return False
+def _known(name): return metric_column(name) is not None
 
 def oriented_columns(df: pd.DataFrame) -> list:  # any table
     "The numeric columns of `df` whose name has a declared orientation (the default metric columns)."
-    skip = set(HUMAN_COLUMNS) | {'human_rate'}
-    return [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])
-            and not pd.api.types.is_bool_dtype(df[c]) and _known(c)]
+    return metric_columns(df, numeric=True)
 
 def prepare_table(df: pd.DataFrame,        # a table per the analysis contract
                   metrics: list|None=None,  # metric columns; None: every numeric column with a known orientation

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 # %% auto 0
-__all__ = ['ORIENTATION', 'RECON_COLUMNS', 'SemsimError', 'RunDir', 'atomic_write', 'write_bytes_atomic', 'write_text_atomic',
+__all__ = ['RECON_COLUMNS', 'SemsimError', 'RunDir', 'atomic_write', 'write_bytes_atomic', 'write_text_atomic',
            'write_json_atomic', 'file_lock', 'to_uint8', 'to_tensor', 'save_png', 'load_png', 'seed_everything',
-           'generator', 'package_versions', 'orientation', 'recon_id', 'read_table', 'write_table', 'update_table']
+           'generator', 'package_versions', 'recon_id', 'read_table', 'write_table', 'update_table']
 
 # %% ../nbs/00_core.ipynb 5
 class SemsimError(Exception):
@@ -169,16 +169,6 @@ def package_versions(names=('semsim', 'torch', 'torchvision', 'numpy', 'scikit-i
     return out
 
 # %% ../nbs/00_core.ipynb 32
-ORIENTATION = {'psnr': 1, 'ssim': 1, 'mse': -1, 'lpips': -1, 'fid': -1, 'feat_l2': -1, 'feat_cos': -1,
-               'feat_fid': -1, 'recog_acc': 1, 'recog_p_true': 1, 'semsim': -1}
-
-def orientation(metric: str) -> int:  # a metric column name, e.g. `lpips` or `lpips_vgg`
-    "+1 if higher `metric` means more leakage, -1 if less; names like `lpips_vgg` or `psnr_standard` use their base."
-    for k in sorted(ORIENTATION, key=len, reverse=True):
-        if metric == k or metric.startswith(k + '_'): return ORIENTATION[k]
-    raise SemsimError(f"unknown metric {metric!r}", 'metric', f"use one of: {', '.join(ORIENTATION)} (or NAME_variant)")
-
-# %% ../nbs/00_core.ipynb 35
 RECON_COLUMNS = ['recon_id', 'dataset', 'model_id', 'attack_id', 'image_id', 'class_id', 'original_path',
                  'recon_path', 'status', 'attack_loss', 'iterations', 'seconds']
 

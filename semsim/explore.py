@@ -8,7 +8,8 @@ import base64, html, io
 from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
-from .core import SemsimError, RunDir, read_table, load_png, to_uint8, orientation
+from .core import SemsimError, RunDir, read_table, load_png, to_uint8
+from .metrics import orientation
 from .analysis import oriented_columns
 
 # %% auto 0

@@ -8,9 +8,10 @@ import os, re, json, time, uuid, zlib, socket, sqlite3, datetime, io
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
-from .core import (SemsimError, RunDir, read_table, update_table, recon_id, orientation, RECON_COLUMNS,
+from .core import (SemsimError, RunDir, read_table, update_table, recon_id, RECON_COLUMNS,
                          load_png, save_png, to_uint8, write_bytes_atomic, write_text_atomic, write_json_atomic, generator)
 from .data import load_originals, load_dataset, dataset_info, data_dir, image_id
+from .metrics import metric_columns, orientation
 
 # %% auto 0
 __all__ = ['PROTOCOLS', 'CANNOT', 'LABEL_COLUMNS', 'UNDO', 'SKIP', 'KEYS', 'OBSERVER_ARCHS', 'PANEL_INDEPENDENCE',
@@ -651,16 +652,6 @@ def label_with_proxies(run: str|Path|RunDir,  # the run to label
     return labels.assign(recognized=[int(a == store.truth[r]) for r, a in zip(labels.recon_id, labels.answer)])
 
 # %% ../nbs/05_labels.ipynb 51
-def _metric_columns(df) -> list:
-    try:
-        from semsim.metrics import metric_columns
-        return list(metric_columns(df))
-    except ImportError:
-        def known(c):
-            try: orientation(c); return c not in RECON_COLUMNS and pd.api.types.is_numeric_dtype(df[c])
-            except SemsimError: return False
-        return [c for c in df.columns if known(c)]
-
 def active_order(run,                    # run directory
                  by: str='auto',          # 'disagreement', 'uncertainty' or 'auto'
                  annotator: str|None=None,  # unlabelled by this annotator (default: by any human)
@@ -672,7 +663,7 @@ def active_order(run,                    # run directory
     cur = open_labels(run).current(annotator=annotator)
     humans = cur[cur.proxy == 0]
     todo = table[~table.recon_id.isin(humans.recon_id) & (table.status == 'ok')].copy()
-    cols = metrics or [c for c in _metric_columns(table) if c != 'semsim']
+    cols = metrics or [c for c in metric_columns(table, level='image', numeric=True) if c != 'semsim']
     if by == 'auto': by = 'uncertainty' if 'semsim' in table.columns and table.semsim.notna().any() else 'disagreement'
     if by == 'disagreement':
         if len(cols) < 2: raise SemsimError(f"need two metric columns to measure disagreement, found {cols}", run.reconstructions, "compute metrics first: semsim metrics --run RUN")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import (SemsimError, RunDir, read_table, update_table, load_png, seed_everything, write_json_atomic,
-                         write_text_atomic, package_versions, orientation)
-from .metrics import metric_columns
+                         write_text_atomic, package_versions)
+from .metrics import metric_columns, orientation
 from .labels import votes as run_votes, label_source as run_label_source
 
 # %% auto 0
@@ -328,7 +328,7 @@ def pair_distances(model: SemsimNet,    # a SemSim net
 
 def metric_candidates(df: pd.DataFrame) -> list:
     "The metric columns of `df` (`semsim.metrics.metric_columns`) with values, other than SemSim scores."
-    return [c for c in metric_columns(df) if not c.startswith('semsim') and pd.api.types.is_numeric_dtype(df[c])]
+    return [c for c in metric_columns(df, level='image', numeric=True) if not c.startswith('semsim')]
 
 def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                        bank: ImageBank,         # images by id

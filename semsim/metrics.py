@@ -12,17 +12,18 @@ from urllib.parse import urlparse
 import numpy as np, pandas as pd, torch
 import torch.nn as nn, torch.nn.functional as F
 from .core import (SemsimError, RunDir, load_png, to_uint8, read_table, update_table, write_json_atomic,
-                         write_bytes_atomic, file_lock, seed_everything, package_versions, orientation)
+                         write_bytes_atomic, file_lock, seed_everything, package_versions)
 from .data import data_dir, load_dataset
 
 # %% auto 0
-__all__ = ['PRESETS', 'WEIGHTS', 'LPIPS_PRESETS', 'LPIPS_BACKBONES', 'METRICS', 'load_pairs', 'psnr', 'mse', 'ssim',
-           'WeightsSpec', 'hub_checkpoints', 'weights_dirs', 'sha256_file', 'trusted_hashes', 'find_weights',
+__all__ = ['PRESETS', 'WEIGHTS', 'LPIPS_PRESETS', 'LPIPS_BACKBONES', 'METRICS', 'NOT_METRICS', 'load_pairs', 'psnr', 'mse',
+           'ssim', 'WeightsSpec', 'hub_checkpoints', 'weights_dirs', 'sha256_file', 'trusted_hashes', 'find_weights',
            'weights_status', 'WeightsUnavailable', 'require_weights', 'import_weights', 'fetch_weights',
            'lpips_network', 'lpips_distance', 'frechet_distance', 'inception_network', 'inception_features', 'EvalCNN',
            'train_eval_classifier', 'eval_classifier_path', 'eval_classifier', 'classifier_outputs',
-           'feature_distances', 'recognition', 'PairSet', 'Metric', 'resolve_metrics', 'metric_columns',
-           'metrics_for_pairs', 'compute_metrics', 'compute_pairs', 'register_commands']
+           'feature_distances', 'recognition', 'PairSet', 'Column', 'Metric', 'resolve_metrics', 'metric_column',
+           'orientation', 'metric_level', 'metric_columns', 'undeclared_columns', 'metrics_for_pairs',
+           'compute_metrics', 'compute_pairs', 'register_commands']
 
 # %% ../nbs/04_metrics.ipynb 7
 def load_pairs(original_paths: list,  # original image files
@@ -481,14 +482,23 @@ def _compute_recog(p, s):
     acc, p_true = recognition(classifier_outputs(model, p.recons)[1], p.class_ids)
     return {'recog_acc': acc, 'recog_p_true': p_true}
 
+
+# %% ../nbs/04_metrics.ipynb 56
+@dataclass(frozen=True)
+class Column:
+    "What the package asks about a metric column: which way means leakage, and one value per image or per set."
+    orientation: int      # +1: higher = more leakage (more recognisable); -1: lower = more leakage
+    level: str = 'image'  # 'image': one value per reconstruction; 'set': one per (model, attack) set, e.g. FID
+
 @dataclass
 class Metric:
     "A metric: the columns it writes, its named presets (settings recorded with its values) and how to compute it."
     name: str          # e.g. 'ssim'
-    columns: tuple     # base column names, e.g. ('feat_l2', 'feat_cos', 'feat_fid')
+    columns: dict      # base column name -> `Column`, e.g. {'feat_l2': Column(-1), 'feat_fid': Column(-1, 'set')}
     presets: dict      # preset name -> settings (with a 'description')
-    compute: Callable  # compute(pairs: PairSet, settings) -> {base column: values}
+    compute: Callable|None  # compute(pairs: PairSet, settings) -> {base column: values}; None: made elsewhere
     library: str = ''  # the package that computes it
+    made_by: str = ''  # for `compute=None`: the command that makes the column
     def preset_for(self, preset: str) -> str:
         "The preset used when `preset` is requested (a metric with one setting uses it for every request)."
         if preset in self.presets: return preset
@@ -498,58 +508,108 @@ class Metric:
         "The table column of `base` under `preset`: the plain name for 'paper'/'default', else `base_preset`."
         preset = self.preset_for(preset)
         return base if preset in ('paper', 'default') else f'{base}_{preset}'
-    def orientation(self, base: str) -> int: return orientation(base)
+    def orientation(self, base: str) -> int: return self.columns[base].orientation
+    @property
+    def needs_sets(self) -> bool: return any(c.level == 'set' for c in self.columns.values())
 
+
+# %% ../nbs/04_metrics.ipynb 57
 _SKI = "scikit-image on uint8 images, data range 255 (as the SemSim paper's code)"
 METRICS = {m.name: m for m in (
-    Metric('psnr', ('psnr',), {
+    Metric('psnr', {'psnr': Column(1)}, {
         'paper': dict(data_range=255, input='uint8', description=f"PSNR in dB, {_SKI}"),
         'standard': dict(data_range=1.0, input='float [0,1]', description="PSNR in dB on [0,1] floats (torchmetrics)")},
         _compute_psnr, 'scikit-image / torchmetrics'),
-    Metric('mse', ('mse',), {'default': dict(data_range=1.0, input='float [0,1]', description="mean squared error on [0,1]")},
+    Metric('mse', {'mse': Column(-1)}, {'default': dict(data_range=1.0, input='float [0,1]', description="mean squared error on [0,1]")},
            _compute_mse, 'torch'),
-    Metric('ssim', ('ssim',), {
+    Metric('ssim', {'ssim': Column(1)}, {
         'paper': dict(data_range=255, input='uint8', window='7x7 uniform, sample covariance', border='map averaged over positions whose window fits (3 px cropped)',
                       description=f"SSIM, {_SKI}, default 7x7 uniform window, channel_axis for colour"),
         'standard': dict(data_range=1.0, input='float [0,1]', window='11x11 Gaussian, sigma 1.5', border='reflect padding, map averaged over all positions',
                          description="SSIM of Wang et al. 2004 (Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03) on [0,1] (torchmetrics); images under 11 px refused")},
         _compute_ssim, 'scikit-image / torchmetrics'),
-    Metric('lpips', ('lpips',), {k: {kk: vv for kk, vv in v.items()} for k, v in LPIPS_PRESETS.items()}, _compute_lpips, 'lpips'),
-    Metric('fid', ('fid',), {'default': dict(network='Inception v3 (TF FID, torch-fidelity weights)', features='pool3, 2048-d',
+    Metric('lpips', {'lpips': Column(-1)}, {k: {kk: vv for kk, vv in v.items()} for k, v in LPIPS_PRESETS.items()}, _compute_lpips, 'lpips'),
+    Metric('fid', {'fid': Column(-1, 'set')}, {'default': dict(network='Inception v3 (TF FID, torch-fidelity weights)', features='pool3, 2048-d',
                                              set='originals vs reconstructions of one (model, attack)',
                                              description="Frechet Inception distance (torchmetrics) per reconstruction set; every pair of a set carries the set's value")},
            _compute_fid, 'torchmetrics'),
-    Metric('feat', ('feat_l2', 'feat_cos', 'feat_fid'), {'default': dict(network='EvalCNN evaluation classifier', features='penultimate layer, 128-d',
+    Metric('feat', {'feat_l2': Column(-1), 'feat_cos': Column(-1), 'feat_fid': Column(-1, 'set')}, {'default': dict(network='EvalCNN evaluation classifier', features='penultimate layer, 128-d',
                                              description="distances on the evaluation classifier's features: per-pair L2, cosine distance (1-cos), "
                                                          "and the Frechet distance per reconstruction set")},
            _compute_feat, 'torch / torchmetrics'),
-    Metric('recog', ('recog_acc', 'recog_p_true'), {'default': dict(network='EvalCNN evaluation classifier',
+    Metric('recog', {'recog_acc': Column(1), 'recog_p_true': Column(1)}, {'default': dict(network='EvalCNN evaluation classifier',
                                              description="the evaluation classifier on the reconstruction: 1 if its top class is the true one; probability of the true class")},
            _compute_recog, 'torch'),
+    Metric('semsim', {'semsim': Column(-1)}, {'default': dict(description="the learned SemSim distance (semsim.learned)")},
+           None, 'semsim', made_by='semsim learn score'),
 )}
 
+
+# %% ../nbs/04_metrics.ipynb 58
 def resolve_metrics(metrics=None,          # names or 'name:preset' (list or comma-separated); None: all
                     preset: str='paper',   # the preset for metrics given without one
                    ) -> list:
     "`[(Metric, preset)]` for a request; unknown names or presets raise an error listing the valid ones."
     _check_preset(preset)
-    items = list(METRICS) if metrics is None else [m.strip() for m in (metrics.split(',') if isinstance(metrics, str) else metrics) if m.strip()]
+    items = [n for n, m in METRICS.items() if m.compute] if metrics is None else [m.strip() for m in (metrics.split(',') if isinstance(metrics, str) else metrics) if m.strip()]
     out = []
     for item in items:
         name, _, p = item.partition(':')
         if name not in METRICS: raise SemsimError(f"unknown metric {name!r}", '--metrics', f"use one of: {', '.join(METRICS)}")
         m = METRICS[name]
+        if m.compute is None: raise SemsimError(f"{name} is not computed here", '--metrics', f"make it with `{m.made_by}`")
         out.append((m, m.preset_for(p or preset)))
     return out
 
-def metric_columns(df: pd.DataFrame) -> list:
-    "The metric columns present in a table, in table order."
-    def is_metric(c):
-        try: orientation(c); return True
-        except SemsimError: return False
-    return [c for c in df.columns if is_metric(c)]
 
-# %% ../nbs/04_metrics.ipynb 58
+# %% ../nbs/04_metrics.ipynb 60
+def metric_column(column: str) -> tuple|None:
+    "`(Metric, base, Column)` of a table column (`lpips_vgg` and `psnr_standard` are variants of their base), or None."
+    best = None
+    for m in METRICS.values():
+        for base, c in m.columns.items():
+            if (column == base or column.startswith(base + '_')) and (best is None or len(base) > len(best[1])):
+                best = (m, base, c)
+    return best
+
+def _column(column):
+    got = metric_column(column)
+    if got is None: raise SemsimError(f"unknown metric {column!r}", 'metric', "declare it in semsim.metrics.METRICS "
+                                      f"(known: {', '.join(b for m in METRICS.values() for b in m.columns)}; or NAME_variant)")
+    return got[2]
+
+def orientation(metric: str) -> int:  # a metric column name, e.g. `lpips` or `lpips_vgg`
+    "+1 if higher `metric` means more leakage, -1 if less."
+    return _column(metric).orientation
+
+def metric_level(metric: str) -> str:  # a metric column name
+    "'image' if `metric` has one value per reconstruction, 'set' if one per (model, attack) set (FID)."
+    return _column(metric).level
+
+
+# %% ../nbs/04_metrics.ipynb 61
+NOT_METRICS = ('recognized', 'votes_recognized', 'votes_total', 'human_rate', 'class_id', 'attack_loss',
+               'iterations', 'seconds')
+
+def metric_columns(df: pd.DataFrame,       # any table
+                   level: str|None=None,   # only 'image' or 'set' columns; None: both
+                   numeric: bool=False,    # only columns with numbers (not bool)
+                  ) -> list:
+    "The declared metric columns present in a table, in table order: the one answer to 'which columns are metrics'."
+    def ok(c):
+        if c in NOT_METRICS or metric_column(c) is None or (level and metric_level(c) != level): return False
+        return not numeric or (pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]))
+    return [c for c in df.columns if ok(c)]
+
+def undeclared_columns(df: pd.DataFrame) -> list:  # any table
+    "Numeric columns that are neither declared metrics nor known bookkeeping (e.g. a `dreamsim` column brought along)."
+    from semsim.core import RECON_COLUMNS
+    skip = set(NOT_METRICS) | set(RECON_COLUMNS)
+    return [c for c in df.columns if c not in skip and metric_column(c) is None and pd.api.types.is_numeric_dtype(df[c])
+            and not pd.api.types.is_bool_dtype(df[c])]
+
+
+# %% ../nbs/04_metrics.ipynb 65
 @functools.lru_cache(maxsize=1)
 def _versions() -> dict: return package_versions(('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics', 'torch-fidelity'))
 
@@ -625,7 +685,7 @@ def compute_metrics(run: str|Path|RunDir,  # the run directory
         write_json_atomic(json_path, {**old, **all_settings})
     return table
 
-# %% ../nbs/04_metrics.ipynb 70
+# %% ../nbs/04_metrics.ipynb 77
 def compute_pairs(originals_dir: str|Path,  # folder of original images
                   recon_dir: str|Path,      # folder of reconstructions, same file names
                   metrics=None,             # metric names / 'name:preset' (None: all but recog)
@@ -653,7 +713,7 @@ def compute_pairs(originals_dir: str|Path,  # folder of original images
     out.attrs.update(metrics=settings, unpaired=unpaired)
     return out
 
-# %% ../nbs/04_metrics.ipynb 74
+# %% ../nbs/04_metrics.ipynb 81
 def _cmd_metrics(args):
     if bool(args.run) == bool(args.originals or args.recon):
         raise SemsimError("give either --run, or --originals and --recon", 'semsim metrics', "e.g. semsim metrics --run runs/NAME")

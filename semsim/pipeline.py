@@ -10,12 +10,13 @@ import yaml, pandas as pd
 import semsim
 from .core import SemsimError, RunDir, write_text_atomic, write_json_atomic, read_table, update_table, package_versions
 from .data import DATASETS, export_originals, load_originals
+from .metrics import METRICS
 
 # %% auto 0
-__all__ = ['BASE_CONFIG', 'DATASET_CONFIGS', 'STEPS', 'SET_METRICS', 'load_config', 'validate_config', 'step_originals',
-           'step_victims', 'attack_id_of', 'step_attacks', 'step_metrics', 'step_labels', 'step_semsim',
-           'analysis_table', 'step_analysis', 'write_config', 'run_pipeline', 'report_template', 'render_report',
-           'make_report', 'report_all', 'sweep_tasks', 'task_marker', 'run_sweep_task', 'sweep', 'register_commands']
+__all__ = ['BASE_CONFIG', 'DATASET_CONFIGS', 'STEPS', 'load_config', 'validate_config', 'step_originals', 'step_victims',
+           'attack_id_of', 'step_attacks', 'step_metrics', 'step_labels', 'step_semsim', 'analysis_table',
+           'step_analysis', 'write_config', 'run_pipeline', 'report_template', 'render_report', 'make_report',
+           'report_all', 'sweep_tasks', 'task_marker', 'run_sweep_task', 'sweep', 'register_commands']
 
 # %% ../nbs/09_pipeline.ipynb 5
 BASE_CONFIG = dict(
@@ -289,7 +290,6 @@ def run_sweep_task(run_dir: str,   # the run directory (as the worker sees it)
     write_json_atomic(task_marker(run, task), {**task, 'recon_ids': rids, 'seconds': round(time.time() - t0, 2)})
     return 'done'
 
-SET_METRICS = ('fid', 'feat')  # need whole sets: computed by the client after the tasks
 
 def sweep(cfg: dict,                 # a config from `load_config`
           scheduler: str='local',    # 'local' (a LocalCluster) or a scheduler address `tcp://HOST:PORT`
@@ -306,7 +306,7 @@ def sweep(cfg: dict,                 # a config from `load_config`
     model_ids = step_victims(cfg, run, verbose)
     tasks = sweep_tasks(cfg, run, model_ids)
     todo = [t for t in tasks if not task_marker(run, t).exists()]
-    per_image = [m for m in cfg['metrics']['names'] if m not in SET_METRICS]
+    per_image = [m for m in cfg['metrics']['names'] if not METRICS[m.partition(':')[0]].needs_sets]
     status = {t['task_id']: 'skipped' for t in tasks if t not in todo}
     if todo:
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) if scheduler == 'local' else None
@@ -318,7 +318,7 @@ def sweep(cfg: dict,                 # a config from `load_config`
                     status[f.key.removeprefix('semsim-')] = f.result()
         finally:
             if cluster is not None: cluster.close()
-    set_level = [m for m in cfg['metrics']['names'] if m in SET_METRICS]  # fid, feat: over whole sets
+    set_level = [m for m in cfg['metrics']['names'] if METRICS[m.partition(':')[0]].needs_sets]  # fid, feat: over whole sets
     if set_level:
         from semsim.metrics import compute_metrics
         compute_metrics(run, metrics=set_level, preset=cfg['metrics']['preset'], verbose=verbose, eval_kw=cfg['metrics']['eval'])
