@@ -8,12 +8,14 @@ import base64, html, io
 from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
+from fastcore.basics import patch
 from .core import SemsimError, RunDir, read_table, load_png, to_uint8
 from .metrics import orientation
 from .analysis import oriented_columns
 
 # %% auto 0
-__all__ = ['LABEL_CHOICES', 'run_table', 'filter_table', 'sort_table', 'pair_png', 'Explorer', 'explore']
+__all__ = ['LABEL_CHOICES', 'run_table', 'filter_table', 'sort_table', 'pair_png', 'explorer_metrics', 'tile_caption',
+           'detail_html', 'Explorer', 'explore']
 
 # %% ../nbs/08_explore.ipynb 7
 def run_table(run: str|Path|RunDir,     # the run directory
@@ -87,39 +89,77 @@ def _human(df):
     if 'recognized' in df.columns: return df.recognized.astype(float).values
     return np.zeros(len(df))
 
+def explorer_metrics(table: pd.DataFrame) -> list:  # a reconstructions table (`run_table`)
+    "The metric columns of `table` that have at least one value: what the explorer offers to sort by."
+    return [c for c in oriented_columns(table) if table[c].notna().any()]
+
+def tile_caption(row) -> str:  # one row of a reconstructions table
+    "A tile's short HTML caption: victim, attack, status and votes (metric values are in the detail panel)."
+    votes = f" · {int(row.votes_recognized)}/{int(row.votes_total)} votes" if pd.notna(row.get('votes_total', np.nan)) else ''
+    cut = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
+    return (f"<div style='font-size:11px;line-height:1.25;max-width:170px'><div style='{cut}' title='{html.escape(row.recon_id)}'>"
+            f"{html.escape(str(row.model_id))}</div><div style='{cut}'>{html.escape(str(row.attack_id))}</div>"
+            f"<div>{html.escape(str(row.get('status', '')))}{votes}</div></div>")
+
+# %% ../nbs/08_explore.ipynb 23
+def detail_html(run: RunDir,  # the run (for its images)
+                row,          # one row of a reconstructions table
+               ) -> str:
+    "HTML for the detail panel: the pair at 196 px and a two-column table of the row, wrapped to the panel's width."
+    img = base64.b64encode(pair_png(run, row, size=196)).decode()
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+    cells = ''.join(f"<tr><td style='padding-right:8px'>{html.escape(str(k))}</td><td>{html.escape(fmt(v))}</td></tr>"
+                    for k, v in row.items())
+    return (f"<div style='max-width:420px;overflow-wrap:anywhere'><b>{html.escape(row.recon_id)}</b><br>"
+            f"<img style='max-width:100%' src='data:image/png;base64,{img}'/>"
+            f"<table style='font-size:11px;table-layout:fixed;width:100%'>{cells}</table></div>")
+
+# %% ../nbs/08_explore.ipynb 24
+def _scatter():
+    import plotly.graph_objects as go
+    fig = go.FigureWidget(layout=dict(height=320, width=420, margin=dict(l=50, r=10, t=30, b=40), showlegend=False,
+                                      yaxis=dict(title='vote share (recognised)', range=[-0.05, 1.05]),
+                                      title=dict(text='', font_size=12)))
+    fig.add_scattergl(mode='markers', marker=dict(size=7, opacity=0.7, color='#1f77b4'),
+                      hovertemplate='%{customdata}<br>%{x:.4g}, %{y:.2f}<extra></extra>')
+    fig.add_scattergl(mode='markers', marker=dict(size=14, color='rgba(0,0,0,0)', line=dict(width=2, color='red')),
+                      hoverinfo='skip')
+    return fig
+
+def _choices(table, column, description):
+    import ipywidgets as w
+    opts = sorted(table[column].dropna().astype(str).unique()) if column in table.columns else []
+    return w.SelectMultiple(options=opts, description=description, rows=3, layout=w.Layout(width='230px'))
+
+# %% ../nbs/08_explore.ipynb 25
 class Explorer:
     "A widget over a run: filters, sort, a grid of original | reconstruction tiles, detail, linked plotly scatter."
     def __init__(self, run: str|Path|RunDir,  # the run directory
                  table: pd.DataFrame|None=None,  # the table to show (default: `run_table(run)`)
                  page_size: int=12,       # tiles per page
-                 columns: int=4,          # tiles per grid row
                  threshold: float=0.5):   # vote threshold for `recognized`
-        import ipywidgets as w, plotly.graph_objects as go
+        import ipywidgets as w
         self.run = RunDir(run)
         self.table = run_table(self.run, threshold) if table is None else table
-        self.metrics, self.page_size, self.selected = oriented_columns(self.table), page_size, None
-        opts = lambda c: sorted(self.table[c].dropna().astype(str).unique()) if c in self.table.columns else []
-        lay = w.Layout(width='180px')
-        self.model = w.SelectMultiple(options=opts('model_id'), description='model', rows=3, layout=w.Layout(width='240px'))
-        self.attack = w.SelectMultiple(options=opts('attack_id'), description='attack', rows=3, layout=w.Layout(width='240px'))
-        self.status = w.SelectMultiple(options=opts('status'), description='status', rows=3, layout=w.Layout(width='240px'))
-        self.label = w.Dropdown(options=LABEL_CHOICES, description='label', layout=lay)
-        self.sort = w.Dropdown(options=self.metrics or ['recon_id'], description='sort by', layout=lay)
+        self.metrics, self.page_size, self.selected = explorer_metrics(self.table), page_size, None
+        self.model, self.attack = _choices(self.table, 'model_id', 'model'), _choices(self.table, 'attack_id', 'attack')
+        self.status = _choices(self.table, 'status', 'status')
+        self.label = w.Dropdown(options=LABEL_CHOICES, description='label', layout=w.Layout(width='180px'))
+        self.sort = w.Dropdown(options=self.metrics or ['recon_id'], description='sort by', layout=w.Layout(width='180px'))
         self.leaking_first = w.Checkbox(value=True, description='leaking first', indent=False)
         self.page = w.BoundedIntText(value=0, min=0, max=0, description='page', layout=w.Layout(width='140px'))
-        self.count = w.HTML()
-        self.grid = w.GridBox(layout=w.Layout(grid_template_columns=f'repeat({columns}, auto)', grid_gap='6px', align_content='flex-start'))
-        self.detail = w.HTML()
-        self.scatter = go.FigureWidget(layout=dict(height=320, width=420, margin=dict(l=50, r=10, t=30, b=40), showlegend=False,
-                                                   yaxis_title='human vote share', title=dict(text='', font_size=12)))
-        self.scatter.add_scattergl(mode='markers', marker=dict(size=7, opacity=0.7), hovertemplate='%{customdata}<br>%{x:.4g}, %{y:.2f}<extra></extra>')
-        self.scatter.add_scattergl(mode='markers', marker=dict(size=14, color='rgba(0,0,0,0)', line=dict(width=2, color='red')), hoverinfo='skip')
+        self.count, self.detail, self.scatter = w.HTML(), w.HTML(), _scatter()
+        self.grid = w.GridBox(layout=w.Layout(grid_template_columns='repeat(auto-fill, minmax(150px, 1fr))',
+                                              grid_gap='6px', flex='1 1 480px', min_width='320px'))
         self.scatter.data[0].on_click(self._on_click)
         for c in (self.model, self.attack, self.status, self.label, self.sort, self.leaking_first): c.observe(self._changed, 'value')
         self.page.observe(lambda _: self._show_page(), 'value')
-        controls = w.HBox([self.model, self.attack, self.status, w.VBox([self.label, self.sort, self.leaking_first]),
-                           w.VBox([self.page, self.count])])
-        self.widget = w.VBox([controls, w.HBox([self.grid, w.VBox([self.scatter, self.detail])], layout=w.Layout(align_items='flex-start'))])
+        wrap = w.Layout(display='flex', flex_flow='row wrap', align_items='flex-start', width='100%')
+        controls = w.Box([self.model, self.attack, self.status, w.VBox([self.label, self.sort, self.leaking_first]),
+                          w.VBox([self.page, self.count])], layout=wrap)
+        side = w.VBox([self.scatter, self.detail], layout=w.Layout(flex='0 1 430px', max_width='100%'))
+        side.add_class('semsim-explorer-side')
+        self.widget = w.VBox([controls, w.Box([self.grid, side], layout=wrap)], layout=w.Layout(width='100%'))
         self._changed()
 
     def view(self) -> pd.DataFrame:
@@ -127,57 +167,54 @@ class Explorer:
         d = filter_table(self.table, self.model.value, self.attack.value, self.status.value, self.label.value)
         return sort_table(d, self.sort.value, self.leaking_first.value)
 
-    def _changed(self, *_):
-        self._view = self.view()
-        pages = max(1, -(-len(self._view) // self.page_size))
-        self.page.max = pages - 1; self.page.value = min(self.page.value, pages - 1)
-        self.count.value = f'{len(self._view)} of {len(self.table)} reconstructions, {pages} page(s)'
-        m, h = self.sort.value, _human(self._view)
-        with self.scatter.batch_update():
-            t = self.scatter.data[0]
-            t.x, t.y, t.customdata = self._view[m].values, h, self._view.recon_id.values
-            t.marker.color = pd.factorize(self._view.model_id)[0] if 'model_id' in self._view else None
-            self.scatter.layout.xaxis.title.text = m
-        self._mark()
-        self._show_page()
-
-    def _tile(self, row):
-        import ipywidgets as w
-        vals = ' '.join(f'{m} {row[m]:.3g}' for m in self.metrics if pd.notna(row[m]))
-        human = f" · votes {int(row.votes_recognized)}/{int(row.votes_total)}" if pd.notna(row.get('votes_total', np.nan)) else ''
-        caption = w.HTML(f"<div style='font-size:11px;line-height:1.2'>{html.escape(row.recon_id)}<br>{vals}<br>{row.get('status', '')}{human}</div>")
-        button = w.Button(description='details', layout=w.Layout(width='70px', height='24px'))
-        button.on_click(lambda _, rid=row.recon_id: self.select(rid))
-        return w.VBox([w.Image(value=pair_png(self.run, row), format='png'), caption, button])
-
-    def _show_page(self):
-        start = self.page.value * self.page_size
-        self.grid.children = [self._tile(r) for _, r in self._view.iloc[start:start + self.page_size].iterrows()]
-
-    def _mark(self):
-        t, hit = self.scatter.data[1], self._view.recon_id.values == self.selected
-        t.x, t.y = self._view[self.sort.value].values[hit], _human(self._view)[hit]
-
-    def _on_click(self, trace, points, state):
-        if points.point_inds: self.select(trace.customdata[points.point_inds[0]])
-
-    def select(self, recon_id: str):  # the reconstruction to show in detail
-        "Show one reconstruction in detail and mark it on the scatter."
-        row = self.table[self.table.recon_id == recon_id]
-        if not len(row): raise SemsimError(f"no reconstruction {recon_id!r} in the table", 'recon_id', "pick one from the grid or the scatter")
-        row = row.iloc[0]; self.selected = recon_id
-        img = base64.b64encode(pair_png(self.run, row, size=196)).decode()
-        cells = ''.join(f'<tr><td>{html.escape(str(k))}</td><td>{html.escape(f"{v:.4g}" if isinstance(v, float) else str(v))}</td></tr>' for k, v in row.items())
-        self.detail.value = (f"<b>{html.escape(recon_id)}</b><br><img src='data:image/png;base64,{img}'/>"
-                             f"<table style='font-size:11px'>{cells}</table>")
-        self._mark()
-
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
 
+# %% ../nbs/08_explore.ipynb 27
+@patch
+def _changed(self: Explorer, *_):
+    self._view = self.view()
+    pages = max(1, -(-len(self._view) // self.page_size))
+    self.page.max = pages - 1; self.page.value = min(self.page.value, pages - 1)
+    self.count.value = f'{len(self._view)} of {len(self.table)} reconstructions, {pages} page(s)'
+    with self.scatter.batch_update():
+        t = self.scatter.data[0]
+        t.x, t.y, t.customdata = self._view[self.sort.value].values, _human(self._view), self._view.recon_id.values
+        self.scatter.layout.xaxis.title.text = self.sort.value
+    self._mark(); self._show_page()
+
+@patch
+def _show_page(self: Explorer):
+    import ipywidgets as w
+    def tile(row):
+        button = w.Button(description='details', layout=w.Layout(width='70px', height='24px'))
+        button.on_click(lambda _, rid=row.recon_id: self.select(rid))
+        img = w.Image(value=pair_png(self.run, row), format='png', layout=w.Layout(max_width='100%'))
+        return w.VBox([img, w.HTML(tile_caption(row)), button], layout=w.Layout(min_width='0'))
+    start = self.page.value * self.page_size
+    self.grid.children = [tile(r) for _, r in self._view.iloc[start:start + self.page_size].iterrows()]
+
+@patch
+def _mark(self: Explorer):
+    t, hit = self.scatter.data[1], self._view.recon_id.values == self.selected
+    t.x, t.y = self._view[self.sort.value].values[hit], _human(self._view)[hit]
+
+@patch
+def _on_click(self: Explorer, trace, points, state):
+    if points.point_inds: self.select(self._view.recon_id.iloc[points.point_inds[0]])
+
+@patch
+def select(self: Explorer, recon_id: str):  # the reconstruction to show in detail
+    "Show one reconstruction in detail and mark it on the scatter."
+    row = self.table[self.table.recon_id == recon_id]
+    if not len(row): raise SemsimError(f"no reconstruction {recon_id!r} in the table", 'recon_id',
+                                       "pick one from the grid or the scatter")
+    self.selected = recon_id; self.detail.value = detail_html(self.run, row.iloc[0]); self._mark()
+
+# %% ../nbs/08_explore.ipynb 28
 def explore(run: str|Path|RunDir,  # the run directory
-            **kwargs,              # passed to `Explorer` (table, page_size, columns, threshold)
+            **kwargs,              # passed to `Explorer` (table, page_size, threshold)
            ) -> Explorer:
     "The exploration widget over a run (display it in a notebook)."
     return Explorer(run, **kwargs)

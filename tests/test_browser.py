@@ -12,20 +12,14 @@ def _free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-@pytest.fixture
-def lab(tmp_path):
-    "A JupyterLab server on 127.0.0.1 with a token, serving a labelling notebook over a fresh run."
-    if not Path(CHROMIUM).exists(): pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (make test installs it)")
-    work = tmp_path/'lab'; work.mkdir()
-    make_degraded_run(work/'run', n=N, models=('noise-m',))
-    papermill.execute_notebook(str(ROOT/'nbs'/'reports'/'labelling.ipynb'), str(work/'labelling.ipynb'), prepare_only=True,
-                               parameters=dict(run_dir=str(work/'run'), annotator='browser-test', protocol='class'))
+def _serve(work, tmp_path):
+    "Start JupyterLab on 127.0.0.1 with a token over `work`; yield its url and token; stop it afterwards."
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, 'JUPYTER_RUNTIME_DIR': str(tmp_path/'rt'), 'JUPYTERLAB_SETTINGS_DIR': str(tmp_path/'settings'),
            'JUPYTERLAB_WORKSPACES_DIR': str(tmp_path/'ws'), 'JUPYTER_CONFIG_DIR': str(tmp_path/'cfg')}
     log = open(tmp_path/'lab.log', 'w')
-    proc = subprocess.Popen([sys.executable, '-m', 'jupyter', 'lab', '--no-browser', '--allow-root', '--ip=127.0.0.1', f'--port={port}',
-                             f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={work}',
+    proc = subprocess.Popen([sys.executable, '-m', 'jupyter', 'lab', '--no-browser', '--allow-root', '--ip=127.0.0.1',
+                             f'--port={port}', f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={work}',
                              '--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f'http://127.0.0.1:{port}'
@@ -42,6 +36,19 @@ def lab(tmp_path):
     try: proc.wait(10)
     except subprocess.TimeoutExpired: proc.kill()
 
+def _need_chromium():
+    if not Path(CHROMIUM).exists(): pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (make test installs it)")
+
+@pytest.fixture
+def lab(tmp_path):
+    "A JupyterLab server on 127.0.0.1 with a token, serving a labelling notebook over a fresh run."
+    _need_chromium()
+    work = tmp_path/'lab'; work.mkdir()
+    make_degraded_run(work/'run', n=N, models=('noise-m',))
+    papermill.execute_notebook(str(ROOT/'nbs'/'reports'/'labelling.ipynb'), str(work/'labelling.ipynb'), prepare_only=True,
+                               parameters=dict(run_dir=str(work/'run'), annotator='browser-test', protocol='class'))
+    yield from _serve(work, tmp_path)
+
 def _labels(db):
     with sqlite3.connect(db) as con:
         return con.execute("SELECT recon_id, answer FROM labels WHERE annotator='browser-test' AND answer >= 0").fetchall()
@@ -51,9 +58,9 @@ def _menu(page, menu, item):
     page.locator('.lm-MenuBar-itemLabel', has_text=menu).first.click()
     page.locator('.lm-Menu-itemLabel').get_by_text(item, exact=True).first.click()
 
-def _open(page, lab):
-    "Open the labelling notebook and wait until its kernel is idle."
-    page.goto(f"{lab['url']}/lab/tree/labelling.ipynb?token={lab['token']}")
+def _open(page, lab, notebook='labelling.ipynb'):
+    "Open a notebook and wait until its kernel is idle."
+    page.goto(f"{lab['url']}/lab/tree/{notebook}?token={lab['token']}")
     page.get_by_text('| Idle').first.wait_for(timeout=120_000)
 
 def _widget_ready(page):
@@ -92,3 +99,39 @@ def test_label_with_keyboard_restart_and_resume(lab):
     got = _labels(db)
     assert len(got) == 5 and len({r for r, _ in got}) == 5
     assert sorted(int(a) for _, a in got) == [0, 1, 2, 3, 4]
+
+@pytest.fixture
+def explorer_lab(tmp_path):
+    "JupyterLab over a run with metric columns (LPIPS unavailable offline: an all-NaN column) and an explorer notebook."
+    import nbformat
+    from semsim.metrics import compute_metrics
+    _need_chromium()
+    work = tmp_path/'lab'; work.mkdir()
+    run = make_degraded_run(work/'run', n=N, models=('blur-m', 'noise-m'))
+    compute_metrics(run, 'psnr,mse,ssim,lpips', verbose=False)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from semsim.explore import explore\nexplore('run')")])
+    nb.metadata['kernelspec'] = dict(name='python3', display_name='python3', language='python')
+    nbformat.write(nb, work/'explore.ipynb')
+    yield from _serve(work, tmp_path)
+
+def test_explorer_fits_the_viewport(explorer_lab):
+    "At 1366x768 the explorer's scatter and detail panel lie inside the page's width; all-NaN metrics are not offered."
+    from playwright.sync_api import sync_playwright
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=['--headless', '--no-sandbox', '--disable-gpu',
+                                                                    '--disable-background-networking'])
+        page = browser.new_page(viewport={'width': 1366, 'height': 768})
+        _open(page, explorer_lab, 'explore.ipynb')
+        _menu(page, 'Run', 'Run All Cells')
+        page.locator('.js-plotly-plot').first.wait_for(timeout=120_000)
+        page.get_by_role('button', name='details').first.click()
+        page.locator('.semsim-explorer-side table').first.wait_for(timeout=60_000)
+        for what in ('.js-plotly-plot', '.semsim-explorer-side'):
+            box = page.locator(what).first.bounding_box()
+            assert box and box['width'] > 100, (what, box)
+            assert box['x'] >= 0 and box['x'] + box['width'] <= 1366, (what, box)
+        options = page.locator('select').evaluate_all("ss => ss.flatMap(s => [...s.options].map(o => o.textContent))")
+        assert 'psnr' in options and 'ssim' in options and 'lpips' not in options, options
+        page.screenshot(path=str(ARTIFACTS/'browser-explorer.png'))
+        browser.close()
