@@ -6,7 +6,7 @@ STAMPS := .stamps
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup report test lab bench clean-check
+.PHONY: setup report test lab label bench clean-check
 setup: $(STAMPS)/debian $(STAMPS)/venv
 
 $(STAMPS)/debian:
@@ -36,6 +36,11 @@ test: setup
 
 lab: setup
 	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser --allow-root --ServerApp.root_dir=nbs
+
+RUN ?= runs/fashion_mnist
+label: setup
+	@[ -n "$(ANNOTATOR)" ] || { echo "usage: make label ANNOTATOR=yourname [RUN=runs/NAME]"; exit 2; }
+	$(VENV)/bin/semsim label --run $(RUN) --annotator $(ANNOTATOR)
 
 bench: setup
 	$(PY) benchmarks/attack_throughput.py

@@ -2,11 +2,12 @@
 Playwright), restart the kernel, reopen the notebook, and check the labels persisted and the progress resumed."""
 import os, socket, sqlite3, subprocess, sys, time, secrets, urllib.request
 from pathlib import Path
-import papermill, pytest
+import pytest
 from conftest import ROOT, ARTIFACTS, make_degraded_run
 
 CHROMIUM = '/usr/bin/chromium'
-N = 8
+N = 12
+ANSWERS = 10
 
 def _free_port():
     with socket.socket() as s:
@@ -40,14 +41,28 @@ def _need_chromium():
     if not Path(CHROMIUM).exists(): pytest.fail(f"{CHROMIUM} missing: apt-get install chromium (make test installs it)")
 
 @pytest.fixture
-def lab(tmp_path):
-    "A JupyterLab server on 127.0.0.1 with a token, serving a labelling notebook over a fresh run."
+def lab(tmp_path, monkeypatch):
+    "`semsim label`'s JupyterLab (127.0.0.1, a token) at the annotator's own notebook under a fresh run."
+    from semsim.labelling import start_labelling
     _need_chromium()
-    work = tmp_path/'lab'; work.mkdir()
-    make_degraded_run(work/'run', n=N, models=('noise-m',))
-    papermill.execute_notebook(str(ROOT/'nbs'/'reports'/'labelling.ipynb'), str(work/'labelling.ipynb'), prepare_only=True,
-                               parameters=dict(run_dir=str(work/'run'), annotator='browser-test', protocol='class'))
-    yield from _serve(work, tmp_path)
+    for k, d in (('JUPYTER_RUNTIME_DIR', 'rt'), ('JUPYTERLAB_SETTINGS_DIR', 'settings'),
+                 ('JUPYTERLAB_WORKSPACES_DIR', 'ws'), ('JUPYTER_CONFIG_DIR', 'cfg')):
+        monkeypatch.setenv(k, str(tmp_path/d))
+    run = make_degraded_run(tmp_path/'run', n=N, models=('noise-m',))
+    proc, url = start_labelling(run.path, 'browser-test', wait=False)
+    base, token = url.split('/lab/')[0], url.split('token=')[1]
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f'{base}/api/status?token={token}', timeout=2); break
+        except OSError:
+            if proc.poll() is not None: break
+            time.sleep(0.5)
+    else:
+        proc.kill(); pytest.fail("JupyterLab did not start")
+    yield dict(url=base, token=token, work=run.path, notebook='labelling/browser-test.ipynb')
+    proc.terminate()
+    try: proc.wait(10)
+    except subprocess.TimeoutExpired: proc.kill()
 
 def _labels(db):
     with sqlite3.connect(db) as con:
@@ -69,36 +84,39 @@ def _widget_ready(page):
     return keys
 
 def test_label_with_keyboard_restart_and_resume(lab):
+    "`semsim label`'s notebook on a run: 10 answers by key press, a kernel restart, resume at 10, 10 rows stored."
     from playwright.sync_api import sync_playwright
     ARTIFACTS.mkdir(exist_ok=True)
-    db = lab['work']/'run'/'labels.sqlite'
+    db = lab['work']/'labels.sqlite'
+    keys_typed = '0123456789'[:ANSWERS]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=['--headless', '--no-sandbox', '--disable-gpu',
+                                                                    '--disable-background-networking'])
         page = browser.new_page(viewport={'width': 1400, 'height': 1000})
-        _open(page, lab)
+        _open(page, lab, lab['notebook'])
         _menu(page, 'Run', 'Run All Cells')
         keys = _widget_ready(page)
         page.get_by_text(f'0 / {N}').first.wait_for(timeout=60_000)
         keys.click()
-        for k in '01234':
+        for k in keys_typed:
             page.keyboard.type(k)
             page.wait_for_timeout(300)
-        page.get_by_text(f'5 / {N}').first.wait_for(timeout=60_000)
-        assert len(_labels(db)) == 5
-        # restart the kernel and run everything again: the widget must come back at 5 / N
+        page.get_by_text(f'{ANSWERS} / {N}').first.wait_for(timeout=60_000)
+        assert len(_labels(db)) == ANSWERS
+        # restart the kernel and run everything again: the widget must come back at ANSWERS / N
         _menu(page, 'Kernel', 'Restart Kernel and Run All Cells…')
         page.locator('.jp-Dialog-button.jp-mod-accept').first.click()
-        page.get_by_text(f'5 / {N}').first.wait_for(timeout=120_000)
-        # close and reopen the page: still 5 / N after running it again
-        _open(page, lab)
+        page.get_by_text(f'{ANSWERS} / {N}').first.wait_for(timeout=120_000)
+        # close and reopen the page: still ANSWERS / N after running it again
+        _open(page, lab, lab['notebook'])
         _menu(page, 'Run', 'Run All Cells')
         _widget_ready(page).scroll_into_view_if_needed()
-        page.get_by_text(f'5 / {N}').first.wait_for(timeout=60_000)
+        page.get_by_text(f'{ANSWERS} / {N}').first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS/'browser-labelling.png'), full_page=True)
         browser.close()
     got = _labels(db)
-    assert len(got) == 5 and len({r for r, _ in got}) == 5
-    assert sorted(int(a) for _, a in got) == [0, 1, 2, 3, 4]
+    assert len(got) == ANSWERS and len({r for r, _ in got}) == ANSWERS
+    assert sorted(int(a) for _, a in got) == [int(k) for k in keys_typed]
 
 @pytest.fixture
 def explorer_lab(tmp_path):
