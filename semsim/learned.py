@@ -4,20 +4,21 @@
 
 # %% ../nbs/06_learned.ipynb 2
 from __future__ import annotations
-import json, time
+import hashlib, json, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import (SemsimError, RunDir, read_table, update_table, load_png, seed_everything, write_json_atomic,
-                         write_text_atomic, package_versions)
+                         write_text_atomic, write_bytes_atomic, package_versions)
 from .metrics import metric_columns, orientation
 from .labels import votes as run_votes, label_source as run_label_source
 
 # %% auto 0
-__all__ = ['SAMPLERS', 'ARCHS', 'LOSSES', 'SPLITS', 'labelled_reconstructions', 'check_split', 'split_by_image', 'paper_triplets',
-           'cluster_triplets', 'ImageBank', 'load_bank', 'convnet_backbone', 'resnet18_backbone', 'SemsimNet', 'embed',
-           'TrainConfig', 'milestone_epochs', 'triplet_accuracy', 'fit_semsim', 'pair_distances', 'metric_candidates',
+__all__ = ['SAMPLERS', 'SAMPLER_REFERENCES', 'ARCHS', 'SCORES', 'LOSSES', 'SPLITS', 'labelled_reconstructions', 'check_split',
+           'split_by_image', 'paper_triplets', 'cluster_triplets', 'official_triplets', 'ImageBank', 'load_bank',
+           'convnet_backbone', 'resnet18_backbone', 'default_score', 'SemsimNet', 'embed', 'TrainConfig',
+           'milestone_epochs', 'triplet_accuracy', 'fit_semsim', 'pair_distances', 'metric_candidates',
            'heldout_evaluation', 'save_semsim', 'load_semsim', 'train_semsim', 'score_semsim', 'semsim_per_model',
            'generalisation_table', 'register_commands']
 
@@ -82,40 +83,65 @@ def split_by_image(rows: pd.DataFrame,    # labelled reconstructions
 def _negative(rng, neg_same, others):
     return rng.choice(neg_same) if len(neg_same) else rng.choice(others)
 
+def _cap(rng, t, max_per_image):
+    if not max_per_image or len(t) <= max_per_image: return t
+    return [t[i] for i in rng.choice(len(t), max_per_image, replace=False)]
+
+def _clusters(rows, g, r):
+    "`(cluster, unrecognised, others)` ids of original `g` whose rows are `r`."
+    return ([g] + r.recon_id[r.recognized == 1].tolist(), r.recon_id[r.recognized == 0].tolist(),
+            rows.recon_id[rows.image_id != g].to_numpy())
+
 def paper_triplets(rows: pd.DataFrame,           # labelled reconstructions (image_id, recon_id, recognized)
                    seed: int=0,                  # sampling seed
                    max_per_image: int|None=None,  # cap on triplets per original
                   ) -> pd.DataFrame:
-    "Triplets (original, recognised reconstruction, unrecognised reconstruction) — the paper's sampler."
+    "Triplets (original, recognised reconstruction, unrecognised reconstruction) — the paper's description."
     rng, out = np.random.default_rng(seed), []
     for g, r in rows.groupby('image_id', sort=True):
-        pos, neg = r.recon_id[r.recognized == 1].tolist(), r.recon_id[r.recognized == 0].tolist()
-        others = rows.recon_id[rows.image_id != g].to_numpy()
+        cluster, neg, others = _clusters(rows, g, r)
         if not len(neg) and not len(others): continue
-        t = [(g, p, _negative(rng, neg, others)) for p in pos]
-        if max_per_image and len(t) > max_per_image: t = [t[i] for i in rng.choice(len(t), max_per_image, replace=False)]
-        out += t
+        out += _cap(rng, [(g, p, _negative(rng, neg, others)) for p in cluster[1:]], max_per_image)
     return pd.DataFrame(out, columns=['anchor', 'positive', 'negative'])
 
+# %% ../nbs/06_learned.ipynb 18
 def cluster_triplets(rows: pd.DataFrame,           # labelled reconstructions (image_id, recon_id, recognized)
                      seed: int=0,                  # sampling seed
                      max_per_image: int|None=None,  # cap on triplets per original
                     ) -> pd.DataFrame:
-    "Triplets between members of {original + recognised reconstructions} against unrecognised ones — the official code's sampler."
+    "Triplets between every two members of {original + recognised reconstructions} against unrecognised ones."
     rng, out = np.random.default_rng(seed), []
     for g, r in rows.groupby('image_id', sort=True):
-        cluster = [g] + r.recon_id[r.recognized == 1].tolist()
-        neg = r.recon_id[r.recognized == 0].tolist()
-        others = rows.recon_id[rows.image_id != g].to_numpy()
+        cluster, neg, others = _clusters(rows, g, r)
         if len(cluster) < 2 or (not len(neg) and not len(others)): continue
         t = [(a, p, _negative(rng, neg, others)) for a in cluster for p in cluster if a != p]
-        if max_per_image and len(t) > max_per_image: t = [t[i] for i in rng.choice(len(t), max_per_image, replace=False)]
-        out += t
+        out += _cap(rng, t, max_per_image)
     return pd.DataFrame(out, columns=['anchor', 'positive', 'negative'])
 
-SAMPLERS = {'paper': paper_triplets, 'clusters': cluster_triplets}
+def official_triplets(rows: pd.DataFrame,           # labelled reconstructions (image_id, recon_id, recognized)
+                      seed: int=0,                  # sampling seed
+                      max_per_image: int|None=None,  # cap on triplets per original
+                     ) -> pd.DataFrame:
+    "One triplet per image of every cluster and every '−id' cluster, as the SemSim code's training set draws them."
+    rng, out = np.random.default_rng(seed), []
+    for g, r in rows.groupby('image_id', sort=True):
+        cluster, neg, others = _clusters(rows, g, r)
+        if not len(neg) and not len(others): continue
+        t = [(a, rng.choice(cluster), _negative(rng, neg, others)) for a in cluster]
+        t += [(a, rng.choice(neg), rng.choice(cluster)) for a in neg]
+        out += _cap(rng, t, max_per_image)
+    return pd.DataFrame(out, columns=['anchor', 'positive', 'negative'])
 
-# %% ../nbs/06_learned.ipynb 22
+SAMPLERS = {'paper': paper_triplets, 'official': official_triplets, 'clusters': cluster_triplets}
+SAMPLER_REFERENCES = {
+    'paper': "the paper's description: (original, recognised reconstruction, unrecognised reconstruction of it)",
+    'official': "the SemSim code's RE_ID_Tri_All_Data: every file of every cluster and '-id' cluster an anchor once per "
+                "epoch, positive from its own cluster (may be itself), negative from the other cluster of the same "
+                "original, else from `others` (here: other originals' reconstructions; the code's folder is not shipped)",
+    'clusters': "all ordered pairs of {original + recognised} against an unrecognised reconstruction (not the code's)",
+}
+
+# %% ../nbs/06_learned.ipynb 25
 @dataclass
 class ImageBank:
     "Images by id (`image_id` for originals, `recon_id` for reconstructions) as one float tensor."
@@ -141,7 +167,7 @@ def load_bank(rows: pd.DataFrame,          # labelled reconstructions (image_id,
     if len(sizes) > 1: raise SemsimError(f"images of different sizes in one run: {sorted(sizes)}", 'reconstructions', "resize the reconstructions to the originals' size")
     return ImageBank(torch.stack(imgs), {k: i for i, (k, _) in enumerate(files)})
 
-# %% ../nbs/06_learned.ipynb 26
+# %% ../nbs/06_learned.ipynb 29
 def convnet_backbone(channels: int,    # input channels
                      dim: int=128,      # embedding size
                      width: int=16,     # channels of the first block
@@ -164,17 +190,33 @@ def resnet18_backbone(channels: int,   # input channels
 
 ARCHS = {'convnet': (convnet_backbone, 128), 'resnet18': (resnet18_backbone, 512)}
 
+# %% ../nbs/06_learned.ipynb 31
+SCORES = {'paper': "L2 distance between the un-normalised embeddings (the SemSim code's evaluation; unbounded)",
+          'unit': "L2 distance between the L2-normalised embeddings (0..2)"}
+
+def default_score(arch: str) -> str:  # a key of `ARCHS`
+    "The score a SemSim of `arch` uses unless told: the paper's for its `resnet18`, `unit` otherwise."
+    return 'paper' if arch == 'resnet18' else 'unit'
+
+def _check_score(score):
+    if score not in SCORES: raise SemsimError(f"unknown SemSim score {score!r}", '--score', f"use one of: {', '.join(SCORES)}")
+    return score
+
+# %% ../nbs/06_learned.ipynb 32
 class SemsimNet(nn.Module):
-    "An embedding net for SemSim: normalises its [0,1] input, embeds, returns unit-length vectors."
+    "An embedding net for SemSim: normalises its [0,1] input, embeds; `forward` gives unit-length vectors."
     def __init__(self, arch: str='convnet',  # a key of `ARCHS`
                  channels: int=1,            # input channels
                  dim: int|None=None,         # embedding size; None: the arch's default
-                 mean=(0.5,), std=(0.25,)):  # per-channel input normalisation
+                 mean=(0.5,), std=(0.25,),   # per-channel input normalisation
+                 score: str|None=None):      # a key of `SCORES`; None: `default_score(arch)`
         super().__init__()
         if arch not in ARCHS: raise SemsimError(f"unknown SemSim arch {arch!r}", '--arch', f"use one of: {', '.join(ARCHS)}")
         if len(mean) != channels or len(std) != channels:
-            raise SemsimError(f"normalisation for {len(mean)} channels given to a {channels}-channel net", 'mean/std', "pass one mean and std per channel")
+            raise SemsimError(f"normalisation for {len(mean)} channels given to a {channels}-channel net", 'mean/std',
+                              "pass one mean and std per channel")
         self.arch, self.channels, self.dim = arch, channels, dim or ARCHS[arch][1]
+        self.score = _check_score(score or default_score(arch))
         self.backbone = ARCHS[arch][0](channels, self.dim)
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -185,15 +227,17 @@ class SemsimNet(nn.Module):
 def embed(model: SemsimNet,       # a SemSim net
           images: torch.Tensor,   # N×C×H×W float in [0,1]
           batch: int=256,          # images per forward pass
+          unit: bool=True,         # unit-length embeddings (False: the un-normalised features)
          ) -> torch.Tensor:
-    "Unit-length embeddings of `images` (eval mode, on the model's device), on the CPU."
+    "Embeddings of `images` (eval mode, on the model's device), on the CPU."
     dev, was = next(model.parameters()).device, model.training
     model.eval()
-    out = torch.cat([model(images[i:i + batch].to(dev)).cpu() for i in range(0, len(images), batch)])
+    f = model if unit else model.features
+    out = torch.cat([f(images[i:i + batch].to(dev)).cpu() for i in range(0, len(images), batch)])
     model.train(was)
     return out
 
-# %% ../nbs/06_learned.ipynb 30
+# %% ../nbs/06_learned.ipynb 36
 LOSSES = ('triplet', 'psnr-weighted', 'class')
 
 @dataclass
@@ -203,6 +247,7 @@ class TrainConfig:
     arch: str = 'convnet'              # backbone: a key of `ARCHS`
     dim: int|None = None               # embedding size; None: the arch's default
     loss: str = 'triplet'              # 'triplet', 'psnr-weighted' or 'class'
+    score: str|None = None             # what is scored, a key of `SCORES`; None: `default_score(arch)`
     epochs: int = 30                   # passes over freshly drawn triplets
     batch_size: int = 64               # triplets (or images, for 'class') per step
     lr: float = 0.05                   # SGD learning rate
@@ -221,20 +266,28 @@ class TrainConfig:
     seed: int = 0                      # seeds split, sampling, initialisation and augmentation
     def __post_init__(self):
         for k, d in (('sampler', SAMPLERS), ('arch', ARCHS), ('loss', LOSSES)):
-            if getattr(self, k) not in d: raise SemsimError(f"unknown {k} {getattr(self, k)!r}", f'--{k}', f"use one of: {', '.join(d)}")
+            if getattr(self, k) not in d:
+                raise SemsimError(f"unknown {k} {getattr(self, k)!r}", f'--{k}', f"use one of: {', '.join(d)}")
+        self.score = _check_score(self.score or default_score(self.arch))
         self.milestones = tuple(self.milestones)
         if self.epochs < 1: raise SemsimError(f"epochs must be at least 1, not {self.epochs}", '--epochs', "pass --epochs 30")
+        _check_test_size(self.test_size)
+
+def _check_test_size(test_size):
+    if not (isinstance(test_size, (int, float)) and 0 < test_size < 1):
+        raise SemsimError(f"test size must be a fraction between 0 and 1 (exclusive), not {test_size!r}", '--test-size',
+                          "pass e.g. --test-size 0.25 (a quarter of the originals held out)")
 
 def milestone_epochs(cfg: TrainConfig) -> list:
     "The epochs at which the learning rate decays: the milestone fractions scaled to `cfg.epochs`."
     return sorted({max(1, int(round(f * cfg.epochs))) for f in cfg.milestones if round(f * cfg.epochs) < cfg.epochs})
 
-# %% ../nbs/06_learned.ipynb 34
+# %% ../nbs/06_learned.ipynb 40
 def triplet_accuracy(model: SemsimNet,       # a SemSim net
                      bank: ImageBank,        # images by id
                      triplets: pd.DataFrame,  # anchor, positive, negative ids
                     ) -> float:
-    "Fraction of triplets with d(anchor, positive) < d(anchor, negative); NaN when there are none."
+    "Fraction of triplets with d(anchor, positive) < d(anchor, negative) on the unit embeddings; NaN when none."
     if not len(triplets): return float('nan')
     ids = sorted(set(triplets.anchor) | set(triplets.positive) | set(triplets.negative))
     e = dict(zip(ids, embed(model, bank[ids])))
@@ -251,14 +304,50 @@ def _augmenter(cfg: TrainConfig, size):
 def _device(device):
     return torch.device(device if device else ('cuda' if torch.cuda.is_available() else 'cpu'))
 
+# %% ../nbs/06_learned.ipynb 41
 def _triplet_weights(cfg, rows, t):
     if cfg.loss != 'psnr-weighted': return torch.ones(len(t))
     if 'psnr' not in rows.columns or rows.psnr.isna().all():
-        raise SemsimError("the psnr-weighted loss needs a psnr column in the reconstructions table", 'psnr', "compute it first: semsim metrics --run runs/NAME --metrics psnr")
+        raise SemsimError("the psnr-weighted loss needs a psnr column in the reconstructions table", 'psnr',
+                          "compute it first: semsim metrics --run runs/NAME --metrics psnr")
     psnr = rows.set_index('recon_id').psnr
     gap = (t.negative.map(psnr) - t.positive.map(psnr)).fillna(0).clip(lower=0)
     return torch.tensor(1 + gap.to_numpy() / cfg.psnr_scale, dtype=torch.float32)
 
+def _class_members(train):
+    "Training images with their cluster index (original + recognised reconstructions = one class), and the count."
+    clusters = sorted(set(train.image_id))
+    rec = train[train.recognized == 1]
+    members = pd.DataFrame([(g, g) for g in clusters] + list(zip(rec.recon_id, rec.image_id)), columns=['id', 'image_id'])
+    return members, torch.tensor(members.image_id.map({g: i for i, g in enumerate(clusters)}).to_numpy()), len(clusters)
+
+# %% ../nbs/06_learned.ipynb 42
+def _triplet_epoch(model, bank, train, cfg, epoch, opt, aug, g, dev):
+    "One epoch of the triplet loss on freshly drawn triplets; returns the batch losses."
+    crit = nn.TripletMarginLoss(margin=cfg.margin, p=cfg.p, reduction='none')
+    t = SAMPLERS[cfg.sampler](train, seed=cfg.seed * 1000 + epoch, max_per_image=cfg.max_per_image)
+    if not len(t): raise SemsimError(f"no triplets could be drawn: {_counts(train)}", 'labels', "label more reconstructions")
+    w, order, losses = _triplet_weights(cfg, train, t), torch.randperm(len(t), generator=g), []
+    for i in range(0, len(t), cfg.batch_size):
+        idx = order[i:i + cfg.batch_size]
+        b = t.iloc[idx.numpy()]
+        x = torch.cat([aug(bank[b[c]]) for c in ('anchor', 'positive', 'negative')]).to(dev)
+        a, p, n = model(x).chunk(3)   # one forward pass: batch-norm statistics must not tell the roles apart
+        loss = (crit(a, p, n) * w[idx].to(dev)).mean()
+        opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+    return losses
+
+def _class_epoch(model, head, bank, members, target, cfg, opt, aug, g, dev):
+    "One epoch of cross-entropy over the training clusters (the class-feature baseline); returns the batch losses."
+    order, losses = torch.randperm(len(members), generator=g), []
+    for i in range(0, len(members), cfg.batch_size):
+        idx = order[i:i + cfg.batch_size]
+        x = aug(bank[members.id.iloc[idx.numpy()]]).to(dev)
+        loss = F.cross_entropy(head(model.features(x)), target[idx].to(dev))
+        opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+    return losses
+
+# %% ../nbs/06_learned.ipynb 43
 def fit_semsim(bank: ImageBank,          # images of all rows
                train: pd.DataFrame,      # labelled rows to learn from
                test: pd.DataFrame,       # held-out rows (per-epoch triplet accuracy)
@@ -271,43 +360,22 @@ def fit_semsim(bank: ImageBank,          # images of all rows
     dev = _device(device)
     imgs = bank[sorted(set(train.image_id))]
     mean, std = imgs.mean((0, 2, 3)).tolist(), imgs.std((0, 2, 3)).clamp(min=1e-3).tolist()
-    model = SemsimNet(cfg.arch, bank.channels, cfg.dim, mean, std).to(dev)
+    model = SemsimNet(cfg.arch, bank.channels, cfg.dim, mean, std, score=cfg.score).to(dev)
     head = None
     if cfg.loss == 'class':
-        clusters = sorted(set(train.image_id))
-        members = pd.DataFrame([(g, g) for g in clusters] + [(r, g) for r, g in zip(train.recon_id[train.recognized == 1], train.image_id[train.recognized == 1])],
-                               columns=['id', 'image_id'])
-        target = torch.tensor(members.image_id.map({g: i for i, g in enumerate(clusters)}).to_numpy())
-        head = nn.Linear(model.dim, len(clusters)).to(dev)
+        members, target, n_clusters = _class_members(train)
+        head = nn.Linear(model.dim, n_clusters).to(dev)
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestone_epochs(cfg), gamma=cfg.gamma)
-    crit = nn.TripletMarginLoss(margin=cfg.margin, p=cfg.p, reduction='none')
     aug, g = _augmenter(cfg, bank.size), torch.Generator().manual_seed(cfg.seed)
-    held = paper_triplets(test, seed=cfg.seed)
-    history = []
+    held, history = paper_triplets(test, seed=cfg.seed), []
     bar = tqdm(range(cfg.epochs), desc=f'semsim {cfg.arch}/{cfg.sampler}/{cfg.loss}', disable=not verbose)
     for epoch in bar:
-        t0, losses = time.time(), []
+        t0 = time.time()
         model.train()
-        if head is None:
-            t = SAMPLERS[cfg.sampler](train, seed=cfg.seed * 1000 + epoch, max_per_image=cfg.max_per_image)
-            if not len(t): raise SemsimError(f"no triplets could be drawn: {_counts(train)}", 'labels', "label more reconstructions")
-            w = _triplet_weights(cfg, train, t)
-            order = torch.randperm(len(t), generator=g)
-            for i in range(0, len(t), cfg.batch_size):
-                b = t.iloc[order[i:i + cfg.batch_size].numpy()]
-                x = torch.cat([aug(bank[b[c]]) for c in ('anchor', 'positive', 'negative')]).to(dev)
-                a, p, n = model(x).chunk(3)   # one forward pass: batch-norm statistics must not tell the roles apart
-                loss = (crit(a, p, n) * w[order[i:i + cfg.batch_size]].to(dev)).mean()
-                opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
-        else:
-            order = torch.randperm(len(members), generator=g)
-            for i in range(0, len(members), cfg.batch_size):
-                idx = order[i:i + cfg.batch_size]
-                x = aug(bank[members.id.iloc[idx.numpy()]]).to(dev)
-                loss = F.cross_entropy(head(model.features(x)), target[idx].to(dev))
-                opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+        losses = (_triplet_epoch(model, bank, train, cfg, epoch, opt, aug, g, dev) if head is None
+                  else _class_epoch(model, head, bank, members, target, cfg, opt, aug, g, dev))
         sched.step()
         acc = triplet_accuracy(model, bank, held)
         history.append(dict(epoch=epoch + 1, loss=float(np.mean(losses)), heldout_triplet_acc=acc,
@@ -315,77 +383,111 @@ def fit_semsim(bank: ImageBank,          # images of all rows
         bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}', acc=f'{acc:.3f}', refresh=False)
     return model.cpu().eval(), pd.DataFrame(history)
 
-# %% ../nbs/06_learned.ipynb 39
+# %% ../nbs/06_learned.ipynb 48
 def pair_distances(model: SemsimNet,    # a SemSim net
                    bank: ImageBank,     # images by id
                    rows: pd.DataFrame,  # reconstructions (recon_id, image_id)
                    batch: int=256,       # images per forward pass
+                   score: str|None=None,  # a key of `SCORES`; None: the model's own
                   ) -> np.ndarray:
     "SemSim distance between each row's reconstruction and its original, matched by `image_id`."
+    unit = _check_score(score or model.score) == 'unit'
     ids = list(dict.fromkeys(list(rows.image_id) + list(rows.recon_id)))
-    e = dict(zip(ids, embed(model, bank[ids], batch)))
+    e = dict(zip(ids, embed(model, bank[ids], batch, unit=unit)))
     return np.array([float((e[o] - e[r]).norm()) for o, r in zip(rows.image_id, rows.recon_id)])
 
 def metric_candidates(df: pd.DataFrame) -> list:
     "The metric columns of `df` (`semsim.metrics.metric_columns`) with values, other than SemSim scores."
     return [c for c in metric_columns(df, level='image', numeric=True) if not c.startswith('semsim')]
 
+# %% ../nbs/06_learned.ipynb 49
 def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                        bank: ImageBank,         # images by id
                        test: pd.DataFrame,      # held-out labelled rows
                        metrics: list|None=None,  # metric columns to compare; None: all present
                       ) -> pd.DataFrame:
-    "`metric, n, auc, spearman` for SemSim and the table's metrics on the same held-out reconstructions."
+    "`metric, n, auc, spearman` for SemSim (its own score) and the table's metrics on the same held-out reconstructions."
     from sklearn.metrics import roc_auc_score
     from scipy.stats import spearmanr
     metrics = [m for m in (metric_candidates(test) if metrics is None else metrics) if m in test and test[m].notna().any()]
     t = test.assign(semsim=pair_distances(model, bank, test))
     t = t[t[['semsim'] + metrics].notna().all(axis=1)]
     if not 0 < t.recognized.sum() < len(t):
-        raise SemsimError(f"too few labels to evaluate: {_counts(t)} with every metric present", 'labels', "label more held-out reconstructions")
+        raise SemsimError(f"too few labels to evaluate: {_counts(t)} with every metric present", 'labels',
+                          "label more held-out reconstructions")
     out = []
     for m in ['semsim'] + metrics:
         v = (orientation(m) * t[m].astype(float)).clip(-1e12, 1e12)   # an identical copy has PSNR = inf: keep its rank
-        out.append(dict(metric=m, n=len(t), auc=roc_auc_score(t.recognized, v), spearman=spearmanr(t.votes_fraction, v).statistic))
+        out.append(dict(metric=m, n=len(t), auc=roc_auc_score(t.recognized, v),
+                        spearman=spearmanr(t.votes_fraction, v).statistic))
     return pd.DataFrame(out)
 
-# %% ../nbs/06_learned.ipynb 43
+# %% ../nbs/06_learned.ipynb 55
 def save_semsim(model: SemsimNet,  # a trained net
                 path: str|Path,    # a folder, e.g. `run.semsim_dir('convnet-paper')`
                 meta: dict,        # what to record in model.json (merged with the net's own description)
                ) -> Path:
-    "Write `model.safetensors` and `model.json` into `path`; returns the folder."
-    from safetensors.torch import save_file
+    "Write `model.safetensors` and `model.json` (with the weights' sha256) atomically into `path`; returns the folder."
+    from safetensors.torch import save as st_save
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    tmp = path/'.model.safetensors.tmp'
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp)); tmp.replace(path/'model.safetensors')
+    blob = st_save({k: v.contiguous() for k, v in model.state_dict().items()})
+    write_bytes_atomic(path/'model.safetensors', blob)
     desc = dict(format='semsim-learned/1', arch=model.arch, dim=model.dim, channels=model.channels,
                 normalisation=dict(input='8-bit PNG levels as float in [0,1]', mean=model.mean.flatten().tolist(),
-                                   std=model.std.flatten().tolist(), embedding='L2-normalised'),
-                distance='L2 distance between the L2-normalised embeddings (0..2; lower = more leakage)')
+                                   std=model.std.flatten().tolist(), embedding='L2-normalised for the triplet loss'),
+                score=model.score, distance=f"{SCORES[model.score]}; lower = more leakage",
+                weights_sha256=hashlib.sha256(blob).hexdigest())
     write_json_atomic(path/'model.json', {**desc, **meta})
     return path
 
+# %% ../nbs/06_learned.ipynb 56
+def _read_semsim_meta(path: Path) -> dict:
+    try: meta = json.loads((path/'model.json').read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SemsimError(f"{path/'model.json'} is not valid JSON ({e})", path/'model.json',
+                          "retrain SemSim (semsim learn train) or restore the folder from a backup") from e
+    missing = [k for k in ('arch', 'channels', 'dim', 'normalisation') if k not in meta]
+    if missing: raise SemsimError(f"{path/'model.json'} lacks {', '.join(missing)}", path/'model.json',
+                                  "retrain SemSim (semsim learn train) or restore the folder from a backup")
+    return meta
+
+def _semsim_state(path: Path, meta: dict) -> dict:
+    "The state dict of `model.safetensors`, checked against the sha256 in `model.json` when it has one."
+    from safetensors.torch import load as st_load
+    blob, f = (path/'model.safetensors').read_bytes(), path/'model.safetensors'
+    if meta.get('weights_sha256') and hashlib.sha256(blob).hexdigest() != meta['weights_sha256']:
+        raise SemsimError(f"{f} does not match the sha256 in model.json (truncated or changed)", f,
+                          "retrain SemSim (semsim learn train) or restore the folder from a backup")
+    try: return st_load(blob)
+    except Exception as e:   # safetensors raises its own SafetensorError (and others) on a damaged file
+        raise SemsimError(f"{f} is not a readable safetensors file ({type(e).__name__}: {e})", f,
+                          "retrain SemSim (semsim learn train) or restore the folder from a backup") from e
+
+# %% ../nbs/06_learned.ipynb 57
 def load_semsim(path: str|Path,            # a folder with model.safetensors + model.json (or the .safetensors file)
                 size: tuple|None=None,     # refuse unless the weights are for images of this (H, W)
                 channels: int|None=None,   # refuse unless the weights are for this many channels
                ) -> tuple:
-    "`(model, meta)` from a saved SemSim folder, checked against the images it will see."
-    from safetensors.torch import load_file
+    "`(model, meta)` from a saved SemSim folder, checked against its hash and the images it will see."
     path = Path(path); path = path.parent if path.suffix == '.safetensors' else path
     if not (path/'model.json').exists() or not (path/'model.safetensors').exists():
         raise SemsimError(f"no SemSim weights in {path}", path, "train first: semsim learn train --run runs/NAME")
-    meta = json.loads((path/'model.json').read_text())
+    meta = _read_semsim_meta(path)
     for what, want, have in (('size', size, meta.get('size')), ('channels', channels, meta.get('channels'))):
         if want is not None and have is not None and list(np.atleast_1d(want)) != list(np.atleast_1d(have)):
             raise SemsimError(f"these SemSim weights are for images of {what} {have}, not {want}", path,
                               "train SemSim on this dataset (semsim learn train) or score a run of the same image size")
     n = meta['normalisation']
-    model = SemsimNet(meta['arch'], meta['channels'], meta['dim'], n['mean'], n['std'])
-    model.load_state_dict(load_file(str(path/'model.safetensors')))
+    model = SemsimNet(meta['arch'], meta['channels'], meta['dim'], n['mean'], n['std'], score=meta.get('score', 'unit'))
+    state = _semsim_state(path, meta)
+    try: model.load_state_dict(state)
+    except RuntimeError as e:
+        raise SemsimError(f"{path/'model.safetensors'} does not fit a {meta['arch']} SemSim net "
+                          f"({str(e).splitlines()[0]})", path/'model.safetensors',
+                          "retrain SemSim (semsim learn train) or restore the folder from a backup") from e
     return model.eval(), meta
 
-# %% ../nbs/06_learned.ipynb 47
+# %% ../nbs/06_learned.ipynb 63
 def _label_meta(run, votes, given, label_source):
     "Where the labels came from: the label store's description (or the caller's), whether proxies, and who."
     src = dict(label_source or ({} if given else run_label_source(run)) or {'kind': 'votes passed by the caller'})
@@ -394,8 +496,19 @@ def _label_meta(run, votes, given, label_source):
     src['votes_per_reconstruction'] = float(votes.votes_total.mean())
     return src
 
+def _save_training(run, sid, model, bank, cfg, report):
+    "Write the weights with their provenance and `analysis/semsim_heldout.csv`; returns the weights folder."
+    folder = save_semsim(model, run.semsim_dir(sid), dict(
+        semsim_id=sid, size=list(bank.size), seed=cfg.seed, config=asdict(cfg), label_source=report['label_source'],
+        split=report['split'], history=report['history'].to_dict('records'), heldout=report['heldout'].to_dict('records'),
+        run=str(run.path), created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), versions=package_versions()))
+    run.analysis_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run.analysis_dir/'semsim_heldout.csv', report['heldout'].to_csv(index=False))
+    return folder
+
+# %% ../nbs/06_learned.ipynb 64
 def train_semsim(run: RunDir|str,                  # the run (reconstructions table + labels)
-                 sampler: str='paper',             # 'paper' or 'clusters'
+                 sampler: str='paper',             # a key of `SAMPLERS`
                  arch: str='convnet',              # 'convnet' (CPU) or 'resnet18' (the paper's)
                  epochs: int=30,                   # training epochs
                  seed: int=0,                      # split, sampling and initialisation seed
@@ -406,12 +519,12 @@ def train_semsim(run: RunDir|str,                  # the run (reconstructions ta
                  device: str|None=None,            # None: cuda when available
                  label_source: dict|None=None,     # describes hand-given votes (kind, annotators, ...)
                  threshold: float=0.5,             # recognised-vote fraction, when votes come from the run
-                 **kw,                             # any other `TrainConfig` field (loss, lr, batch_size, ...)
+                 **kw,                             # any other `TrainConfig` field (loss, score, lr, batch_size, ...)
                 ) -> tuple:
     "Train and evaluate SemSim on a run; returns `(model, report)` (report: config, split, history, heldout, weights)."
+    cfg = TrainConfig(sampler=sampler, arch=arch, epochs=epochs, seed=seed, **kw)   # bad settings fail before any work
     run, given = RunDir(run), votes is not None
     votes = votes if given else run_votes(run, threshold)
-    cfg = TrainConfig(sampler=sampler, arch=arch, epochs=epochs, seed=seed, **kw)
     rows = labelled_reconstructions(run, votes)
     train, test = split_by_image(rows, cfg.test_size, cfg.seed)
     bank = load_bank(rows)
@@ -419,47 +532,48 @@ def train_semsim(run: RunDir|str,                  # the run (reconstructions ta
     heldout = heldout_evaluation(model, bank, test)
     split = dict(by='image_id', test_size=cfg.test_size, seed=cfg.seed, train_images=sorted(set(train.image_id)),
                  test_images=sorted(set(test.image_id)), n_train=len(train), n_test=len(test))
-    report = dict(config=asdict(cfg), split=split, history=history, heldout=heldout, label_source=_label_meta(run, votes, given, label_source))
+    report = dict(config=asdict(cfg), split=split, history=history, heldout=heldout,
+                  label_source=_label_meta(run, votes, given, label_source))
     if save:
         sid = semsim_id or f'{cfg.arch}-{cfg.sampler}-{cfg.loss}-s{cfg.seed}'
-        report['weights'] = save_semsim(model, run.semsim_dir(sid), dict(
-            semsim_id=sid, size=list(bank.size), seed=cfg.seed, config=asdict(cfg), label_source=report['label_source'],
-            split=split, history=history.to_dict('records'), heldout=heldout.to_dict('records'),
-            run=str(run.path), created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), versions=package_versions()))
-        run.analysis_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run.analysis_dir/'semsim_heldout.csv', heldout.to_csv(index=False))
+        report['weights'] = _save_training(run, sid, model, bank, cfg, report)
     return model, report
 
-# %% ../nbs/06_learned.ipynb 55
+# %% ../nbs/06_learned.ipynb 72
 def score_semsim(run: RunDir|str,          # the run to score
                  weights: str|Path,        # a SemSim folder (or its model.safetensors), or a semsim_id of this run
                  column: str='semsim',     # the column to write
                  batch: int=256,            # images per forward pass
+                 score: str|None=None,     # a key of `SCORES`; None: the one the weights were saved with
                 ) -> pd.DataFrame:
-    "Write the SemSim distance of every reconstruction to its original into the table; returns `recon_id, model_id, <column>`."
+    "Write the SemSim distance of every reconstruction to its original into the table; returns its rows."
     run = RunDir(run)
     w = Path(weights)
     if not w.exists() and run.semsim_dir(str(weights)).exists(): w = run.semsim_dir(str(weights))
     df, _ = read_table(run.reconstructions)
     if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions, "run the attack step first")
-    rows = labelled_reconstructions(run, pd.DataFrame(dict(recon_id=df.recon_id, votes_recognized=0, votes_total=1, recognized=0)))
+    everyone = pd.DataFrame(dict(recon_id=df.recon_id, votes_recognized=0, votes_total=1, recognized=0))
+    rows = labelled_reconstructions(run, everyone)
     bank = load_bank(rows)
     model, meta = load_semsim(w, size=bank.size, channels=bank.channels)
-    out = rows[['recon_id', 'model_id']].assign(**{column: pair_distances(model, bank, rows, batch)})
+    score = _check_score(score or model.score)
+    out = rows[['recon_id', 'model_id']].assign(**{column: pair_distances(model, bank, rows, batch, score)})
     update_table(run.reconstructions, out[['recon_id', column]], meta={'metrics': {column: dict(
         weights=str(w.resolve()), semsim_id=meta.get('semsim_id'), arch=meta['arch'], dim=meta['dim'],
-        normalisation=meta['normalisation'], distance=meta['distance'], label_source=meta.get('label_source'),
+        normalisation=meta['normalisation'], score=score, distance=SCORES[score], label_source=meta.get('label_source'),
         orientation='lower = more leakage', scored=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))}})
     return out
 
+# %% ../nbs/06_learned.ipynb 73
 def semsim_per_model(df: pd.DataFrame,        # a reconstructions table with a SemSim column
                      column: str='semsim',    # the SemSim column
                     ) -> pd.DataFrame:
     "Mean, std and count of SemSim per victim model (for model-level analysis)."
     key = 'model_id' if 'model_id' in df else 'model'
-    return df.groupby(key)[column].agg(['mean', 'std', 'count']).rename(columns=lambda c: f'{column}_{c}').reset_index()
+    stats = df.groupby(key)[column].agg(['mean', 'std', 'count'])
+    return stats.rename(columns=lambda c: f'{column}_{c}').reset_index()
 
-# %% ../nbs/06_learned.ipynb 65
+# %% ../nbs/06_learned.ipynb 83
 SPLITS = {'cross-model': 'model_id', 'cross-attack': 'attack_id', 'cross-dataset': 'dataset'}
 
 def generalisation_table(run: RunDir|str,               # the run
@@ -489,31 +603,38 @@ def generalisation_table(run: RunDir|str,               # the run
     if not out: raise SemsimError(f"no split has two values to hold out in {run.path}", 'splits', "reconstruct with several models or attacks")
     return pd.concat(out)[['split', 'held_out', 'n_train', 'metric', 'n', 'auc', 'spearman']].reset_index(drop=True)
 
-# %% ../nbs/06_learned.ipynb 72
+# %% ../nbs/06_learned.ipynb 90
 def _cmd_train(args):
     _, rep = train_semsim(args.run, sampler=args.sampler, arch=args.arch, epochs=args.epochs, seed=args.seed,
-                          loss=args.loss, test_size=args.test_size, semsim_id=args.id, device=args.device,
-                          threshold=args.threshold)
+                          loss=args.loss, score=args.score, test_size=args.test_size, semsim_id=args.id,
+                          device=args.device, threshold=args.threshold)
     print(rep['heldout'].to_string(index=False, float_format='%.3f'))
-    print(f"weights: {rep['weights']}\nheld-out comparison: {RunDir(args.run).analysis_dir/'semsim_heldout.csv'}")
+    print(f"weights: {rep['weights']} (score: {rep['config']['score']})\n"
+          f"held-out comparison: {RunDir(args.run).analysis_dir/'semsim_heldout.csv'}")
 
 def _cmd_score(args):
-    out = score_semsim(args.run, args.weights, column=args.column)
+    out = score_semsim(args.run, args.weights, column=args.column, score=args.score)
     print(semsim_per_model(out, args.column).to_string(index=False, float_format='%.4f'))
-    print(f"{out[args.column].notna().sum()} reconstructions scored into {RunDir(args.run).reconstructions} ({args.column})")
+    print(f"{out[args.column].notna().sum()} reconstructions scored into {RunDir(args.run).reconstructions} "
+          f"({args.column})")
 
+# %% ../nbs/06_learned.ipynb 91
 def register_commands(sub):
     "Add the `learn` subcommands to the `semsim` parser."
     p = sub.add_parser('learn', help='SemSim, the learned metric: train on labels, score a run')
     s = p.add_subparsers(dest='learn_cmd', required=True)
     t = s.add_parser('train', help="train SemSim on a run's labels and evaluate it on held-out originals")
     t.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
-    t.add_argument('--sampler', default='paper', choices=list(SAMPLERS))
-    t.add_argument('--arch', default='convnet', choices=list(ARCHS))
-    t.add_argument('--loss', default='triplet', choices=list(LOSSES))
-    t.add_argument('--epochs', type=int, default=30)
-    t.add_argument('--seed', type=int, default=0)
-    t.add_argument('--test-size', type=float, default=0.25, help='fraction of originals held out')
+    t.add_argument('--sampler', default='paper', choices=list(SAMPLERS), help='triplet sampler: ' +
+                   '; '.join(f'{k}: {v.split(":")[0]}' for k, v in SAMPLER_REFERENCES.items()))
+    t.add_argument('--arch', default='convnet', choices=list(ARCHS), help='backbone (resnet18 is the paper\'s)')
+    t.add_argument('--loss', default='triplet', choices=list(LOSSES), help='training loss')
+    t.add_argument('--score', default=None, choices=list(SCORES),
+                   help="what is scored: paper (raw-embedding L2) or unit (unit-embedding L2); default: paper for "
+                        "resnet18, unit for convnet")
+    t.add_argument('--epochs', type=int, default=30, help='training epochs')
+    t.add_argument('--seed', type=int, default=0, help='split, sampling and initialisation seed')
+    t.add_argument('--test-size', type=float, default=0.25, help='fraction of originals held out (between 0 and 1)')
     t.add_argument('--threshold', type=float, default=0.5, help='fraction of votes needed to count as recognised')
     t.add_argument('--id', default=None, help='folder name under semsim/ (default: arch-sampler-loss-sSEED)')
     t.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
@@ -522,4 +643,5 @@ def register_commands(sub):
     c.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
     c.add_argument('--weights', required=True, help='a SemSim folder (semsim/ID) or a semsim_id of the run')
     c.add_argument('--column', default='semsim', help='column to write')
+    c.add_argument('--score', default=None, choices=list(SCORES), help='default: the one the weights were saved with')
     c.set_defaults(func=_cmd_score)
