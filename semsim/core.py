@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 # %% auto 0
-__all__ = ['RECON_COLUMNS', 'SemsimError', 'RunDir', 'atomic_write', 'write_bytes_atomic', 'write_text_atomic',
+__all__ = ['RECON_COLUMNS', 'SemsimError', 'check_id', 'RunDir', 'atomic_write', 'write_bytes_atomic', 'write_text_atomic',
            'write_json_atomic', 'file_lock', 'to_uint8', 'to_tensor', 'save_png', 'load_png', 'seed_everything',
            'generator', 'package_versions', 'recon_id', 'read_table', 'write_table', 'update_table']
 
@@ -27,43 +27,53 @@ class SemsimError(Exception):
         super().__init__(msg)
 
 # %% ../nbs/00_core.ipynb 9
+_BAD_ID = ('', '.', '..')
+
+def check_id(value,               # a model, attack, image or SemSim id that becomes a file or folder name
+             what: str='id'):     # what it is, for the message (e.g. `model id`)
+    "`value` when it is safe as one path component (no `/`, `\\`, NUL, not `.`/`..`), else a SemsimError."
+    s = str(value)
+    if s in _BAD_ID or any(ch in s for ch in '/\\\x00') or s != s.strip():
+        raise SemsimError(f"invalid {what} {s!r}: it must be one file name (not '.', '..', no '/', '\\' or spaces at "
+                          "the ends)", what, "rename it with letters, digits and . _ - only")
+    return s
+
 class RunDir:
-    "The directory of one experiment run and the paths of everything in it."
+    "The directory of one experiment run and the paths of everything in it (never outside it)."
     def __init__(self,
                  path: str|Path|RunDir):  # e.g. `runs/fmnist` (a `RunDir` is accepted as it is)
         self.path = Path(path.path if isinstance(path, RunDir) else path)
     def __repr__(self): return f"RunDir({str(self.path)!r})"
-    @property
-    def name(self): return self.path.name
-    @property
-    def config(self): return self.path/'config.yaml'
-    @property
-    def originals_dir(self): return self.path/'originals'
-    @property
-    def originals_csv(self): return self.path/'originals.csv'
-    def original_png(self, image_id): return self.originals_dir/f'{image_id}.png'
-    @property
-    def victims_dir(self): return self.path/'victims'
-    def victim_dir(self, model_id): return self.victims_dir/model_id
-    def recon_dir(self, model_id, attack_id): return self.path/'recon'/model_id/attack_id
-    def recon_png(self, model_id, attack_id, image_id): return self.recon_dir(model_id, attack_id)/f'{image_id}.png'
-    @property
-    def reconstructions(self): return self.path/'reconstructions.parquet'
-    @property
-    def labels_db(self): return self.path/'labels.sqlite'
-    def semsim_dir(self, semsim_id): return self.path/'semsim'/semsim_id
-    @property
-    def analysis_dir(self): return self.path/'analysis'
-    @property
-    def report_ipynb(self): return self.path/'report.ipynb'
-    @property
-    def report_html(self): return self.path/'report.html'
+    def file(self, rel: str|Path) -> Path:  # a path relative to the run, e.g. a table's `recon_path`
+        "`run.path/rel`, refused with a SemsimError when it would lie outside the run directory."
+        p, root = self.path/str(rel), self.path.resolve()
+        if not isinstance(rel, (str, Path)) or not str(rel) or not p.resolve().is_relative_to(root):
+            raise SemsimError(f"path {str(rel)!r} lies outside the run {self.path}", rel,
+                              "paths in a run's tables must be relative and stay inside the run directory")
+        return p
+    name = property(lambda self: self.path.name)
+    config = property(lambda self: self.path/'config.yaml')
+    originals_dir = property(lambda self: self.path/'originals')
+    originals_csv = property(lambda self: self.path/'originals.csv')
+    victims_dir = property(lambda self: self.path/'victims')
+    reconstructions = property(lambda self: self.path/'reconstructions.parquet')
+    labels_db = property(lambda self: self.path/'labels.sqlite')
+    analysis_dir = property(lambda self: self.path/'analysis')
+    report_ipynb = property(lambda self: self.path/'report.ipynb')
+    report_html = property(lambda self: self.path/'report.html')
+    def original_png(self, image_id): return self.originals_dir/f"{check_id(image_id, 'image id')}.png"
+    def victim_dir(self, model_id): return self.victims_dir/check_id(model_id, 'model id')
+    def recon_dir(self, model_id, attack_id):
+        return self.path/'recon'/check_id(model_id, 'model id')/check_id(attack_id, 'attack id')
+    def recon_png(self, model_id, attack_id, image_id):
+        return self.recon_dir(model_id, attack_id)/f"{check_id(image_id, 'image id')}.png"
+    def semsim_dir(self, semsim_id): return self.path/'semsim'/check_id(semsim_id, 'SemSim id')
     def mkdir(self):
         "Create the run directory (and parents); returns self."
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 
-# %% ../nbs/00_core.ipynb 13
+# %% ../nbs/00_core.ipynb 15
 @contextlib.contextmanager
 def atomic_write(path: str|Path,  # final destination
                  mode: str='wb'):  # 'wb' or 'w'
@@ -94,7 +104,7 @@ def write_json_atomic(path, obj, **kw):
     "Write `obj` as indented JSON to `path` atomically."
     write_text_atomic(path, json.dumps(obj, indent=2, default=str, **kw) + '\n')
 
-# %% ../nbs/00_core.ipynb 18
+# %% ../nbs/00_core.ipynb 20
 @contextlib.contextmanager
 def file_lock(path: str|Path):  # the file to lock (a `.lock` sibling is used)
     "Hold an exclusive inter-process lock on `path` for the duration of the block."
@@ -105,7 +115,7 @@ def file_lock(path: str|Path):  # the file to lock (a `.lock` sibling is used)
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/00_core.ipynb 21
+# %% ../nbs/00_core.ipynb 23
 def to_uint8(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] (values outside are clipped) or uint8
             ) -> np.ndarray:
     "An image as a uint8 `H×W` (1 channel) or `H×W×3` array."
@@ -136,20 +146,41 @@ def save_png(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] or uint8 
     write_bytes_atomic(path, buf.getvalue())
     return Path(path)
 
-def load_png(path: str|Path,       # a PNG written by `save_png` (or any image file)
+# %% ../nbs/00_core.ipynb 25
+def _eight_bit(im: Image.Image, path) -> np.ndarray:
+    "A decoded image as uint8 `H×W` (gray) or `H×W×3` (colour), by the rules above."
+    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
+        a = np.asarray(im).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise SemsimError(f"{path}: 32-bit image with values {a.min()}..{a.max()}, outside 16 bits", path,
+                              "save it as an 8-bit or 16-bit PNG")
+        return np.round(a / 257).astype(np.uint8)
+    if im.mode == 'F': raise SemsimError(f"{path}: floating-point image (mode F)", path, "save it as an 8-bit PNG")
+    if im.mode == 'P': im = im.convert('RGBA' if 'transparency' in im.info else 'RGB')
+    if im.mode in ('1', 'L'): return np.asarray(im.convert('L'))
+    if im.mode in ('LA', 'La', 'PA', 'RGBA', 'RGBa'):
+        a = np.asarray(im.convert('RGBA')).astype(np.float64)
+        rgb = np.round(a[..., :3] * a[..., 3:] / 255).astype(np.uint8)       # composite on black
+        return rgb[..., 0] if im.mode in ('LA', 'La') else rgb
+    return np.asarray(im.convert('RGB'))
+
+def load_png(path: str|Path,           # a PNG written by `save_png` (or any image file)
              channels: int|None=None,  # force 1 or 3 channels; None keeps the file's
             ) -> torch.Tensor:
-    "Read an image file as a float tensor `C×H×W` in [0,1]."
+    "Read an image file as a float tensor `C×H×W` in [0,1] (other bit depths and modes converted as stated)."
     path = Path(path)
-    if not path.exists(): raise SemsimError(f"image file not found: {path}", path, "check the run directory or re-run the step that writes it")
+    if not path.is_file():
+        raise SemsimError(f"image file not found: {path}", path, "check the run directory or re-run the step that writes it")
     try:
-        with Image.open(path) as im:
-            mode = {1: 'L', 3: 'RGB'}.get(channels) or ('L' if im.mode in ('L', 'I', 'I;16', '1', 'LA') else 'RGB')
-            arr = np.array(im.convert(mode))
-    except OSError as e: raise SemsimError(f"unreadable image {path}: {e}", path, "replace or delete the file") from e
+        with Image.open(path) as im: mode, arr = im.mode, _eight_bit(im, path)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise SemsimError(f"unreadable image {path}: {e}", path, "replace or delete the file") from e
+    if mode == 'P' and arr.ndim == 3 and (arr == arr[..., :1]).all(): arr = arr[..., 0]  # a gray palette
+    if channels == 1 and arr.ndim == 3: arr = np.asarray(Image.fromarray(arr).convert('L'))
+    if channels == 3 and arr.ndim == 2: arr = np.repeat(arr[..., None], 3, axis=2)
     return to_tensor(arr)
 
-# %% ../nbs/00_core.ipynb 25
+# %% ../nbs/00_core.ipynb 31
 def seed_everything(seed: int):  # the seed for python, numpy and torch
     "Seed every random number generator the project uses."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
@@ -158,7 +189,7 @@ def generator(seed: int) -> torch.Generator:  # the seed
     "A torch CPU generator seeded with `seed`."
     return torch.Generator().manual_seed(int(seed))
 
-# %% ../nbs/00_core.ipynb 28
+# %% ../nbs/00_core.ipynb 34
 def package_versions(names=('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics',
                             'scipy', 'scikit-learn', 'pandas')) -> dict:
     "Installed versions of the packages that shape results, plus Python's."
@@ -168,7 +199,7 @@ def package_versions(names=('semsim', 'torch', 'torchvision', 'numpy', 'scikit-i
         except importlib.metadata.PackageNotFoundError: out[n] = None
     return out
 
-# %% ../nbs/00_core.ipynb 32
+# %% ../nbs/00_core.ipynb 38
 RECON_COLUMNS = ['recon_id', 'dataset', 'model_id', 'attack_id', 'image_id', 'class_id', 'original_path',
                  'recon_path', 'status', 'attack_loss', 'iterations', 'seconds']
 
@@ -176,7 +207,8 @@ def recon_id(model_id: str, attack_id: str, image_id: str) -> str:
     "The id of one reconstruction: `model/attack/image`."
     return f'{model_id}/{attack_id}/{image_id}'
 
-def read_table(path: str|Path,  # a reconstructions parquet
+def read_table(path: str|Path,            # a reconstructions parquet
+               required=('recon_id',),    # columns the caller needs (e.g. `RECON_COLUMNS`)
               ) -> tuple:
     "The table at `path` as `(DataFrame, metadata dict)`; an empty table if the file does not exist."
     import pandas as pd, pyarrow.parquet as pq
@@ -185,9 +217,15 @@ def read_table(path: str|Path,  # a reconstructions parquet
     try: t = pq.read_table(path)
     except Exception as e:
         raise SemsimError(f"unreadable table {path}: {e}", path, "restore it from a backup or re-run the attack step") from e
-    raw = (t.schema.metadata or {}).get(b'semsim', b'{}')
-    return t.to_pandas(), json.loads(raw)
+    missing = [c for c in required if c not in t.column_names]
+    if missing: raise SemsimError(f"{path} lacks column(s) {missing}", path,
+                                  f"a reconstructions table needs {', '.join(RECON_COLUMNS)}; re-run the attack step")
+    try: meta = json.loads((t.schema.metadata or {}).get(b'semsim', b'{}'))
+    except ValueError as e: raise SemsimError(f"{path}: unreadable semsim metadata ({e})", path,
+                                              "restore the table from a backup or re-run the attack step") from e
+    return t.to_pandas(), meta
 
+# %% ../nbs/00_core.ipynb 39
 def write_table(path: str|Path, df, meta: dict|None=None):
     "Write `df` (and `meta` as JSON under the `semsim` key) to a parquet file atomically."
     import pyarrow as pa, pyarrow.parquet as pq, io
