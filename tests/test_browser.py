@@ -79,9 +79,11 @@ def _open(page, lab, notebook='labelling.ipynb'):
     page.get_by_text('| Idle').first.wait_for(timeout=120_000)
 
 def _widget_ready(page):
-    keys = page.locator('input[placeholder="click here, then type keys"]')
-    keys.wait_for(state='visible', timeout=120_000)
-    return keys
+    "Wait for the labelling widget and its key capture; return the widget (click it to give it focus)."
+    page.locator('.semsim-keycapture').first.wait_for(state='visible', timeout=120_000)
+    box = page.locator('.semsim-labelling').first
+    box.wait_for(state='visible', timeout=60_000)
+    return box
 
 def test_label_with_keyboard_restart_and_resume(lab):
     "`semsim label`'s notebook on a run: 10 answers by key press, a kernel restart, resume at 10, 10 rows stored."
@@ -95,12 +97,13 @@ def test_label_with_keyboard_restart_and_resume(lab):
         page = browser.new_page(viewport={'width': 1400, 'height': 1000})
         _open(page, lab, lab['notebook'])
         _menu(page, 'Run', 'Run All Cells')
-        keys = _widget_ready(page)
+        box = _widget_ready(page)
         page.get_by_text(f'0 / {N}').first.wait_for(timeout=60_000)
-        keys.click()
+        box.locator('.semsim-recon').first.click()          # focus the widget, as a person would
         for k in keys_typed:
-            page.keyboard.type(k)
+            page.keyboard.press(k)
             page.wait_for_timeout(300)
+        assert 'saved: ' in box.locator('.semsim-message').first.inner_text()
         page.get_by_text(f'{ANSWERS} / {N}').first.wait_for(timeout=60_000)
         assert len(_labels(db)) == ANSWERS
         # restart the kernel and run everything again: the widget must come back at ANSWERS / N
