@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_metrics.ipynb 2
 from __future__ import annotations
-import functools, hashlib, json, re, socket, time, unittest.mock, warnings
+import functools, hashlib, json, re, socket, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,14 +16,15 @@ from .core import (SemsimError, RunDir, load_png, to_uint8, read_table, update_t
 from .data import data_dir, load_dataset
 
 # %% auto 0
-__all__ = ['PRESETS', 'WEIGHTS', 'LPIPS_PRESETS', 'LPIPS_BACKBONES', 'METRICS', 'NOT_METRICS', 'load_pairs', 'psnr', 'mse',
-           'ssim', 'WeightsSpec', 'hub_checkpoints', 'weights_dirs', 'sha256_file', 'trusted_hashes', 'find_weights',
-           'weights_status', 'WeightsUnavailable', 'require_weights', 'import_weights', 'fetch_weights',
-           'lpips_network', 'lpips_distance', 'frechet_distance', 'inception_network', 'inception_features', 'EvalCNN',
-           'train_eval_classifier', 'eval_classifier_path', 'eval_classifier', 'classifier_outputs',
-           'feature_distances', 'recognition', 'PairSet', 'Column', 'Metric', 'resolve_metrics', 'metric_column',
-           'orientation', 'metric_level', 'metric_columns', 'undeclared_columns', 'metrics_for_pairs',
-           'compute_metrics', 'compute_pairs', 'register_commands']
+__all__ = ['PRESETS', 'WEIGHTS', 'LPIPS_PRESETS', 'LPIPS_BACKBONES', 'INCEPTION_INPUTS', 'METRICS', 'NOT_METRICS', 'load_pairs',
+           'psnr', 'mse', 'ssim', 'WeightsSpec', 'hub_checkpoints', 'weights_dirs', 'sha256_file', 'trusted_hashes',
+           'find_weights', 'weights_status', 'WeightsUnavailable', 'require_weights', 'load_state_dict_file',
+           'import_weights', 'fetch_weights', 'lpips_network', 'lpips_distance', 'frechet_distance', 'FIDInception',
+           'inception_network', 'inception_features', 'single_frechet_distance', 'EvalCNN', 'train_eval_classifier',
+           'eval_classifier_path', 'eval_classifier', 'classifier_outputs', 'feature_distances', 'recognition',
+           'PairSet', 'Column', 'Metric', 'resolve_metrics', 'metric_column', 'orientation', 'metric_level',
+           'metric_columns', 'undeclared_columns', 'metrics_for_pairs', 'compute_metrics', 'compute_pairs',
+           'register_commands']
 
 # %% ../nbs/04_metrics.ipynb 7
 def load_pairs(original_paths: list,  # original image files
@@ -58,13 +59,15 @@ def _uint8_images(x): return [to_uint8(xi) for xi in x]
 PRESETS = ('paper', 'standard')
 
 def _check_preset(preset, allowed=PRESETS):
-    if preset not in allowed: raise SemsimError(f"unknown preset {preset!r}", '--preset', f"use one of: {', '.join(allowed)}")
+    if preset not in allowed:
+        raise SemsimError(f"unknown preset {preset!r}", '--preset', f"use one of: {', '.join(allowed)}")
 
+# %% ../nbs/04_metrics.ipynb 13
 def psnr(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0,1]
          recons,             # reconstructions, same shape
          preset: str='paper',  # 'paper' (scikit-image, uint8, range 255) or 'standard' (torchmetrics, [0,1])
         ):
-    "Peak signal-to-noise ratio in dB per pair (a float for one pair, an array for a batch); identical images give inf."
+    "Peak signal-to-noise ratio in dB per pair (a float for one pair, an array for a batch); identical images: inf."
     (o, single), (r, _) = _batch(originals), _batch(recons)
     _check_preset(preset)
     if preset == 'paper':
@@ -82,6 +85,7 @@ def mse(originals,  # float image `C×H×W` or batch `N×C×H×W` in [0,1]
     (o, single), (r, _) = _batch(originals), _batch(recons)
     return _out(((o - r) ** 2).mean(dim=(1, 2, 3)).numpy(), single)
 
+# %% ../nbs/04_metrics.ipynb 14
 def ssim(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0,1]
          recons,             # reconstructions, same shape
          preset: str='paper',  # 'paper' (scikit-image 7×7 uniform, uint8) or 'standard' (Gaussian 11×11, σ 1.5)
@@ -92,19 +96,20 @@ def ssim(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0
     if preset == 'paper':
         from skimage.metrics import structural_similarity
         if min(o.shape[-2:]) < 7:
-            raise SemsimError(f"SSIM's 7×7 window does not fit {tuple(o.shape[-2:])} images", 'ssim', "images must be at least 7×7")
+            raise SemsimError(f"SSIM's 7×7 window does not fit {tuple(o.shape[-2:])} images", 'ssim',
+                              "images must be at least 7×7")
         v = [structural_similarity(a, b, data_range=255, channel_axis=-1 if a.ndim == 3 else None)
              for a, b in zip(_uint8_images(o), _uint8_images(r))]
     else:
         from torchmetrics.functional.image import structural_similarity_index_measure
         if min(o.shape[-2:]) < 11:
-            raise SemsimError(f"the standard SSIM's 11×11 Gaussian window does not fit {tuple(o.shape[-2:])} images", 'ssim:standard',
-                              "use preset 'paper' (7×7 window) for images smaller than 11×11")
+            raise SemsimError(f"the standard SSIM's 11×11 Gaussian window does not fit {tuple(o.shape[-2:])} images",
+                              'ssim:standard', "use preset 'paper' (7×7 window) for images smaller than 11×11")
         v = structural_similarity_index_measure(r, o, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0,
                                                 reduction='none').numpy()
     return _out(v, single)
 
-# %% ../nbs/04_metrics.ipynb 20
+# %% ../nbs/04_metrics.ipynb 22
 @dataclass
 class WeightsSpec:
     "A published weights file: where it comes from and the hash prefix its publisher gives it."
@@ -122,8 +127,9 @@ def _weights_registry() -> dict:
     return {s.name: s for s in (
         WeightsSpec('alexnet', tvm.AlexNet_Weights.IMAGENET1K_V1.url, 'lpips (standard preset)'),
         WeightsSpec('vgg16', tvm.VGG16_Weights.IMAGENET1K_V1.url, 'lpips:vgg'),
-        WeightsSpec('squeezenet1_1', tvm.SqueezeNet1_1_Weights.IMAGENET1K_V1.url, 'lpips (paper preset), lpips:squeeze'),
-        WeightsSpec('inception_fid', URL_INCEPTION_V3, 'fid'))}
+        WeightsSpec('squeezenet1_1', tvm.SqueezeNet1_1_Weights.IMAGENET1K_V1.url,
+                    'lpips (paper preset), lpips:squeeze'),
+        WeightsSpec('inception_fid', URL_INCEPTION_V3, 'fid, fid:paper, inception'))}
 
 WEIGHTS = _weights_registry()
 
@@ -135,6 +141,7 @@ def weights_dirs() -> list:
     "Where weights files are looked for, in order."
     return [hub_checkpoints(), data_dir()/'weights']
 
+# %% ../nbs/04_metrics.ipynb 23
 _SHA_CACHE = {}
 
 def sha256_file(path) -> str:
@@ -155,7 +162,7 @@ def trusted_hashes() -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 def find_weights(name: str) -> dict:
-    "Where weights `name` are and whether they check out: {'name', 'state': ok|trusted|missing|hash mismatch, 'path', 'sha256'}."
+    "Where weights `name` are and whether they check out: name, state (ok|trusted|missing|hash mismatch), path, sha256."
     spec = WEIGHTS[name]
     found = {'name': name, 'file': spec.filename, 'used_by': spec.used_by, 'state': 'missing', 'path': '', 'sha256': ''}
     for d in weights_dirs():
@@ -167,6 +174,7 @@ def find_weights(name: str) -> dict:
         if state != 'hash mismatch': break
     return found
 
+# %% ../nbs/04_metrics.ipynb 24
 def weights_status() -> pd.DataFrame:
     "One row per weights file the metrics can use: where it is and whether its hash checks out."
     return pd.DataFrame([find_weights(n) for n in WEIGHTS])
@@ -180,20 +188,37 @@ def require_weights(name: str) -> dict:
     if f['state'] in ('ok', 'trusted'): return f
     spec = WEIGHTS[name]
     what = (f"weights {spec.filename} ({name}, for {spec.used_by}) are not installed" if f['state'] == 'missing'
-            else f"weights {f['path']} fail their hash check (sha256 {f['sha256'][:8]}…, published prefix {spec.sha256_prefix})")
+            else f"weights {f['path']} fail their hash check (sha256 {f['sha256'][:8]}…, "
+                 f"published prefix {spec.sha256_prefix})")
     raise WeightsUnavailable(what, ' or '.join(str(d) for d in weights_dirs()),
-                             f"run `semsim weights fetch {name}` (online), or download {spec.url} elsewhere and run `semsim weights import FILE`")
+                             f"run `semsim weights fetch {name}` (online), or download {spec.url} elsewhere "
+                             "and run `semsim weights import FILE`")
 
-# %% ../nbs/04_metrics.ipynb 25
+# %% ../nbs/04_metrics.ipynb 29
+def load_state_dict_file(path: str|Path,  # a `.pth` state dict
+                        ) -> dict:
+    "Tensors of a `.pth` file, read with `weights_only=True`; anything else is refused with the file named."
+    try: state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise SemsimError(f"{path} cannot be read as plain tensors ({type(e).__name__}): it is damaged, or it holds "
+                          "Python objects, which are never loaded", path,
+                          "use the genuine published file (`semsim weights status` lists them)") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SemsimError(f"{path} holds no state dict of tensors", path,
+                          "use the genuine published file (`semsim weights status` lists them)")
+    return state
+
 def _spec_for(path: Path, h: str, name: str|None):
     if name is not None:
-        if name not in WEIGHTS: raise SemsimError(f"unknown weights {name!r}", '--name', f"use one of: {', '.join(WEIGHTS)}")
+        if name not in WEIGHTS:
+            raise SemsimError(f"unknown weights {name!r}", '--name', f"use one of: {', '.join(WEIGHTS)}")
         return WEIGHTS[name]
     for s in WEIGHTS.values():
         if h.startswith(s.sha256_prefix) or path.name == s.filename: return s
     raise SemsimError(f"{path} is none of the known weights (by name or hash)", path,
                       f"pass --name with one of: {', '.join(WEIGHTS)}")
 
+# %% ../nbs/04_metrics.ipynb 30
 def import_weights(path: str|Path,     # a weights file (.pth) obtained elsewhere
                    name: str|None=None,  # which weights it is (default: recognised by hash or file name)
                    trust: bool=False,  # accept a file whose hash is not the published one (recorded as trusted)
@@ -205,19 +230,24 @@ def import_weights(path: str|Path,     # a weights file (.pth) obtained elsewher
     spec = _spec_for(path, h, name)
     if not h.startswith(spec.sha256_prefix):
         if not trust:
-            raise SemsimError(f"{path} has sha256 {h[:8]}…, but {spec.filename} is published with prefix {spec.sha256_prefix}", path,
-                              f"download the genuine file from {spec.url}; or, for weights you made yourself, pass --trust")
+            raise SemsimError(f"{path} has sha256 {h[:8]}…, but {spec.filename} is published with prefix "
+                              f"{spec.sha256_prefix}", path,
+                              f"download the genuine file from {spec.url}; or, for weights you made yourself, "
+                              "pass --trust")
+        load_state_dict_file(path)   # a trusted file must still be plain tensors
         with file_lock(_trust_file()):
             write_json_atomic(_trust_file(), {**trusted_hashes(), h: f"{spec.name}: imported from {path} with --trust"})
     dst = hub_checkpoints()/spec.filename
     if path.resolve() != dst.resolve(): write_bytes_atomic(dst, path.read_bytes())
     return dst
 
+# %% ../nbs/04_metrics.ipynb 31
 def fetch_weights(name: str,          # a key of `WEIGHTS`
                   timeout: float=30,  # seconds before giving up on the network
                  ) -> Path:
     "Download weights `name` from the publisher into the torch hub cache, checking the hash prefix."
-    if name not in WEIGHTS: raise SemsimError(f"unknown weights {name!r}", 'semsim weights fetch', f"use one of: {', '.join(WEIGHTS)}")
+    if name not in WEIGHTS:
+        raise SemsimError(f"unknown weights {name!r}", 'semsim weights fetch', f"use one of: {', '.join(WEIGHTS)}")
     spec, dst = WEIGHTS[name], hub_checkpoints()/WEIGHTS[name].filename
     if find_weights(name)['state'] in ('ok', 'trusted'): return Path(find_weights(name)['path'])
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -225,21 +255,24 @@ def fetch_weights(name: str,          # a key of `WEIGHTS`
     try: torch.hub.download_url_to_file(spec.url, str(dst), hash_prefix=spec.sha256_prefix, progress=False)
     except Exception as e:
         raise SemsimError(f"could not download {spec.url} ({type(e).__name__}: {e})", name,
-                          f"on a machine that is online, download {spec.url}, copy it here and run `semsim weights import FILE`") from e
+                          f"on a machine that is online, download {spec.url}, copy it here and run "
+                          "`semsim weights import FILE`") from e
     finally: socket.setdefaulttimeout(old)
     return dst
 
-# %% ../nbs/04_metrics.ipynb 30
+# %% ../nbs/04_metrics.ipynb 38
+_LPIPS_NOTE = "inputs scaled to [-1,1], gray replicated to RGB, images under 64 px upsampled (bilinear) to 64"
 LPIPS_PRESETS = {
     'standard': dict(net='alex', normalize=True, resize=None, min_size=64,
-                     description="LPIPS v0.1, AlexNet backbone, inputs scaled to [-1,1], gray replicated to RGB, images under 64 px upsampled (bilinear) to 64"),
+                     description=f"LPIPS v0.1, AlexNet backbone, {_LPIPS_NOTE}"),
     'vgg': dict(net='vgg', normalize=True, resize=None, min_size=64,
-                description="LPIPS v0.1, VGG-16 backbone, inputs scaled to [-1,1], gray replicated to RGB, images under 64 px upsampled (bilinear) to 64"),
+                description=f"LPIPS v0.1, VGG-16 backbone, {_LPIPS_NOTE}"),
     'squeeze': dict(net='squeeze', normalize=True, resize=None, min_size=64,
-                    description="LPIPS v0.1, SqueezeNet 1.1 backbone, inputs scaled to [-1,1], gray replicated to RGB, images under 64 px upsampled (bilinear) to 64"),
+                    description=f"LPIPS v0.1, SqueezeNet 1.1 backbone, {_LPIPS_NOTE}"),
     'paper': dict(net='squeeze', normalize=False, resize=256, min_size=None,
-                  description="as the SemSim paper's code: SqueezeNet 1.1, resized (bilinear) to 256x256, inputs left in [0,1] "
-                              "without scaling to [-1,1] -- a quirk kept only for comparability with the paper"),
+                  description="as the SemSim paper's code: SqueezeNet 1.1, resized (bilinear) to 256x256, inputs left "
+                              "in [0,1] without scaling to [-1,1] -- a quirk kept only for comparability with the "
+                              "paper"),
 }
 LPIPS_BACKBONES = {'alex': 'alexnet', 'vgg': 'vgg16', 'squeeze': 'squeezenet1_1'}
 _LPIPS_CACHE = {}
@@ -254,14 +287,16 @@ def lpips_network(net: str='alex',  # 'alex', 'vgg' or 'squeeze'
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)  # backbone replaced right below
-        state = torch.load(w['path'], map_location='cpu', weights_only=True)
+        state = load_state_dict_file(w['path'])
         try: backbone = {k: state['features.' + k.split('.', 1)[1]] for k in model.net.state_dict()}
-        except KeyError as e: raise SemsimError(f"{w['path']} is not a torchvision {LPIPS_BACKBONES[net]} state dict (no {e})", w['path'],
-                                                "import the genuine file with `semsim weights import FILE`") from e
+        except KeyError as e:
+            raise SemsimError(f"{w['path']} is not a torchvision {LPIPS_BACKBONES[net]} state dict (no {e})", w['path'],
+                              "import the genuine file with `semsim weights import FILE`") from e
         model.net.load_state_dict(backbone)
         _LPIPS_CACHE.clear(); _LPIPS_CACHE[key] = model.eval()
     return _LPIPS_CACHE[key], w
 
+# %% ../nbs/04_metrics.ipynb 39
 def _lpips_input(x, s):
     x = x.float()
     if x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
@@ -273,21 +308,22 @@ def _lpips_input(x, s):
 def lpips_distance(originals,             # float image `C×H×W` or batch `N×C×H×W` in [0,1]
                    recons,                # reconstructions, same shape
                    preset: str='standard',  # a key of `LPIPS_PRESETS`
-                   batch: int|None=None,  # pairs per forward pass; None: about 65k network-input pixels (1 pair at 256×256)
+                   batch: int|None=None,  # pairs per forward pass; None: about 65k network-input pixels
                   ):
     "LPIPS distance per pair (`WeightsUnavailable` when the backbone's weights are not installed)."
     _check_preset(preset, tuple(LPIPS_PRESETS))
     (o, single), (r, _) = _batch(originals), _batch(recons)
     s = LPIPS_PRESETS[preset]
     model, _ = lpips_network(s['net'])
-    batch = batch or max(1, 2**16 // _lpips_input(o[:1], s)[0, 0].numel())  # on CPU, larger batches of 256×256 are slower
+    batch = batch or max(1, 2**16 // _lpips_input(o[:1], s)[0, 0].numel())  # on CPU, larger 256×256 batches are slower
     out = []
     with torch.no_grad():
         for i in range(0, len(o), batch):
-            out.append(model(_lpips_input(o[i:i+batch], s), _lpips_input(r[i:i+batch], s), normalize=s['normalize']).flatten())
+            a, b = _lpips_input(o[i:i+batch], s), _lpips_input(r[i:i+batch], s)
+            out.append(model(a, b, normalize=s['normalize']).flatten())
     return _out(torch.cat(out).numpy() if out else [], single)
 
-# %% ../nbs/04_metrics.ipynb 38
+# %% ../nbs/04_metrics.ipynb 47
 class _Features(nn.Module):
     "Passes pre-computed feature vectors through, so torchmetrics' FID can be used on any features."
     def forward(self, x): return x.flatten(1)
@@ -302,29 +338,88 @@ def frechet_distance(real: torch.Tensor,  # features of the originals, `N×D`
     fid.update(real.double(), real=True); fid.update(fake.double(), real=False)
     return float(fid.compute())
 
+# %% ../nbs/04_metrics.ipynb 48
+class FIDInception(nn.Module):
+    "The TensorFlow FID Inception v3 (torch-fidelity's TF-compatible blocks) up to its 2048-d pool3 features."
+    LAYERS = ('Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3', 'MaxPool_1', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3',
+              'MaxPool_2', 'Mixed_5b', 'Mixed_5c', 'Mixed_5d', 'Mixed_6a', 'Mixed_6b', 'Mixed_6c', 'Mixed_6d',
+              'Mixed_6e', 'Mixed_7a', 'Mixed_7b', 'Mixed_7c', 'AvgPool')
+    def __init__(self):
+        super().__init__()
+        import torch_fidelity.feature_extractor_inceptionv3 as t
+        conv = t.BasicConv2d
+        self.Conv2d_1a_3x3, self.Conv2d_2a_3x3 = conv(3, 32, kernel_size=3, stride=2), conv(32, 32, kernel_size=3)
+        self.Conv2d_2b_3x3, self.MaxPool_1 = conv(32, 64, kernel_size=3, padding=1), nn.MaxPool2d(3, stride=2)
+        self.Conv2d_3b_1x1, self.Conv2d_4a_3x3 = conv(64, 80, kernel_size=1), conv(80, 192, kernel_size=3)
+        self.MaxPool_2 = nn.MaxPool2d(3, stride=2)
+        self.Mixed_5b, self.Mixed_5c = t.InceptionA(192, pool_features=32), t.InceptionA(256, pool_features=64)
+        self.Mixed_5d, self.Mixed_6a = t.InceptionA(288, pool_features=64), t.InceptionB(288)
+        self.Mixed_6b, self.Mixed_6c = t.InceptionC(768, channels_7x7=128), t.InceptionC(768, channels_7x7=160)
+        self.Mixed_6d, self.Mixed_6e = t.InceptionC(768, channels_7x7=160), t.InceptionC(768, channels_7x7=192)
+        self.Mixed_7a, self.Mixed_7b, self.Mixed_7c = t.InceptionD(768), t.InceptionE_1(1280), t.InceptionE_2(2048)
+        self.AvgPool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(2048, 1008)   # fc: in the file, unused here
+        self.requires_grad_(False).eval()
+    def forward(self, x):  # `N×3×299×299`, already scaled as the network expects
+        for name in self.LAYERS: x = getattr(self, name)(x)
+        return x.flatten(1)
+
+# %% ../nbs/04_metrics.ipynb 49
+def _standard_input(x):
+    "torchmetrics' path: uint8 levels, bilinear (antialiased) to 299, (x - 128) / 128."
+    x = F.interpolate((x * 255).round().clamp(0, 255), size=(299, 299), mode='bilinear', align_corners=False,
+                      antialias=True)
+    return (x - 128) / 128
+
+def _paper_input(x):
+    "The SemSim code's path: skimage resize to 64×64 on 0..255 floats, /255, bilinear to 299 (pytorch-fid), 2x - 1."
+    from skimage.transform import resize
+    levels = (x * 255).round().clamp(0, 255).permute(0, 2, 3, 1).numpy().astype(np.float32)
+    small = np.stack([resize(im, (64, 64)).astype(np.float32) for im in levels]) / 255
+    x = torch.from_numpy(small).permute(0, 3, 1, 2)
+    x = F.interpolate(x, size=(299, 299), mode='bilinear', align_corners=False)
+    return 2 * x - 1
+
+INCEPTION_INPUTS = {'standard': _standard_input, 'paper': _paper_input}
+
+# %% ../nbs/04_metrics.ipynb 50
 _INCEPTION_CACHE = {}
 
 def inception_network() -> tuple:
-    "torchmetrics' FID Inception with its verified weights, and the weights' record."
-    import torch_fidelity.feature_extractor_inceptionv3 as tfi
-    from torchmetrics.image.fid import NoTrainInceptionV3
+    "The FID Inception with its verified weights, and the weights' record."
     w = require_weights('inception_fid')
     if w['sha256'] not in _INCEPTION_CACHE:
-        state = torch.load(w['path'], map_location='cpu', weights_only=True)
-        with unittest.mock.patch.object(tfi, 'load_state_dict_from_url', lambda *a, **k: state):  # no download, no unsafe load
-            _INCEPTION_CACHE.clear(); _INCEPTION_CACHE[w['sha256']] = NoTrainInceptionV3(name='inception-v3-compat', features_list=['2048'])
+        net = FIDInception()
+        try: net.load_state_dict(load_state_dict_file(w['path']))
+        except RuntimeError as e:
+            raise SemsimError(f"{w['path']} is not the FID Inception's state dict ({str(e).splitlines()[0]})",
+                              w['path'],
+                              "import the genuine file with `semsim weights import FILE`") from None
+        _INCEPTION_CACHE.clear(); _INCEPTION_CACHE[w['sha256']] = net
     return _INCEPTION_CACHE[w['sha256']], w
 
-def inception_features(images: torch.Tensor,  # float `N×C×H×W` in [0,1]
-                       batch: int=64,           # images per forward pass
+# %% ../nbs/04_metrics.ipynb 51
+def inception_features(images: torch.Tensor,     # float `N×C×H×W` in [0,1]
+                       preset: str='standard',   # input path: a key of `INCEPTION_INPUTS`
+                       batch: int=32,            # images per forward pass
+                       network: nn.Module|None=None,  # an `FIDInception`; None: the verified `inception_network()`
                       ) -> torch.Tensor:
-    "Inception pool3 features `N×2048` of images, as torchmetrics' FID computes them."
-    model, _ = inception_network()
-    x = (images.double() * 255).round().clamp(0, 255).to(torch.uint8)
+    "Inception pool3 features `N×2048` of images, through the `standard` (torchmetrics) or `paper` input path."
+    _check_preset(preset, tuple(INCEPTION_INPUTS))
+    net = network if network is not None else inception_network()[0]
+    x = images.float()
     if x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
-    with torch.no_grad(): return torch.cat([model(x[i:i+batch]) for i in range(0, len(x), batch)])
+    with torch.no_grad():
+        return torch.cat([net(INCEPTION_INPUTS[preset](x[i:i+batch])) for i in range(0, len(x), batch)]).double()
 
-# %% ../nbs/04_metrics.ipynb 43
+def single_frechet_distance(f_orig: torch.Tensor,   # features of the originals `N×D`
+                            f_recon: torch.Tensor,  # features of the reconstructions `N×D`
+                           ) -> np.ndarray:
+    "Per pair, the SemSim code's single-image Fréchet distance: each feature vector's D values as one 1-d Gaussian."
+    m1, m2 = f_orig.double().mean(1), f_recon.double().mean(1)
+    v1, v2 = f_orig.double().var(1), f_recon.double().var(1)   # np.cov of a vector: ddof 1
+    return ((m1 - m2) ** 2 + v1 + v2 - 2 * (v1 * v2).sqrt()).numpy()
+
+# %% ../nbs/04_metrics.ipynb 59
 class EvalCNN(nn.Module):
     "The evaluation classifier: a 3-conv CNN on [0,1] images (normalisation is its first step), 128-d features."
     def __init__(self, channels: int,        # image channels
@@ -343,6 +438,7 @@ class EvalCNN(nn.Module):
     def features(self, x): return self.body((x.float() - self.mean) / self.std)
     def forward(self, x): return self.head(self.features(x))
 
+# %% ../nbs/04_metrics.ipynb 60
 def train_eval_classifier(dataset: str,          # registry name
                           n_train: int|None=None,  # train images to use (None: the whole train split)
                           epochs: int=3,         # passes over them
@@ -370,11 +466,13 @@ def train_eval_classifier(dataset: str,          # registry name
             opt.zero_grad(); loss.backward(); opt.step(); sched.step(); bar.update()
     bar.close(); model.eval()
     n_test = min(len(test), 2000)
-    with torch.no_grad(): acc = (model(test.images[:n_test].float() / 255).argmax(1) == test.labels[:n_test]).float().mean().item()
+    with torch.no_grad(): predicted = model(test.images[:n_test].float() / 255).argmax(1)
+    acc = (predicted == test.labels[:n_test]).float().mean().item()
     meta = dict(arch='EvalCNN', dataset=dataset, n_train=len(x), epochs=epochs, seed=seed, batch=batch, lr=lr,
                 test_accuracy=round(acc, 4), test_images=n_test, versions=package_versions())
     return model, meta
 
+# %% ../nbs/04_metrics.ipynb 61
 _EVAL_CACHE = {}
 
 def eval_classifier_path(dataset: str, n_train: int|None=None, epochs: int=3, seed: int=0) -> Path:
@@ -406,7 +504,7 @@ def eval_classifier(dataset: str,            # registry name
     _EVAL_CACHE[path] = (model, meta)
     return model, meta
 
-# %% ../nbs/04_metrics.ipynb 50
+# %% ../nbs/04_metrics.ipynb 68
 def classifier_outputs(model: EvalCNN,      # an evaluation classifier
                        images: torch.Tensor,  # float `N×C×H×W` in [0,1]
                        batch: int=256,        # images per forward pass
@@ -433,16 +531,17 @@ def recognition(probs: torch.Tensor,  # class probabilities of the reconstructio
     y = torch.tensor(np.asarray(class_ids, dtype=np.int64))
     return (probs.argmax(1) == y).double().numpy(), probs.double().gather(1, y[:, None])[:, 0].numpy()
 
-# %% ../nbs/04_metrics.ipynb 54
+# %% ../nbs/04_metrics.ipynb 72
 @dataclass
 class PairSet:
     "What metrics are computed on: paired image tensors and what is known about each pair."
     originals: torch.Tensor        # float `N×C×H×W` in [0,1]
     recons: torch.Tensor           # same shape
-    groups: np.ndarray             # reconstruction-set key per pair (set-level metrics compare each set to its originals)
+    groups: np.ndarray             # reconstruction-set key per pair (a set is compared with its originals)
     class_ids: np.ndarray|None = None  # true class per pair (for recognition)
     dataset: str|None = None       # dataset name (for the evaluation classifier)
     eval_kw: dict = field(default_factory=dict)  # settings of the evaluation classifier (n_train, epochs, seed)
+    cache: dict = field(default_factory=dict, repr=False)  # features shared by metrics (e.g. Inception's)
     def __len__(self): return len(self.originals)
 
 def _per_set(values_fn, pairs: PairSet):
@@ -458,15 +557,28 @@ def _need_dataset(pairs, what):
         raise SemsimError(f"{what} needs the dataset's evaluation classifier, but no dataset is known", '--dataset',
                           "pass --dataset NAME (stand-alone mode) or compute on a run")
 
+# %% ../nbs/04_metrics.ipynb 73
 def _compute_psnr(p, s): return {'psnr': psnr(p.originals, p.recons, s['preset'])}
 def _compute_mse(p, s): return {'mse': mse(p.originals, p.recons)}
 def _compute_ssim(p, s): return {'ssim': ssim(p.originals, p.recons, s['preset'])}
 def _compute_lpips(p, s): return {'lpips': lpips_distance(p.originals, p.recons, s['preset'])}
 
+def _inception_pairs(p, preset):
+    "Inception features of originals and reconstructions through `preset`'s input path, computed once per pair set."
+    if ('inception', preset) not in p.cache:
+        p.cache['inception', preset] = (inception_features(p.originals, preset), inception_features(p.recons, preset))
+    return p.cache['inception', preset]
+
 def _compute_fid(p, s):
-    fo, fr = inception_features(p.originals), inception_features(p.recons)
+    fo, fr = _inception_pairs(p, s['preset'])
     return {'fid': _per_set(lambda i: frechet_distance(fo[i], fr[i]), p)}
 
+def _compute_inception(p, s):
+    fo, fr = _inception_pairs(p, 'paper')
+    l2, cos = feature_distances(fo, fr)
+    return {'inception_l2': l2, 'inception_cos': cos, 'single_fd': single_frechet_distance(fo, fr)}
+
+# %% ../nbs/04_metrics.ipynb 74
 def _compute_feat(p, s):
     _need_dataset(p, 'feat')
     model, _ = eval_classifier(p.dataset, **p.eval_kw)
@@ -477,18 +589,38 @@ def _compute_feat(p, s):
 def _compute_recog(p, s):
     _need_dataset(p, 'recog')
     if p.class_ids is None:
-        raise SemsimError("recog needs each image's true class", 'recog', "compute it on a run (its table has class_id)")
+        raise SemsimError("recog needs each image's true class", 'recog',
+                          "compute it on a run (its table has class_id)")
     model, _ = eval_classifier(p.dataset, **p.eval_kw)
     acc, p_true = recognition(classifier_outputs(model, p.recons)[1], p.class_ids)
-    return {'recog_acc': acc, 'recog_p_true': p_true}
+    acc_original, _ = recognition(classifier_outputs(model, p.originals)[1], p.class_ids)
+    return {'recog_acc': acc, 'recog_p_true': p_true, 'recog_acc_paper': np.where(acc_original == 1, acc, np.nan)}
 
+# %% ../nbs/04_metrics.ipynb 76
+_WEIGHTS_CHECK = {'ok': 'published torchvision/torch-fidelity hash',
+                  'trusted': 'trusted by the user (not the published file)'}
 
-# %% ../nbs/04_metrics.ipynb 56
+def _file_weights(name):
+    w = find_weights(name)
+    return {'weights': w['file'], 'weights_sha256': w['sha256'],
+            'weights_check': _WEIGHTS_CHECK.get(w['state'], w['state'])}
+
+def _lpips_weights(preset, pairs): return _file_weights(LPIPS_BACKBONES[LPIPS_PRESETS[preset]['net']])
+def _inception_weights(preset, pairs): return _file_weights('inception_fid')
+
+def _classifier_weights(preset, pairs):
+    if not pairs.dataset: return {}
+    p, meta = eval_classifier_path(pairs.dataset, **pairs.eval_kw), eval_classifier(pairs.dataset, **pairs.eval_kw)[1]
+    return {'weights': str(p.name), 'weights_sha256': meta.get('sha256'),
+            'classifier': {k: meta[k] for k in ('dataset', 'n_train', 'epochs', 'seed', 'test_accuracy')}}
+
+# %% ../nbs/04_metrics.ipynb 78
 @dataclass(frozen=True)
 class Column:
     "What the package asks about a metric column: which way means leakage, and one value per image or per set."
     orientation: int      # +1: higher = more leakage (more recognisable); -1: lower = more leakage
     level: str = 'image'  # 'image': one value per reconstruction; 'set': one per (model, attack) set, e.g. FID
+    partial: bool = False  # NaN by definition on some rows (e.g. `recog_acc_paper` where the original is misclassified)
 
 @dataclass
 class Metric:
@@ -499,70 +631,109 @@ class Metric:
     compute: Callable|None  # compute(pairs: PairSet, settings) -> {base column: values}; None: made elsewhere
     library: str = ''  # the package that computes it
     made_by: str = ''  # for `compute=None`: the command that makes the column
+    weights: Callable|None = None  # weights(preset, pairs) -> record of the network weights used; None: uses none
+    plain: tuple = ('paper', 'default')  # presets whose columns carry the bare base name (others get `_preset`)
     def preset_for(self, preset: str) -> str:
         "The preset used when `preset` is requested (a metric with one setting uses it for every request)."
         if preset in self.presets: return preset
         if len(self.presets) == 1: return next(iter(self.presets))
-        raise SemsimError(f"unknown preset {preset!r} for {self.name}", '--preset', f"use one of: {', '.join(self.presets)}")
+        raise SemsimError(f"unknown preset {preset!r} for {self.name}", '--preset',
+                          f"use one of: {', '.join(self.presets)}")
     def column(self, base: str, preset: str) -> str:
-        "The table column of `base` under `preset`: the plain name for 'paper'/'default', else `base_preset`."
+        "The table column of `base` under `preset`: the bare name for the `plain` presets, else `base_preset`."
         preset = self.preset_for(preset)
-        return base if preset in ('paper', 'default') else f'{base}_{preset}'
+        return base if preset in self.plain else f'{base}_{preset}'
     def orientation(self, base: str) -> int: return self.columns[base].orientation
     @property
     def needs_sets(self) -> bool: return any(c.level == 'set' for c in self.columns.values())
 
-
-# %% ../nbs/04_metrics.ipynb 57
+# %% ../nbs/04_metrics.ipynb 79
 _SKI = "scikit-image on uint8 images, data range 255 (as the SemSim paper's code)"
-METRICS = {m.name: m for m in (
+_PIXEL_METRICS = (
     Metric('psnr', {'psnr': Column(1)}, {
         'paper': dict(data_range=255, input='uint8', description=f"PSNR in dB, {_SKI}"),
         'standard': dict(data_range=1.0, input='float [0,1]', description="PSNR in dB on [0,1] floats (torchmetrics)")},
         _compute_psnr, 'scikit-image / torchmetrics'),
-    Metric('mse', {'mse': Column(-1)}, {'default': dict(data_range=1.0, input='float [0,1]', description="mean squared error on [0,1]")},
+    Metric('mse', {'mse': Column(-1)}, {'default': dict(data_range=1.0, input='float [0,1]',
+                                                        description="mean squared error on [0,1]")},
            _compute_mse, 'torch'),
     Metric('ssim', {'ssim': Column(1)}, {
-        'paper': dict(data_range=255, input='uint8', window='7x7 uniform, sample covariance', border='map averaged over positions whose window fits (3 px cropped)',
+        'paper': dict(data_range=255, input='uint8', window='7x7 uniform, sample covariance',
+                      border='map averaged over positions whose window fits (3 px cropped)',
                       description=f"SSIM, {_SKI}, default 7x7 uniform window, channel_axis for colour"),
-        'standard': dict(data_range=1.0, input='float [0,1]', window='11x11 Gaussian, sigma 1.5', border='reflect padding, map averaged over all positions',
-                         description="SSIM of Wang et al. 2004 (Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03) on [0,1] (torchmetrics); images under 11 px refused")},
+        'standard': dict(data_range=1.0, input='float [0,1]', window='11x11 Gaussian, sigma 1.5',
+                         border='reflect padding, map averaged over all positions',
+                         description="SSIM of Wang et al. 2004 (Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03) on [0,1] "
+                                     "(torchmetrics); images under 11 px refused")},
         _compute_ssim, 'scikit-image / torchmetrics'),
-    Metric('lpips', {'lpips': Column(-1)}, {k: {kk: vv for kk, vv in v.items()} for k, v in LPIPS_PRESETS.items()}, _compute_lpips, 'lpips'),
-    Metric('fid', {'fid': Column(-1, 'set')}, {'default': dict(network='Inception v3 (TF FID, torch-fidelity weights)', features='pool3, 2048-d',
-                                             set='originals vs reconstructions of one (model, attack)',
-                                             description="Frechet Inception distance (torchmetrics) per reconstruction set; every pair of a set carries the set's value")},
-           _compute_fid, 'torchmetrics'),
-    Metric('feat', {'feat_l2': Column(-1), 'feat_cos': Column(-1), 'feat_fid': Column(-1, 'set')}, {'default': dict(network='EvalCNN evaluation classifier', features='penultimate layer, 128-d',
-                                             description="distances on the evaluation classifier's features: per-pair L2, cosine distance (1-cos), "
-                                                         "and the Frechet distance per reconstruction set")},
-           _compute_feat, 'torch / torchmetrics'),
-    Metric('recog', {'recog_acc': Column(1), 'recog_p_true': Column(1)}, {'default': dict(network='EvalCNN evaluation classifier',
-                                             description="the evaluation classifier on the reconstruction: 1 if its top class is the true one; probability of the true class")},
-           _compute_recog, 'torch'),
-    Metric('semsim', {'semsim': Column(-1)}, {'default': dict(description="the learned SemSim distance (semsim.learned)")},
+)
+
+# %% ../nbs/04_metrics.ipynb 80
+_SET = ("per reconstruction set (originals vs the reconstructions of one model and attack); "
+        "every pair carries its set's value")
+_INCEPTION = dict(network='Inception v3 (TF FID, torch-fidelity weights)', features='pool3, 2048-d')
+_FID_PRESETS = {
+    'standard': dict(**_INCEPTION, input='uint8, bilinear antialiased to 299, (x-128)/128',
+                     description=f"Frechet Inception distance as torchmetrics computes it, {_SET}; column fid"),
+    'paper': dict(**_INCEPTION, input='skimage resize to 64x64, /255, bilinear to 299, 2x-1 (pytorch-fid)',
+                  description="Frechet Inception distance as the SemSim paper's code (metrics/fd_score.py) feeds it: "
+                              "64x64 then 299, inputs 2x-1; their code runs pytorch-fid's port of the same TF weights, "
+                              f"this runs torch-fidelity's; {_SET}; column fid_paper")}
+_NETWORK_METRICS = (
+    Metric('lpips', {'lpips': Column(-1)}, {k: dict(v) for k, v in LPIPS_PRESETS.items()}, _compute_lpips, 'lpips',
+           weights=_lpips_weights),
+    Metric('fid', {'fid': Column(-1, 'set')}, _FID_PRESETS, _compute_fid, 'torchmetrics', weights=_inception_weights,
+           plain=('standard',)),
+    Metric('inception', {'inception_l2': Column(-1), 'inception_cos': Column(-1), 'single_fd': Column(-1)},
+           {'paper': dict(**_INCEPTION, input=_FID_PRESETS['paper']['input'],
+                          description="the SemSim paper's per-image Inception metrics (metrics/fd_score.py): L2 and "
+                                      "cosine distance (1-cos) of the pool3 features, and the single-image Frechet "
+                                      "distance (each 2048-d vector's values as one 1-d Gaussian), on "
+                                      "fid:paper's input")},
+           _compute_inception, 'torch-fidelity / scikit-image', weights=_inception_weights),
+)
+
+# %% ../nbs/04_metrics.ipynb 81
+_EVAL = 'EvalCNN evaluation classifier'
+_CLASSIFIER_METRICS = (
+    Metric('feat', {'feat_l2': Column(-1), 'feat_cos': Column(-1), 'feat_fid': Column(-1, 'set')},
+           {'default': dict(network=_EVAL, features='penultimate layer, 128-d',
+                            description="distances on the evaluation classifier's features: per-pair L2, cosine "
+                                        "distance (1-cos), and the Frechet distance per reconstruction set")},
+           _compute_feat, 'torch / torchmetrics', weights=_classifier_weights),
+    Metric('recog', {'recog_acc': Column(1), 'recog_p_true': Column(1), 'recog_acc_paper': Column(1, partial=True)},
+           {'default': dict(network=_EVAL,
+                            description="the evaluation classifier on the reconstruction: recog_acc 1 if its top class "
+                                        "is the true one, recog_p_true the probability of the true class; "
+                                        "recog_acc_paper the paper's definition, recog_acc only where the classifier "
+                                        "gets the original right (NaN elsewhere), so its mean is the paper's "
+                                        "accuracy")},
+           _compute_recog, 'torch', weights=_classifier_weights),
+    Metric('semsim', {'semsim': Column(-1)},
+           {'default': dict(description="the learned SemSim distance (semsim.learned)")},
            None, 'semsim', made_by='semsim learn score'),
-)}
+)
+METRICS = {m.name: m for m in _PIXEL_METRICS + _NETWORK_METRICS + _CLASSIFIER_METRICS}
 
-
-# %% ../nbs/04_metrics.ipynb 58
+# %% ../nbs/04_metrics.ipynb 82
 def resolve_metrics(metrics=None,          # names or 'name:preset' (list or comma-separated); None: all
                     preset: str='paper',   # the preset for metrics given without one
                    ) -> list:
     "`[(Metric, preset)]` for a request; unknown names or presets raise an error listing the valid ones."
     _check_preset(preset)
-    items = [n for n, m in METRICS.items() if m.compute] if metrics is None else [m.strip() for m in (metrics.split(',') if isinstance(metrics, str) else metrics) if m.strip()]
+    if metrics is None: items = [n for n, m in METRICS.items() if m.compute]
+    else: items = [m.strip() for m in (metrics.split(',') if isinstance(metrics, str) else metrics) if m.strip()]
     out = []
     for item in items:
         name, _, p = item.partition(':')
-        if name not in METRICS: raise SemsimError(f"unknown metric {name!r}", '--metrics', f"use one of: {', '.join(METRICS)}")
+        if name not in METRICS:
+            raise SemsimError(f"unknown metric {name!r}", '--metrics', f"use one of: {', '.join(METRICS)}")
         m = METRICS[name]
         if m.compute is None: raise SemsimError(f"{name} is not computed here", '--metrics', f"make it with `{m.made_by}`")
         out.append((m, m.preset_for(p or preset)))
     return out
 
-
-# %% ../nbs/04_metrics.ipynb 60
+# %% ../nbs/04_metrics.ipynb 84
 def metric_column(column: str) -> tuple|None:
     "`(Metric, base, Column)` of a table column (`lpips_vgg` and `psnr_standard` are variants of their base), or None."
     best = None
@@ -587,7 +758,7 @@ def metric_level(metric: str) -> str:  # a metric column name
     return _column(metric).level
 
 
-# %% ../nbs/04_metrics.ipynb 61
+# %% ../nbs/04_metrics.ipynb 85
 NOT_METRICS = ('recognized', 'votes_recognized', 'votes_total', 'human_rate', 'class_id', 'attack_loss',
                'iterations', 'seconds')
 
@@ -609,25 +780,19 @@ def undeclared_columns(df: pd.DataFrame) -> list:  # any table
             and not pd.api.types.is_bool_dtype(df[c])]
 
 
-# %% ../nbs/04_metrics.ipynb 65
+# %% ../nbs/04_metrics.ipynb 89
+_LIBRARIES = ('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics', 'torch-fidelity')
+
 @functools.lru_cache(maxsize=1)
-def _versions() -> dict: return package_versions(('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics', 'torch-fidelity'))
+def _versions() -> dict: return package_versions(_LIBRARIES)
 
 def _settings(m: Metric, preset: str, extra: dict|None=None) -> dict:
+    "The settings record of metric `m` under `preset`: its preset dict, library versions and `extra` (weights...)."
     v = _versions()
-    lib = {k: v.get(k) for k in ('scikit-image', 'torchmetrics', 'lpips', 'torch', 'torch-fidelity') if k in m.library or k == 'torch'}
-    return {'metric': m.name, 'preset': preset, **m.presets[preset], 'library': m.library, 'versions': {'semsim': v['semsim'], **lib},
-            **(extra or {})}
-
-def _weights_record(m: Metric, preset: str, pairs: PairSet) -> dict:
-    "What network weights a metric used, for its settings (empty when it uses none)."
-    if m.name == 'lpips': w = find_weights(LPIPS_BACKBONES[LPIPS_PRESETS[preset]['net']])
-    elif m.name == 'fid': w = find_weights('inception_fid')
-    elif m.name in ('feat', 'recog') and pairs.dataset:
-        p = eval_classifier_path(pairs.dataset, **pairs.eval_kw); meta = eval_classifier(pairs.dataset, **pairs.eval_kw)[1]
-        return {'weights': str(p.name), 'weights_sha256': meta.get('sha256'), 'classifier': {k: meta[k] for k in ('dataset', 'n_train', 'epochs', 'seed', 'test_accuracy')}}
-    else: return {}
-    return {'weights': w['file'], 'weights_sha256': w['sha256'], 'weights_check': {'ok': 'published torchvision/torch-fidelity hash', 'trusted': 'trusted by the user (not the published file)'}.get(w['state'], w['state'])}
+    lib = {k: v.get(k) for k in ('scikit-image', 'torchmetrics', 'lpips', 'torch', 'torch-fidelity')
+           if k in m.library or k == 'torch'}
+    return {'metric': m.name, 'preset': preset, **m.presets[preset], 'library': m.library,
+            'versions': {'semsim': v['semsim'], **lib}, **(extra or {})}
 
 def metrics_for_pairs(pairs: PairSet,       # the paired images
                       metrics=None,         # metric names / 'name:preset' (None: all)
@@ -638,33 +803,50 @@ def metrics_for_pairs(pairs: PairSet,       # the paired images
     values, settings = {}, {}
     for m, p in resolve_metrics(metrics, preset):
         t0 = time.time()
-        cols = {c: m.column(c, p) for c in m.columns}
         try:
             got = m.compute(pairs, {'preset': p, **m.presets[p]}) if len(pairs) else {c: np.zeros(0) for c in m.columns}
-            s = _settings(m, p, _weights_record(m, p, pairs) if len(pairs) else {})
+            s = _settings(m, p, m.weights(p, pairs) if m.weights and len(pairs) else {})
             if verbose: print(f"{m.name}:{p}: {len(pairs)} pairs in {time.time() - t0:.2f} s")
         except WeightsUnavailable as e:
             got, s = {c: np.full(len(pairs), np.nan) for c in m.columns}, _settings(m, p, {'unavailable': str(e)})
             if verbose: print(f"{m.name}:{p}: unavailable -- {e}")
-        for c, col in cols.items(): values[col] = np.asarray(got[c], dtype=np.float64); settings[col] = s
+        for c in m.columns: values[m.column(c, p)] = np.asarray(got[c], dtype=np.float64); settings[m.column(c, p)] = s
     return pd.DataFrame(values), settings
 
+# %% ../nbs/04_metrics.ipynb 90
+def _run_rows(run: RunDir, recon_ids):
+    "The run's reconstructions table (only `recon_ids` when given), refusing unknown ids and an empty table."
+    df, _ = read_table(run.reconstructions)
+    if recon_ids is not None:
+        missing = sorted(set(recon_ids) - set(df.recon_id))
+        if missing: raise SemsimError(f"{len(missing)} recon_ids are not in the table, e.g. {missing[0]!r}",
+                                      run.reconstructions, "attack those images first")
+        df = df[df.recon_id.isin(set(recon_ids))].reset_index(drop=True)
+    if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions,
+                                      "run the attack step first (semsim attack ...)")
+    return df
+
+def _write_metrics(run: RunDir, rows: pd.DataFrame, all_settings: dict) -> pd.DataFrame:
+    "Write metric columns into the table (settings in its metadata) and `analysis/metrics.json`; returns the table."
+    table = update_table(run.reconstructions, rows, meta={'metrics': all_settings})
+    json_path = run.analysis_dir/'metrics.json'
+    with file_lock(json_path):
+        old = json.loads(json_path.read_text()) if json_path.exists() else {}
+        write_json_atomic(json_path, {**old, **all_settings})
+    return table
+
+# %% ../nbs/04_metrics.ipynb 91
 def compute_metrics(run: str|Path|RunDir,  # the run directory
                     metrics=None,          # metric names / 'name:preset' (None: all)
                     preset: str='paper',   # preset for metrics given without one
                     verbose: bool=True,    # print a line per metric
-                    eval_kw: dict|None=None,  # evaluation-classifier settings (n_train, epochs, seed); default: full train split
+                    eval_kw: dict|None=None,  # evaluation-classifier settings (n_train, epochs, seed); default: all
                     recon_ids: list|None=None,  # only these reconstructions (e.g. one sweep task's); None: all
                    ) -> pd.DataFrame:
-    "Compute metrics for every reconstruction of a run (or those in `recon_ids`) and write them into its table; returns the table."
+    "Compute metrics for every reconstruction of a run (or those in `recon_ids`) and write them into its table."
     run = RunDir(run)
     resolve_metrics(metrics, preset)  # fail on bad names before any work
-    df, _ = read_table(run.reconstructions)
-    if recon_ids is not None:
-        missing = sorted(set(recon_ids) - set(df.recon_id))
-        if missing: raise SemsimError(f"{len(missing)} recon_ids are not in the table, e.g. {missing[0]!r}", run.reconstructions, "attack those images first")
-        df = df[df.recon_id.isin(set(recon_ids))].reset_index(drop=True)
-    if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions, "run the attack step first (semsim attack ...)")
+    df = _run_rows(run, recon_ids)
     ok = (df.status == 'ok').to_numpy()
     all_settings, parts = {}, []
     for dataset, sub in df[ok].groupby('dataset', sort=False):
@@ -673,19 +855,17 @@ def compute_metrics(run: str|Path|RunDir,  # the run directory
                         dataset=str(dataset), eval_kw=eval_kw or {})
         vals, s = metrics_for_pairs(pairs, metrics, preset, verbose)
         vals.insert(0, 'recon_id', sub.recon_id.to_numpy()); parts.append(vals)
-        for col, v in s.items(): all_settings[col] = {**v, 'datasets': all_settings.get(col, {}).get('datasets', []) + [str(dataset)]}
-    if not parts: _, all_settings = metrics_for_pairs(PairSet(*load_pairs([], []), groups=np.array([])), metrics, preset, False)
+        for col, v in s.items():
+            all_settings[col] = {**v, 'datasets': all_settings.get(col, {}).get('datasets', []) + [str(dataset)]}
+    if not parts:
+        _, all_settings = metrics_for_pairs(PairSet(*load_pairs([], []), groups=np.array([])), metrics, preset, False)
     cols = list(all_settings)
-    rows = pd.concat(parts + [pd.DataFrame({'recon_id': df.recon_id[~ok].to_numpy(), **{c: np.nan for c in cols}})], ignore_index=True)
+    failed = pd.DataFrame({'recon_id': df.recon_id[~ok].to_numpy(), **{c: np.nan for c in cols}})
+    rows = pd.concat(parts + [failed], ignore_index=True)
     rows = rows.reindex(columns=['recon_id'] + cols).astype({c: 'float64' for c in cols})
-    table = update_table(run.reconstructions, rows, meta={'metrics': all_settings})
-    json_path = run.analysis_dir/'metrics.json'
-    with file_lock(json_path):
-        old = json.loads(json_path.read_text()) if json_path.exists() else {}
-        write_json_atomic(json_path, {**old, **all_settings})
-    return table
+    return _write_metrics(run, rows, all_settings)
 
-# %% ../nbs/04_metrics.ipynb 77
+# %% ../nbs/04_metrics.ipynb 108
 def compute_pairs(originals_dir: str|Path,  # folder of original images
                   recon_dir: str|Path,      # folder of reconstructions, same file names
                   metrics=None,             # metric names / 'name:preset' (None: all but recog)
@@ -703,20 +883,24 @@ def compute_pairs(originals_dir: str|Path,  # folder of original images
     fo, fr = files(od), files(rd)
     names = [n for n in fo if n in fr]
     unpaired = [str(od/n) for n in fo if n not in fr] + [str(rd/n) for n in fr if n not in fo]
-    if not names: raise SemsimError(f"no file names in common between {od} and {rd}", f"{od}, {rd}", "name each reconstruction like its original")
+    if not names: raise SemsimError(f"no file names in common between {od} and {rd}", f"{od}, {rd}",
+                                    "name each reconstruction like its original")
     if unpaired: warnings.warn(f"{len(unpaired)} unpaired file(s) left out: " + ', '.join(unpaired))
-    if metrics is None: metrics = [m for m in METRICS if m != 'recog']
+    if metrics is None: metrics = [n for n, m in METRICS.items() if m.compute and n != 'recog']
     O, R = load_pairs([fo[n] for n in names], [fr[n] for n in names])
-    vals, settings = metrics_for_pairs(PairSet(O, R, groups=np.zeros(len(names)), dataset=dataset, eval_kw=eval_kw or {}),
-                                       metrics, preset, verbose)
-    out = pd.concat([pd.DataFrame({'name': names, 'original_path': [str(fo[n]) for n in names], 'recon_path': [str(fr[n]) for n in names]}), vals], axis=1)
+    pairs = PairSet(O, R, groups=np.zeros(len(names)), dataset=dataset, eval_kw=eval_kw or {})
+    vals, settings = metrics_for_pairs(pairs, metrics, preset, verbose)
+    paths = pd.DataFrame({'name': names, 'original_path': [str(fo[n]) for n in names],
+                          'recon_path': [str(fr[n]) for n in names]})
+    out = pd.concat([paths, vals], axis=1)
     out.attrs.update(metrics=settings, unpaired=unpaired)
     return out
 
-# %% ../nbs/04_metrics.ipynb 81
+# %% ../nbs/04_metrics.ipynb 112
 def _cmd_metrics(args):
     if bool(args.run) == bool(args.originals or args.recon):
-        raise SemsimError("give either --run, or --originals and --recon", 'semsim metrics', "e.g. semsim metrics --run runs/NAME")
+        raise SemsimError("give either --run, or --originals and --recon", 'semsim metrics',
+                          "e.g. semsim metrics --run runs/NAME")
     eval_kw = {'n_train': args.eval_n_train} if args.eval_n_train else None
     if args.run:
         table = compute_metrics(args.run, args.metrics, args.preset, verbose=not args.quiet, eval_kw=eval_kw)
@@ -727,10 +911,12 @@ def _cmd_metrics(args):
         info = meta.get('metrics', {})
     else:
         if not (args.originals and args.recon and args.out):
-            raise SemsimError("stand-alone mode needs --originals, --recon and --out", 'semsim metrics', "semsim metrics --originals DIR --recon DIR --out table.csv")
+            raise SemsimError("stand-alone mode needs --originals, --recon and --out", 'semsim metrics',
+                              "semsim metrics --originals DIR --recon DIR --out table.csv")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
-            t = compute_pairs(args.originals, args.recon, args.metrics, args.preset, args.dataset, verbose=not args.quiet, eval_kw=eval_kw)
+            t = compute_pairs(args.originals, args.recon, args.metrics, args.preset, args.dataset,
+                              verbose=not args.quiet, eval_kw=eval_kw)
         for w in caught: print(f"warning: {w.message}")
         out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(out, t.to_csv(index=False).encode())
@@ -740,18 +926,21 @@ def _cmd_metrics(args):
     for col, s in info.items():
         if 'unavailable' in s: print(f"unavailable: {col}: {s['unavailable']}")
 
+# %% ../nbs/04_metrics.ipynb 113
 def _cmd_weights(args):
     if args.weights_cmd == 'status':
         st = weights_status()
         print(st[['name', 'state', 'file', 'used_by', 'path']].to_string(index=False))
         print(f"looked in: {', '.join(str(d) for d in weights_dirs())}")
         if (st.state != 'ok').any():
-            print("fix: `semsim weights fetch NAME` when online, or `semsim weights import FILE` with a file downloaded elsewhere")
+            print("fix: `semsim weights fetch NAME` when online, or `semsim weights import FILE` with a file "
+                  "downloaded elsewhere")
     elif args.weights_cmd == 'fetch':
         for n in args.names or list(WEIGHTS): print(f"{n}: {fetch_weights(n)}")
     else:
         print(f"installed {import_weights(args.file, args.name, args.trust)}")
 
+# %% ../nbs/04_metrics.ipynb 114
 def register_commands(sub):
     "Add the `metrics` and `weights` commands to the `semsim` parser."
     p = sub.add_parser('metrics', help='compute metrics for a run, or for two folders of images')
@@ -759,19 +948,24 @@ def register_commands(sub):
     p.add_argument('--originals', help='stand-alone: folder of originals')
     p.add_argument('--recon', help='stand-alone: folder of reconstructions (paired by file name)')
     p.add_argument('--out', help='stand-alone: output CSV')
-    p.add_argument('--metrics', default=None, help=f"comma-separated, of: {','.join(METRICS)} (optionally name:preset); default all")
+    p.add_argument('--metrics', default=None,
+                   help=f"comma-separated, of: {','.join(METRICS)} (optionally name:preset); default all")
     p.add_argument('--preset', default='paper', help=f"{' or '.join(PRESETS)} (default paper)")
     p.add_argument('--dataset', default=None, help='stand-alone: dataset of the images, for feat')
-    p.add_argument('--eval-n-train', type=int, default=None, help='train the evaluation classifier on this many images (default: all)')
-    p.add_argument('--quiet', action='store_true')
+    p.add_argument('--eval-n-train', type=int, default=None,
+                   help='train the evaluation classifier on this many images (default: all)')
+    p.add_argument('--quiet', action='store_true', help='no line per metric')
     p.set_defaults(func=_cmd_metrics)
     w = sub.add_parser('weights', help='network weights for LPIPS and FID: status, fetch, import')
     s = w.add_subparsers(dest='weights_cmd', required=True)
-    s.add_parser('status', help='where each weights file is and whether its hash checks out').set_defaults(func=_cmd_weights)
+    st = s.add_parser('status', help='where each weights file is and whether its hash checks out')
+    st.set_defaults(func=_cmd_weights)
     f = s.add_parser('fetch', help='download weights (needs the internet)')
     f.add_argument('names', nargs='*', help=f"of: {', '.join(WEIGHTS)} (default all)")
     f.set_defaults(func=_cmd_weights)
     i = s.add_parser('import', help='install a weights file downloaded elsewhere')
-    i.add_argument('file'); i.add_argument('--name', default=None, help=f"of: {', '.join(WEIGHTS)} (default: by hash or file name)")
-    i.add_argument('--trust', action='store_true', help='accept a file whose hash is not the published one (e.g. weights you made)')
+    i.add_argument('file', help='the downloaded .pth file')
+    i.add_argument('--name', default=None, help=f"of: {', '.join(WEIGHTS)} (default: by hash or file name)")
+    i.add_argument('--trust', action='store_true',
+                   help='accept a file whose hash is not the published one (e.g. weights you made)')
     i.set_defaults(func=_cmd_weights)

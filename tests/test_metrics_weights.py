@@ -102,3 +102,25 @@ def test_fid_features_equal_torchmetrics_with_imported_weights(tmp_path):
     with torch.no_grad(): theirs = reference.inception((images * 255).round().to(torch.uint8).repeat(1, 3, 1, 1))
     assert ours.shape == (3, 2048) and ours.std() > 0
     torch.testing.assert_close(ours.double(), theirs.double(), atol=1e-5, rtol=1e-5)
+
+
+def test_import_refuses_pickled_objects_even_trusted(capsys, tmp_path):
+    "A .pth holding Python objects is never unpickled: import (with --trust) fails with one line naming the file."
+    f = tmp_path/'squeezenet1_1-b8a52dc0.pth'
+    torch.save({'features.0.weight': torch.zeros(1), 'extra': argparse.Namespace(a=1)}, f)
+    with pytest.raises(SemsimError) as e:
+        semsim(capsys, 'weights', 'import', f, '--trust')
+    msg = str(e.value)
+    assert str(f) in msg and 'cannot be read as plain tensors' in msg and 'weights_only=False' not in msg and '\n' not in msg
+    assert M.find_weights('squeezenet1_1')['state'] == 'missing' and not M._trust_file().exists()
+
+
+def test_untrusted_pickle_in_cache_is_not_loaded_at_compute_time(tmp_path, monkeypatch):
+    "A pickled file with the right name whose hash the user trusted earlier still fails cleanly when LPIPS loads it."
+    d = tmp_path/'torch'/'hub'/'checkpoints'; d.mkdir(parents=True)
+    f = d/'squeezenet1_1-b8a52dc0.pth'
+    torch.save({'extra': argparse.Namespace(a=1)}, f)
+    monkeypatch.setattr(M, 'trusted_hashes', lambda: {M.sha256_file(f): 'test'})
+    with pytest.raises(SemsimError, match='cannot be read as plain tensors') as e:
+        M.lpips_distance(torch.rand(1, 28, 28), torch.rand(1, 28, 28), 'paper')
+    assert 'weights_only=False' not in str(e.value)
