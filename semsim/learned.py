@@ -11,7 +11,7 @@ import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as 
 from tqdm.auto import tqdm
 from .core import (SemsimError, RunDir, read_table, update_table, load_png, seed_everything, write_json_atomic,
                          write_text_atomic, write_bytes_atomic, package_versions)
-from .metrics import metric_columns, orientation
+from .metrics import metric_columns, metric_column, orientation
 from .labels import votes as run_votes, label_source as run_label_source
 
 # %% auto 0
@@ -28,33 +28,39 @@ def _abs(run: RunDir, p) -> Path|None:
     p = Path(p); return p if p.is_absolute() else run.path/p
 
 def labelled_reconstructions(run: RunDir|str,            # the run
-                             votes: pd.DataFrame|None=None,  # recon_id, votes_recognized, votes_total, recognized; default: the run's
+                             votes: pd.DataFrame|None=None,  # recon_id, votes_recognized, votes_total, recognized
                             ) -> pd.DataFrame:
     "The reconstructions table joined with its votes: one row per labelled reconstruction that has an image."
     run = RunDir(run)
     df, _ = read_table(run.reconstructions)
-    if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions, "run the attack step first (semsim attack ...)")
+    if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions,
+                                      "run the attack step first (semsim attack ...)")
     votes = run_votes(run) if votes is None else votes
     need = {'recon_id', 'votes_recognized', 'votes_total', 'recognized'}
     if not need <= set(votes.columns):
-        raise SemsimError(f"votes lack columns {sorted(need - set(votes.columns))}", 'votes', "pass the output of semsim.labels.votes(run)")
+        raise SemsimError(f"votes lack columns {sorted(need - set(votes.columns))}", 'votes',
+                          "pass the output of semsim.labels.votes(run)")
     v = votes[[c for c in ['recon_id', 'votes_recognized', 'votes_total', 'recognized', 'proxy'] if c in votes.columns]]
     v = v[v.votes_total > 0]
-    t = df.drop(columns=[c for c in v.columns if c != 'recon_id' and c in df.columns]).merge(v, on='recon_id', how='inner')
+    t = df.drop(columns=[c for c in v.columns if c != 'recon_id' and c in df.columns]).merge(v, on='recon_id',
+                                                                                             how='inner')
     if 'original_path' not in t.columns: t['original_path'] = [str(run.original_png(i)) for i in t.image_id]
     t['original_file'] = [_abs(run, p) or run.original_png(i) for p, i in zip(t.original_path, t.image_id)]
     t['recon_file'] = [_abs(run, p) for p in t.recon_path]
     t = t[[f is not None and f.exists() for f in t.recon_file]].reset_index(drop=True)
     if not len(t):
-        raise SemsimError(f"none of the {len(df)} reconstructions in {run.path} has a label and an image", run.labels_db,
-                          "label some reconstructions first (the labelling widget, semsim labels import, or semsim labels proxies)")
+        raise SemsimError(f"none of the {len(df)} reconstructions in {run.path} has a label and an image",
+                          run.labels_db,
+                          "label some reconstructions first (the labelling widget, semsim labels import, or "
+                          "semsim labels proxies)")
     t['recognized'] = t.recognized.astype(int)
     t['votes_fraction'] = t.votes_recognized / t.votes_total
     return t
 
 # %% ../nbs/06_learned.ipynb 13
 def _counts(rows: pd.DataFrame) -> str:
-    return f"{rows.image_id.nunique()} images, {int(rows.recognized.sum())} recognised / {int((1 - rows.recognized).sum())} unrecognised reconstructions"
+    n_rec = int(rows.recognized.sum())
+    return f"{rows.image_id.nunique()} images, {n_rec} recognised / {len(rows) - n_rec} unrecognised reconstructions"
 
 def check_split(train: pd.DataFrame,  # labelled rows to train on
                 test: pd.DataFrame,   # labelled rows to evaluate on
@@ -64,7 +70,8 @@ def check_split(train: pd.DataFrame,  # labelled rows to train on
           and len(test) and 0 < test.recognized.sum() < len(test))
     if not ok:
         raise SemsimError(f"too few labels for a held-out split: train has {_counts(train)}; test has {_counts(test)}",
-                          'labels', "label more reconstructions (both recognised and unrecognised ones), or change --test-size")
+                          'labels',
+                          "label more reconstructions (both recognised and unrecognised ones), or change --test-size")
 
 def split_by_image(rows: pd.DataFrame,    # labelled reconstructions
                    test_size: float=0.25,  # fraction of originals held out
@@ -73,8 +80,10 @@ def split_by_image(rows: pd.DataFrame,    # labelled reconstructions
     "`(train, test)` rows with no original image on both sides."
     from sklearn.model_selection import GroupShuffleSplit
     if rows.image_id.nunique() < 2:
-        raise SemsimError(f"too few labels for a held-out split: {_counts(rows)}", 'labels', "label reconstructions of at least two originals")
-    tr, te = next(GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(rows, groups=rows.image_id))
+        raise SemsimError(f"too few labels for a held-out split: {_counts(rows)}", 'labels',
+                          "label reconstructions of at least two originals")
+    tr, te = next(GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(rows,
+                                                                                              groups=rows.image_id))
     train, test = rows.iloc[tr].reset_index(drop=True), rows.iloc[te].reset_index(drop=True)
     check_split(train, test)
     return train, test
@@ -135,9 +144,10 @@ def official_triplets(rows: pd.DataFrame,           # labelled reconstructions (
 SAMPLERS = {'paper': paper_triplets, 'official': official_triplets, 'clusters': cluster_triplets}
 SAMPLER_REFERENCES = {
     'paper': "the paper's description: (original, recognised reconstruction, unrecognised reconstruction of it)",
-    'official': "the SemSim code's RE_ID_Tri_All_Data: every file of every cluster and '-id' cluster an anchor once per "
-                "epoch, positive from its own cluster (may be itself), negative from the other cluster of the same "
-                "original, else from `others` (here: other originals' reconstructions; the code's folder is not shipped)",
+    'official': "the SemSim code's RE_ID_Tri_All_Data: every file of every cluster and '-id' cluster an anchor once "
+                "per epoch, positive from its own cluster (may be itself), negative from the other cluster of the "
+                "same original, else from `others` (here: other originals' reconstructions; the code's folder is "
+                "not shipped)",
     'clusters': "all ordered pairs of {original + recognised} against an unrecognised reconstruction (not the code's)",
 }
 
@@ -159,12 +169,14 @@ def load_bank(rows: pd.DataFrame,          # labelled reconstructions (image_id,
     "Load the originals and reconstructions of `rows` into an `ImageBank`."
     origs = rows.groupby('image_id').original_file.agg(lambda s: sorted({str(p) for p in s}))
     bad = origs[origs.map(len) > 1]
-    if len(bad): raise SemsimError(f"image {bad.index[0]} has several originals: {bad.iloc[0]}", 'original_path', "fix the reconstructions table")
+    if len(bad): raise SemsimError(f"image {bad.index[0]} has several originals: {bad.iloc[0]}", 'original_path',
+                                   "fix the reconstructions table")
     files = [(g, f[0]) for g, f in origs.items()] + list(zip(rows.recon_id, map(str, rows.recon_file)))
     if channels is None: channels = load_png(files[0][1]).shape[0]
     imgs = [load_png(f, channels=channels) for _, f in files]
     sizes = {tuple(x.shape) for x in imgs}
-    if len(sizes) > 1: raise SemsimError(f"images of different sizes in one run: {sorted(sizes)}", 'reconstructions', "resize the reconstructions to the originals' size")
+    if len(sizes) > 1: raise SemsimError(f"images of different sizes in one run: {sorted(sizes)}", 'reconstructions',
+                                         "resize the reconstructions to the originals' size")
     return ImageBank(torch.stack(imgs), {k: i for i, (k, _) in enumerate(files)})
 
 # %% ../nbs/06_learned.ipynb 29
@@ -199,7 +211,8 @@ def default_score(arch: str) -> str:  # a key of `ARCHS`
     return 'paper' if arch == 'resnet18' else 'unit'
 
 def _check_score(score):
-    if score not in SCORES: raise SemsimError(f"unknown SemSim score {score!r}", '--score', f"use one of: {', '.join(SCORES)}")
+    if score not in SCORES: raise SemsimError(f"unknown SemSim score {score!r}", '--score',
+                                              f"use one of: {', '.join(SCORES)}")
     return score
 
 # %% ../nbs/06_learned.ipynb 32
@@ -211,7 +224,8 @@ class SemsimNet(nn.Module):
                  mean=(0.5,), std=(0.25,),   # per-channel input normalisation
                  score: str|None=None):      # a key of `SCORES`; None: `default_score(arch)`
         super().__init__()
-        if arch not in ARCHS: raise SemsimError(f"unknown SemSim arch {arch!r}", '--arch', f"use one of: {', '.join(ARCHS)}")
+        if arch not in ARCHS: raise SemsimError(f"unknown SemSim arch {arch!r}", '--arch',
+                                                f"use one of: {', '.join(ARCHS)}")
         if len(mean) != channels or len(std) != channels:
             raise SemsimError(f"normalisation for {len(mean)} channels given to a {channels}-channel net", 'mean/std',
                               "pass one mean and std per channel")
@@ -270,9 +284,11 @@ class TrainConfig:
                 raise SemsimError(f"unknown {k} {getattr(self, k)!r}", f'--{k}', f"use one of: {', '.join(d)}")
         self.score = _check_score(self.score or default_score(self.arch))
         self.milestones = tuple(self.milestones)
-        if self.epochs < 1: raise SemsimError(f"epochs must be at least 1, not {self.epochs}", '--epochs', "pass --epochs 30")
+        if self.epochs < 1: raise SemsimError(f"epochs must be at least 1, not {self.epochs}", '--epochs',
+                                              "pass --epochs 30")
         _check_test_size(self.test_size)
 
+# %% ../nbs/06_learned.ipynb 37
 def _check_test_size(test_size):
     if not (isinstance(test_size, (int, float)) and 0 < test_size < 1):
         raise SemsimError(f"test size must be a fraction between 0 and 1 (exclusive), not {test_size!r}", '--test-size',
@@ -282,7 +298,7 @@ def milestone_epochs(cfg: TrainConfig) -> list:
     "The epochs at which the learning rate decays: the milestone fractions scaled to `cfg.epochs`."
     return sorted({max(1, int(round(f * cfg.epochs))) for f in cfg.milestones if round(f * cfg.epochs) < cfg.epochs})
 
-# %% ../nbs/06_learned.ipynb 40
+# %% ../nbs/06_learned.ipynb 41
 def triplet_accuracy(model: SemsimNet,       # a SemSim net
                      bank: ImageBank,        # images by id
                      triplets: pd.DataFrame,  # anchor, positive, negative ids
@@ -304,7 +320,7 @@ def _augmenter(cfg: TrainConfig, size):
 def _device(device):
     return torch.device(device if device else ('cuda' if torch.cuda.is_available() else 'cpu'))
 
-# %% ../nbs/06_learned.ipynb 41
+# %% ../nbs/06_learned.ipynb 42
 def _triplet_weights(cfg, rows, t):
     if cfg.loss != 'psnr-weighted': return torch.ones(len(t))
     if 'psnr' not in rows.columns or rows.psnr.isna().all():
@@ -318,15 +334,17 @@ def _class_members(train):
     "Training images with their cluster index (original + recognised reconstructions = one class), and the count."
     clusters = sorted(set(train.image_id))
     rec = train[train.recognized == 1]
-    members = pd.DataFrame([(g, g) for g in clusters] + list(zip(rec.recon_id, rec.image_id)), columns=['id', 'image_id'])
+    members = pd.DataFrame([(g, g) for g in clusters] + list(zip(rec.recon_id, rec.image_id)), columns=['id',
+                                                                                                        'image_id'])
     return members, torch.tensor(members.image_id.map({g: i for i, g in enumerate(clusters)}).to_numpy()), len(clusters)
 
-# %% ../nbs/06_learned.ipynb 42
+# %% ../nbs/06_learned.ipynb 43
 def _triplet_epoch(model, bank, train, cfg, epoch, opt, aug, g, dev):
     "One epoch of the triplet loss on freshly drawn triplets; returns the batch losses."
     crit = nn.TripletMarginLoss(margin=cfg.margin, p=cfg.p, reduction='none')
     t = SAMPLERS[cfg.sampler](train, seed=cfg.seed * 1000 + epoch, max_per_image=cfg.max_per_image)
-    if not len(t): raise SemsimError(f"no triplets could be drawn: {_counts(train)}", 'labels', "label more reconstructions")
+    if not len(t): raise SemsimError(f"no triplets could be drawn: {_counts(train)}", 'labels',
+                                     "label more reconstructions")
     w, order, losses = _triplet_weights(cfg, train, t), torch.randperm(len(t), generator=g), []
     for i in range(0, len(t), cfg.batch_size):
         idx = order[i:i + cfg.batch_size]
@@ -347,7 +365,7 @@ def _class_epoch(model, head, bank, members, target, cfg, opt, aug, g, dev):
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
     return losses
 
-# %% ../nbs/06_learned.ipynb 43
+# %% ../nbs/06_learned.ipynb 44
 def fit_semsim(bank: ImageBank,          # images of all rows
                train: pd.DataFrame,      # labelled rows to learn from
                test: pd.DataFrame,       # held-out rows (per-epoch triplet accuracy)
@@ -366,7 +384,8 @@ def fit_semsim(bank: ImageBank,          # images of all rows
         members, target, n_clusters = _class_members(train)
         head = nn.Linear(model.dim, n_clusters).to(dev)
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                          weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestone_epochs(cfg), gamma=cfg.gamma)
     aug, g = _augmenter(cfg, bank.size), torch.Generator().manual_seed(cfg.seed)
     held, history = paper_triplets(test, seed=cfg.seed), []
@@ -383,7 +402,7 @@ def fit_semsim(bank: ImageBank,          # images of all rows
         bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}', acc=f'{acc:.3f}', refresh=False)
     return model.cpu().eval(), pd.DataFrame(history)
 
-# %% ../nbs/06_learned.ipynb 48
+# %% ../nbs/06_learned.ipynb 49
 def pair_distances(model: SemsimNet,    # a SemSim net
                    bank: ImageBank,     # images by id
                    rows: pd.DataFrame,  # reconstructions (recon_id, image_id)
@@ -397,19 +416,21 @@ def pair_distances(model: SemsimNet,    # a SemSim net
     return np.array([float((e[o] - e[r]).norm()) for o, r in zip(rows.image_id, rows.recon_id)])
 
 def metric_candidates(df: pd.DataFrame) -> list:
-    "The metric columns of `df` (`semsim.metrics.metric_columns`) with values, other than SemSim scores."
-    return [c for c in metric_columns(df, level='image', numeric=True) if not c.startswith('semsim')]
+    "The image-level metric columns of `df` with values, other than SemSim scores and columns NaN by definition."
+    return [c for c in metric_columns(df, level='image', numeric=True)
+            if not c.startswith('semsim') and not metric_column(c)[2].partial]
 
-# %% ../nbs/06_learned.ipynb 49
+# %% ../nbs/06_learned.ipynb 50
 def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                        bank: ImageBank,         # images by id
                        test: pd.DataFrame,      # held-out labelled rows
                        metrics: list|None=None,  # metric columns to compare; None: all present
                       ) -> pd.DataFrame:
-    "`metric, n, auc, spearman` for SemSim (its own score) and the table's metrics on the same held-out reconstructions."
+    "`metric, n, auc, spearman` for SemSim (its own score) and the table's metrics on the same held-out rows."
     from sklearn.metrics import roc_auc_score
     from scipy.stats import spearmanr
-    metrics = [m for m in (metric_candidates(test) if metrics is None else metrics) if m in test and test[m].notna().any()]
+    metrics = metric_candidates(test) if metrics is None else metrics
+    metrics = [m for m in metrics if m in test and test[m].notna().any()]
     t = test.assign(semsim=pair_distances(model, bank, test))
     t = t[t[['semsim'] + metrics].notna().all(axis=1)]
     if not 0 < t.recognized.sum() < len(t):
@@ -422,7 +443,7 @@ def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                         spearman=spearmanr(t.votes_fraction, v).statistic))
     return pd.DataFrame(out)
 
-# %% ../nbs/06_learned.ipynb 55
+# %% ../nbs/06_learned.ipynb 56
 def save_semsim(model: SemsimNet,  # a trained net
                 path: str|Path,    # a folder, e.g. `run.semsim_dir('convnet-paper')`
                 meta: dict,        # what to record in model.json (merged with the net's own description)
@@ -440,7 +461,7 @@ def save_semsim(model: SemsimNet,  # a trained net
     write_json_atomic(path/'model.json', {**desc, **meta})
     return path
 
-# %% ../nbs/06_learned.ipynb 56
+# %% ../nbs/06_learned.ipynb 57
 def _read_semsim_meta(path: Path) -> dict:
     try: meta = json.loads((path/'model.json').read_text())
     except (ValueError, UnicodeDecodeError) as e:
@@ -463,7 +484,7 @@ def _semsim_state(path: Path, meta: dict) -> dict:
         raise SemsimError(f"{f} is not a readable safetensors file ({type(e).__name__}: {e})", f,
                           "retrain SemSim (semsim learn train) or restore the folder from a backup") from e
 
-# %% ../nbs/06_learned.ipynb 57
+# %% ../nbs/06_learned.ipynb 58
 def load_semsim(path: str|Path,            # a folder with model.safetensors + model.json (or the .safetensors file)
                 size: tuple|None=None,     # refuse unless the weights are for images of this (H, W)
                 channels: int|None=None,   # refuse unless the weights are for this many channels
@@ -487,7 +508,7 @@ def load_semsim(path: str|Path,            # a folder with model.safetensors + m
                           "retrain SemSim (semsim learn train) or restore the folder from a backup") from e
     return model.eval(), meta
 
-# %% ../nbs/06_learned.ipynb 63
+# %% ../nbs/06_learned.ipynb 64
 def _label_meta(run, votes, given, label_source):
     "Where the labels came from: the label store's description (or the caller's), whether proxies, and who."
     src = dict(label_source or ({} if given else run_label_source(run)) or {'kind': 'votes passed by the caller'})
@@ -500,13 +521,14 @@ def _save_training(run, sid, model, bank, cfg, report):
     "Write the weights with their provenance and `analysis/semsim_heldout.csv`; returns the weights folder."
     folder = save_semsim(model, run.semsim_dir(sid), dict(
         semsim_id=sid, size=list(bank.size), seed=cfg.seed, config=asdict(cfg), label_source=report['label_source'],
-        split=report['split'], history=report['history'].to_dict('records'), heldout=report['heldout'].to_dict('records'),
+        split=report['split'], history=report['history'].to_dict('records'),
+        heldout=report['heldout'].to_dict('records'),
         run=str(run.path), created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), versions=package_versions()))
     run.analysis_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.analysis_dir/'semsim_heldout.csv', report['heldout'].to_csv(index=False))
     return folder
 
-# %% ../nbs/06_learned.ipynb 64
+# %% ../nbs/06_learned.ipynb 65
 def train_semsim(run: RunDir|str,                  # the run (reconstructions table + labels)
                  sampler: str='paper',             # a key of `SAMPLERS`
                  arch: str='convnet',              # 'convnet' (CPU) or 'resnet18' (the paper's)
@@ -514,7 +536,7 @@ def train_semsim(run: RunDir|str,                  # the run (reconstructions ta
                  seed: int=0,                      # split, sampling and initialisation seed
                  votes: pd.DataFrame|None=None,    # aggregated votes; None: `semsim.labels.votes(run)`
                  verbose: bool=True,               # progress bar
-                 semsim_id: str|None=None,         # folder name under `semsim/`; None: `<arch>-<sampler>-<loss>-s<seed>`
+                 semsim_id: str|None=None,         # folder under `semsim/`; None: `<arch>-<sampler>-<loss>-s<seed>`
                  save: bool=True,                  # write weights and `analysis/semsim_heldout.csv`
                  device: str|None=None,            # None: cuda when available
                  label_source: dict|None=None,     # describes hand-given votes (kind, annotators, ...)
@@ -539,7 +561,7 @@ def train_semsim(run: RunDir|str,                  # the run (reconstructions ta
         report['weights'] = _save_training(run, sid, model, bank, cfg, report)
     return model, report
 
-# %% ../nbs/06_learned.ipynb 72
+# %% ../nbs/06_learned.ipynb 73
 def score_semsim(run: RunDir|str,          # the run to score
                  weights: str|Path,        # a SemSim folder (or its model.safetensors), or a semsim_id of this run
                  column: str='semsim',     # the column to write
@@ -551,7 +573,8 @@ def score_semsim(run: RunDir|str,          # the run to score
     w = Path(weights)
     if not w.exists() and run.semsim_dir(str(weights)).exists(): w = run.semsim_dir(str(weights))
     df, _ = read_table(run.reconstructions)
-    if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions, "run the attack step first")
+    if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions,
+                                      "run the attack step first")
     everyone = pd.DataFrame(dict(recon_id=df.recon_id, votes_recognized=0, votes_total=1, recognized=0))
     rows = labelled_reconstructions(run, everyone)
     bank = load_bank(rows)
@@ -564,7 +587,7 @@ def score_semsim(run: RunDir|str,          # the run to score
         orientation='lower = more leakage', scored=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))}})
     return out
 
-# %% ../nbs/06_learned.ipynb 73
+# %% ../nbs/06_learned.ipynb 74
 def semsim_per_model(df: pd.DataFrame,        # a reconstructions table with a SemSim column
                      column: str='semsim',    # the SemSim column
                     ) -> pd.DataFrame:
@@ -573,7 +596,7 @@ def semsim_per_model(df: pd.DataFrame,        # a reconstructions table with a S
     stats = df.groupby(key)[column].agg(['mean', 'std', 'count'])
     return stats.rename(columns=lambda c: f'{column}_{c}').reset_index()
 
-# %% ../nbs/06_learned.ipynb 83
+# %% ../nbs/06_learned.ipynb 84
 SPLITS = {'cross-model': 'model_id', 'cross-attack': 'attack_id', 'cross-dataset': 'dataset'}
 
 def generalisation_table(run: RunDir|str,               # the run
@@ -600,10 +623,11 @@ def generalisation_table(run: RunDir|str,               # the run
             check_split(train, test)
             model, _ = fit_semsim(bank, train, test, cfg, device, verbose)
             out.append(heldout_evaluation(model, bank, test).assign(split=name, held_out=v, n_train=len(train)))
-    if not out: raise SemsimError(f"no split has two values to hold out in {run.path}", 'splits', "reconstruct with several models or attacks")
+    if not out: raise SemsimError(f"no split has two values to hold out in {run.path}", 'splits',
+                                  "reconstruct with several models or attacks")
     return pd.concat(out)[['split', 'held_out', 'n_train', 'metric', 'n', 'auc', 'spearman']].reset_index(drop=True)
 
-# %% ../nbs/06_learned.ipynb 90
+# %% ../nbs/06_learned.ipynb 91
 def _cmd_train(args):
     _, rep = train_semsim(args.run, sampler=args.sampler, arch=args.arch, epochs=args.epochs, seed=args.seed,
                           loss=args.loss, score=args.score, test_size=args.test_size, semsim_id=args.id,
@@ -618,7 +642,7 @@ def _cmd_score(args):
     print(f"{out[args.column].notna().sum()} reconstructions scored into {RunDir(args.run).reconstructions} "
           f"({args.column})")
 
-# %% ../nbs/06_learned.ipynb 91
+# %% ../nbs/06_learned.ipynb 92
 def register_commands(sub):
     "Add the `learn` subcommands to the `semsim` parser."
     p = sub.add_parser('learn', help='SemSim, the learned metric: train on labels, score a run')

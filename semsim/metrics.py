@@ -36,7 +36,9 @@ def load_pairs(original_paths: list,  # original image files
         o, r = load_png(po), load_png(pr)
         if o.shape != r.shape:
             raise SemsimError(f"original {po} is {tuple(o.shape)} (C×H×W) but reconstruction {pr} is {tuple(r.shape)}",
-                              f"{po} vs {pr}", "reconstructions must have the original's size and channels; re-run the attack or fix the file")
+                              f"{po} vs {pr}",
+                              "reconstructions must have the original's size and channels; "
+                              "re-run the attack or fix the file")
         originals.append(o); recons.append(r)
     if not originals: return torch.zeros(0, 1, 1, 1), torch.zeros(0, 1, 1, 1)
     shapes = {tuple(o.shape) for o in originals}
@@ -729,7 +731,8 @@ def resolve_metrics(metrics=None,          # names or 'name:preset' (list or com
         if name not in METRICS:
             raise SemsimError(f"unknown metric {name!r}", '--metrics', f"use one of: {', '.join(METRICS)}")
         m = METRICS[name]
-        if m.compute is None: raise SemsimError(f"{name} is not computed here", '--metrics', f"make it with `{m.made_by}`")
+        if m.compute is None: raise SemsimError(f"{name} is not computed here", '--metrics',
+                                                f"make it with `{m.made_by}`")
         out.append((m, m.preset_for(p or preset)))
     return out
 
@@ -746,7 +749,8 @@ def metric_column(column: str) -> tuple|None:
 def _column(column):
     got = metric_column(column)
     if got is None: raise SemsimError(f"unknown metric {column!r}", 'metric', "declare it in semsim.metrics.METRICS "
-                                      f"(known: {', '.join(b for m in METRICS.values() for b in m.columns)}; or NAME_variant)")
+                                      f"(known: {', '.join(b for m in METRICS.values() for b in m.columns)}; "
+                                      "or NAME_variant)")
     return got[2]
 
 def orientation(metric: str) -> int:  # a metric column name, e.g. `lpips` or `lpips_vgg`
