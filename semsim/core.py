@@ -150,19 +150,19 @@ def save_png(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] or uint8 
 def _eight_bit(im: Image.Image, path) -> np.ndarray:
     "A decoded image as uint8 `H×W` (gray) or `H×W×3` (colour), by the rules above."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
-        a = np.asarray(im).astype(np.int64)
+        a = np.array(im).astype(np.int64)
         if a.size and (a.min() < 0 or a.max() > 65535):
             raise SemsimError(f"{path}: 32-bit image with values {a.min()}..{a.max()}, outside 16 bits", path,
                               "save it as an 8-bit or 16-bit PNG")
         return np.round(a / 257).astype(np.uint8)
     if im.mode == 'F': raise SemsimError(f"{path}: floating-point image (mode F)", path, "save it as an 8-bit PNG")
     if im.mode == 'P': im = im.convert('RGBA' if 'transparency' in im.info else 'RGB')
-    if im.mode in ('1', 'L'): return np.asarray(im.convert('L'))
+    if im.mode in ('1', 'L'): return np.array(im.convert('L'))
     if im.mode in ('LA', 'La', 'PA', 'RGBA', 'RGBa'):
-        a = np.asarray(im.convert('RGBA')).astype(np.float64)
+        a = np.array(im.convert('RGBA')).astype(np.float64)
         rgb = np.round(a[..., :3] * a[..., 3:] / 255).astype(np.uint8)       # composite on black
         return rgb[..., 0] if im.mode in ('LA', 'La') else rgb
-    return np.asarray(im.convert('RGB'))
+    return np.array(im.convert('RGB'))
 
 def load_png(path: str|Path,           # a PNG written by `save_png` (or any image file)
              channels: int|None=None,  # force 1 or 3 channels; None keeps the file's
@@ -170,13 +170,14 @@ def load_png(path: str|Path,           # a PNG written by `save_png` (or any ima
     "Read an image file as a float tensor `C×H×W` in [0,1] (other bit depths and modes converted as stated)."
     path = Path(path)
     if not path.is_file():
-        raise SemsimError(f"image file not found: {path}", path, "check the run directory or re-run the step that writes it")
+        raise SemsimError(f"image file not found: {path}", path,
+                          "check the run directory or re-run the step that writes it")
     try:
         with Image.open(path) as im: mode, arr = im.mode, _eight_bit(im, path)
     except (OSError, ValueError, SyntaxError) as e:
         raise SemsimError(f"unreadable image {path}: {e}", path, "replace or delete the file") from e
     if mode == 'P' and arr.ndim == 3 and (arr == arr[..., :1]).all(): arr = arr[..., 0]  # a gray palette
-    if channels == 1 and arr.ndim == 3: arr = np.asarray(Image.fromarray(arr).convert('L'))
+    if channels == 1 and arr.ndim == 3: arr = np.array(Image.fromarray(arr).convert('L'))
     if channels == 3 and arr.ndim == 2: arr = np.repeat(arr[..., None], 3, axis=2)
     return to_tensor(arr)
 
@@ -216,7 +217,8 @@ def read_table(path: str|Path,            # a reconstructions parquet
     if not path.exists(): return pd.DataFrame(columns=RECON_COLUMNS), {}
     try: t = pq.read_table(path)
     except Exception as e:
-        raise SemsimError(f"unreadable table {path}: {e}", path, "restore it from a backup or re-run the attack step") from e
+        raise SemsimError(f"unreadable table {path}: {e}", path,
+                          "restore it from a backup or re-run the attack step") from e
     missing = [c for c in required if c not in t.column_names]
     if missing: raise SemsimError(f"{path} lacks column(s) {missing}", path,
                                   f"a reconstructions table needs {', '.join(RECON_COLUMNS)}; re-run the attack step")
@@ -230,7 +232,8 @@ def write_table(path: str|Path, df, meta: dict|None=None):
     "Write `df` (and `meta` as JSON under the `semsim` key) to a parquet file atomically."
     import pyarrow as pa, pyarrow.parquet as pq, io
     t = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
-    t = t.replace_schema_metadata({**(t.schema.metadata or {}), b'semsim': json.dumps(meta or {}, default=str).encode()})
+    t = t.replace_schema_metadata({**(t.schema.metadata or {}),
+                                   b'semsim': json.dumps(meta or {}, default=str).encode()})
     buf = io.BytesIO(); pq.write_table(t, buf)
     write_bytes_atomic(path, buf.getvalue())
 
@@ -247,7 +250,8 @@ def update_table(path: str|Path,        # the reconstructions parquet
             new_cols = [c for c in rows.columns if c not in df.columns]
             for c in new_cols: df[c] = pd.Series(dtype=rows[c].dtype)
             fresh, known = rows.index.difference(df.index), rows.index.intersection(df.index)
-            for c in rows.columns:  # assignment, not `DataFrame.update`: a NaN (e.g. a metric now unavailable) replaces a value
+            # assignment, not `DataFrame.update`: a NaN (e.g. a metric now unavailable) replaces a value
+            for c in rows.columns:
                 if len(known): df.loc[known, c] = rows.loc[known, c]
             df = pd.concat([df, rows.loc[fresh]]) if len(fresh) else df
             df = df.reset_index()

@@ -4,22 +4,23 @@
 
 # %% ../nbs/05_labels.ipynb 2
 from __future__ import annotations
-import os, re, json, time, uuid, zlib, socket, sqlite3, datetime, io
+import os, re, json, time, uuid, zlib, socket, sqlite3, datetime, io, shutil, urllib.parse
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
-from .core import (SemsimError, RunDir, read_table, update_table, recon_id, RECON_COLUMNS,
+from fastcore.basics import patch
+from .core import (SemsimError, RunDir, check_id, read_table, update_table, recon_id, RECON_COLUMNS,
                          load_png, save_png, to_uint8, write_bytes_atomic, write_text_atomic, write_json_atomic, generator)
 from .data import load_originals, load_dataset, dataset_info, data_dir, image_id
 from .metrics import metric_columns, orientation
 
 # %% auto 0
-__all__ = ['PROTOCOLS', 'CANNOT', 'LABEL_COLUMNS', 'UNDO', 'SKIP', 'KEYS', 'OBSERVER_ARCHS', 'PANEL_INDEPENDENCE',
-           'check_annotator', 'normalise_answer', 'LabelStore', 'add', 'add_many', 'skip', 'undo', 'rows', 'current',
-           'start_session', 'sessions', 'open_labels', 'votes', 'agreement', 'label_source', 'upscaled_png', 'Labeller',
+__all__ = ['PROTOCOLS', 'CANNOT', 'LABEL_COLUMNS', 'UNDO', 'SKIP', 'AUTO_MIN_PER_VICTIM', 'KEYS', 'OBSERVER_ARCHS',
+           'PANEL_INDEPENDENCE', 'IMPORT_FORMATS', 'check_annotator', 'normalise_answer', 'LabelStore', 'labelable',
+           'open_labels', 'source_labels', 'votes', 'agreement', 'label_source', 'upscaled_png', 'Labeller',
            'LabellingWidget', 'labelling_widget', 'observer_model', 'proxy_panel', 'label_with_proxies', 'active_order',
            'read_answers', 'release_fixture', 'import_semsim_release', 'export_semsim_train', 'import_semsim_train',
-           'export_labels', 'import_labels_csv', 'register_commands']
+           'export_labels', 'import_labels_csv', 'import_labels', 'register_commands']
 
 # %% ../nbs/05_labels.ipynb 7
 PROTOCOLS = {'class': 'name the class, or "cannot recognise" (-1); recognised = named the true class',
@@ -51,7 +52,8 @@ def normalise_answer(protocol: str,  # 'class' or 'binary'
     return str(int(s))
 
 # %% ../nbs/05_labels.ipynb 11
-LABEL_COLUMNS = ['id', 'recon_id', 'annotator', 'protocol', 'answer', 'recognized', 'created_at', 'session', 'proxy', 'supersedes']
+LABEL_COLUMNS = ['id', 'recon_id', 'annotator', 'protocol', 'answer', 'recognized', 'created_at', 'session', 'proxy',
+                 'supersedes']
 UNDO, SKIP = 'undo', 'skip'
 _SCHEMA = """
 BEGIN IMMEDIATE;
@@ -64,8 +66,10 @@ CREATE INDEX IF NOT EXISTS labels_supersedes ON labels(supersedes);
 CREATE INDEX IF NOT EXISTS labels_annotator ON labels(annotator, id);
 CREATE TABLE IF NOT EXISTS sessions(session TEXT PRIMARY KEY, annotator TEXT, protocol TEXT, settings TEXT,
   started_at TEXT, host TEXT, pid INTEGER);
-CREATE TRIGGER IF NOT EXISTS labels_no_update BEFORE UPDATE ON labels BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS labels_no_delete BEFORE DELETE ON labels BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS labels_no_update BEFORE UPDATE ON labels
+  BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS labels_no_delete BEFORE DELETE ON labels
+  BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
 COMMIT;
 """
 _NOT_UNDONE = "NOT EXISTS (SELECT 1 FROM labels u WHERE u.supersedes = {t}.id AND u.answer = 'undo')"
@@ -75,62 +79,123 @@ _EFFECTIVE = (f"answer != 'undo' AND {_NOT_UNDONE.format(t='l')} AND l.id = (SEL
 
 def _now(): return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='milliseconds')
 
+def _why_read_only(path: Path) -> str|None:
+    "Why the database at `path` cannot be written (read-only file, directory or mount), or None."
+    d = path.parent if path.parent.exists() else next((p for p in path.parents if p.exists()), Path('/'))
+    if path.exists() and not os.access(path, os.W_OK): return 'the file is read-only'
+    if not os.access(d, os.W_OK | os.X_OK):
+        return f'the directory {d} is read-only' + (' (a read-only mount)' if _read_only_mount(d) else '')
+    return None
+
+def _read_only_mount(d: Path) -> bool:
+    try: return bool(os.statvfs(d).f_flag & os.ST_RDONLY)
+    except OSError: return False
+
+def _read_only_error(path, why) -> SemsimError:
+    return SemsimError(f"the label database is read-only ({why}); nothing was saved", path,
+                       "make the run writable (remount it read-write or fix its permissions), or label a writable copy "
+                       "of the run; reading it works as it is")
+
+# %% ../nbs/05_labels.ipynb 12
 class LabelStore:
     "Every label ever given, in an append-only SQLite table; each answer is committed the moment it is given."
     def __init__(self, path: str|Path,        # the database, e.g. `runs/NAME/labels.sqlite` (created if missing)
                  truth: dict|None=None,       # recon_id -> true class id: validates ids, scores class answers
                  timeout: float=30.0,         # seconds to wait for other writers before giving up
-                 session: str|None=None):     # session id stored with each row (default: host-pid-random)
+                 session: str|None=None,      # session id stored with each row (default: host-pid-random)
+                 read_only: bool|None=None):  # open for reading only; None: when the file or directory is read-only
         self.path, self.truth, self.timeout = Path(path), truth, float(timeout)
         self.session = session or f'{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}'
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False)
-        self._retry(self._setup)
+        self.why_read_only = _why_read_only(self.path) if read_only is None else ('opened read-only' if read_only else None)
+        self.read_only = self.why_read_only is not None
+        if self.read_only: self._con = self._retry(self._open_read_only)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            self._retry(self._setup)
 
-    def __repr__(self): return f'LabelStore({str(self.path)!r}: {len(self)} rows)'
+    def __repr__(self): return f'LabelStore({str(self.path)!r}: {len(self)} rows{", read-only" if self.read_only else ""})'
     def close(self): self._con.close()
     def __enter__(self): return self
     def __exit__(self, *a): self.close()
+    def __len__(self): return int(self._retry(lambda: self._con.execute('SELECT COUNT(*) FROM labels').fetchone()[0]))
 
     def _setup(self):
         c = self._con
         c.execute(f'PRAGMA busy_timeout={int(self.timeout * 1000)}')
         c.execute('PRAGMA journal_mode=WAL')
         c.execute('PRAGMA synchronous=FULL')
+        if not self._check_columns(c): c.executescript(_SCHEMA)
+
+    def _check_columns(self, c) -> bool:
         have = [r[1] for r in c.execute('PRAGMA table_info(labels)')]
         if have and have != LABEL_COLUMNS:
             raise SemsimError(f"{self.path} holds a `labels` table with columns {have}, not semsim's; nothing was changed",
                               self.path, "use another file for semsim labels (or export the old ones to CSV and import them)")
-        if not have: c.executescript(_SCHEMA)
-
-    def _error(self, e):
-        msg = str(e)
-        if 'locked' in msg.lower() or 'busy' in msg.lower():
-            return SemsimError(f"the label database is locked by another process for over {self.timeout:g} s ({msg}); "
-                               "this answer was not saved and nothing was changed", self.path,
-                               "finish or close the other notebook/process using it, then answer again")
-        return SemsimError(f"the label database cannot be read ({msg}); nothing was changed", self.path,
-                           "move the file aside and restore it from a backup (semsim never rewrites or deletes labels)")
-
-    def _retry(self, fn, *args):
-        "Run `fn` until it gets past other writers (exponential back-off up to `timeout`); sqlite errors -> SemsimError."
-        deadline, wait = time.monotonic() + self.timeout, 0.005
-        while True:
-            try: return fn(*args)
-            except sqlite3.OperationalError as e:
-                m = str(e).lower()
-                if ('locked' in m or 'busy' in m) and time.monotonic() < deadline:
-                    time.sleep(wait); wait = min(2 * wait, 0.25); continue
-                raise self._error(e) from e
-            except sqlite3.DatabaseError as e: raise self._error(e) from e
-
-    def _query(self, sql, args=()):
-        return self._retry(lambda: pd.read_sql_query(sql, self._con, params=args))
-
-    def __len__(self): return int(self._retry(lambda: self._con.execute('SELECT COUNT(*) FROM labels').fetchone()[0]))
+        return bool(have)
 
 # %% ../nbs/05_labels.ipynb 13
+@patch
+def _open_read_only(self: LabelStore):
+    "Open the database for reading (`mode=ro`, else `immutable` when no WAL index can be made); empty when absent."
+    uri = 'file:' + urllib.parse.quote(str(self.path.resolve()))
+    for opts in ('?mode=ro', '?mode=ro&immutable=1'):
+        if not self.path.exists(): break
+        try:
+            con = sqlite3.connect(uri + opts, uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            if self._check_columns(con): return con
+            break
+        except sqlite3.OperationalError as e:
+            if 'unable to open' not in str(e) and 'readonly' not in str(e): raise
+    con = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)  # nothing to read: no labels
+    con.executescript(_SCHEMA)
+    return con
+
+@patch
+def _writable(self: LabelStore):
+    "Raise the read-only error before any write is attempted."
+    if self.read_only: raise self._error(sqlite3.OperationalError('attempt to write a readonly database'))
+
+# %% ../nbs/05_labels.ipynb 14
+@patch
+def _error(self: LabelStore, e):
+    "The SemsimError that says what is actually wrong: locked, read-only, no space, or unreadable."
+    msg, low, p = str(e), str(e).lower(), self.path
+    if 'locked' in low or 'busy' in low:
+        return SemsimError(f"the label database is locked by another process for over {self.timeout:g} s ({msg}); "
+                           "this answer was not saved and nothing was changed", p,
+                           "finish or close the other notebook/process using it, then answer again")
+    why = self.why_read_only or _why_read_only(p)
+    if 'readonly' in low or 'read-only' in low or ('unable to open' in low and why):
+        return _read_only_error(p, why or msg)
+    if 'full' in low or ('i/o' in low and shutil.disk_usage(p.parent).free < 2**20):
+        return SemsimError(f"no space left on the disk holding the label database ({msg}); nothing was saved and the "
+                           "labels already stored are intact", p, "free disk space, then answer again")
+    return SemsimError(f"the label database cannot be read ({msg}); nothing was changed", p,
+                       "it is damaged: move the file aside and restore it from a backup (semsim never rewrites "
+                       "or deletes labels)")
+
+@patch
+def _retry(self: LabelStore, fn, *args):
+    "Run `fn` until it gets past other writers (exponential back-off up to `timeout`); sqlite errors -> SemsimError."
+    deadline, wait = time.monotonic() + self.timeout, 0.005
+    while True:
+        try: return fn(*args)
+        except sqlite3.OperationalError as e:
+            m = str(e).lower()
+            if ('locked' in m or 'busy' in m) and time.monotonic() < deadline:
+                time.sleep(wait); wait = min(2 * wait, 0.25); continue
+            raise self._error(e) from e
+        except sqlite3.DatabaseError as e: raise self._error(e) from e
+
+@patch
+def _query(self: LabelStore, sql, args=()):
+    return self._retry(lambda: pd.read_sql_query(sql, self._con, params=args))
+
+# %% ../nbs/05_labels.ipynb 16
 _AUTO = object()
+_INSERT = ('INSERT INTO labels(recon_id, annotator, protocol, answer, recognized, created_at, session, proxy, supersedes) '
+           'VALUES (?,?,?,?,?,?,?,?,?)')
 
 def _row(self, recon_id, annotator, answer, protocol='class', recognized=None, proxy=False):
     "A validated row (dict) ready to insert."
@@ -150,6 +215,7 @@ def _row(self, recon_id, annotator, answer, protocol='class', recognized=None, p
                 recognized=None if recognized is None else int(bool(recognized)),
                 proxy=int(bool(proxy) or annotator.startswith('proxy:')))
 
+# %% ../nbs/05_labels.ipynb 17
 def _state(self, recon_id, annotator, protocol):
     "The annotator's effective row (id, answer) for a reconstruction: an answer or a skip; None if none."
     return self._con.execute(f"SELECT id, answer FROM labels l WHERE recon_id=? AND annotator=? AND protocol=? "
@@ -157,6 +223,7 @@ def _state(self, recon_id, annotator, protocol):
                              (recon_id, annotator, protocol)).fetchone()
 
 def _insert(self, rows, keep_same=False):
+    "Insert `rows` in one transaction, each superseding the annotator's previous state; returns their ids."
     c, ids = self._con, []
     c.execute('BEGIN IMMEDIATE')
     try:
@@ -166,9 +233,8 @@ def _insert(self, rows, keep_same=False):
                 st = _state(self, r['recon_id'], r['annotator'], r['protocol'])
                 if keep_same and st is not None and st[1] == r['answer']: ids.append(st[0]); continue
                 sup = None if st is None else st[0]
-            cur = c.execute('INSERT INTO labels(recon_id, annotator, protocol, answer, recognized, created_at, session, proxy, '
-                            'supersedes) VALUES (?,?,?,?,?,?,?,?,?)', (r['recon_id'], r['annotator'], r['protocol'], r['answer'],
-                            r['recognized'], _now(), self.session, r['proxy'], sup))
+            cur = c.execute(_INSERT, (r['recon_id'], r['annotator'], r['protocol'], r['answer'], r['recognized'], _now(),
+                                      self.session, r['proxy'], sup))
             ids.append(cur.lastrowid)
         c.execute('COMMIT')
     except BaseException:
@@ -176,7 +242,9 @@ def _insert(self, rows, keep_same=False):
         raise
     return ids
 
-def add(self, recon_id: str,        # the reconstruction labelled
+# %% ../nbs/05_labels.ipynb 18
+@patch
+def add(self: LabelStore, recon_id: str,        # the reconstruction labelled
         annotator: str,              # who answered
         answer,                      # class id / -1 / 'cannot' (class) or yes/no (binary)
         protocol: str='class',       # 'class' or 'binary'
@@ -184,39 +252,47 @@ def add(self, recon_id: str,        # the reconstruction labelled
         proxy: bool=False,           # a proxy annotator (names starting `proxy:` always are)
        ) -> int:
     "Validate, score and commit one answer; returns its row id."
+    self._writable()
     r = _row(self, recon_id, annotator, answer, protocol, recognized, proxy)
     return self._retry(_insert, self, [r])[0]
 
-def add_many(self, rows,              # DataFrame or dicts with recon_id, annotator, answer[, protocol, recognized, proxy]
+@patch
+def add_many(self: LabelStore, rows,  # DataFrame or dicts: recon_id, annotator, answer[, protocol, recognized, proxy]
              keep_same: bool=True,    # skip rows whose answer is already the annotator's effective one
             ) -> list:
     "Validate all rows, then commit them in one transaction; returns the row ids (existing ones where kept)."
+    self._writable()
     recs = rows.to_dict('records') if isinstance(rows, pd.DataFrame) else list(rows)
     clean = lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else v
-    rows = [_row(self, r['recon_id'], r['annotator'], r['answer'], r['protocol'] if isinstance(r.get('protocol'), str) else 'class',
-                 clean(r.get('recognized')), bool(clean(r.get('proxy')) or False)) for r in recs]
+    proto = lambda r: r['protocol'] if isinstance(r.get('protocol'), str) else 'class'
+    rows = [_row(self, r['recon_id'], r['annotator'], r['answer'], proto(r), clean(r.get('recognized')),
+                 bool(clean(r.get('proxy')) or False)) for r in recs]
     return self._retry(_insert, self, rows, keep_same) if rows else []
 
-def skip(self, recon_id: str, annotator: str, protocol: str='class') -> int:
+@patch
+def skip(self: LabelStore, recon_id: str, annotator: str, protocol: str='class') -> int:
     "Record that the annotator skipped a reconstruction (it comes back after the unseen ones); returns the row id."
+    self._writable()
     return self._retry(_insert, self, [_row(self, recon_id, annotator, SKIP, protocol)])[0]
 
-def undo(self, annotator: str,          # whose last answer (or skip) to take back
-         protocol: str|None=None,       # only this protocol's
+# %% ../nbs/05_labels.ipynb 19
+@patch
+def undo(self: LabelStore, annotator: str,  # whose last answer (or skip) to take back
+         protocol: str|None=None,           # only this protocol's
         ) -> dict|None:
     "Take back the annotator's latest answer or skip not yet undone, by adding an `undo` row; returns the row undone."
-    check_annotator(annotator)
+    check_annotator(annotator); self._writable()
     def tx():
         c = self._con
         c.execute('BEGIN IMMEDIATE')
         try:
             r = c.execute(f"SELECT id, recon_id, protocol, answer FROM labels l WHERE annotator=? AND answer != '{UNDO}' "
-                          + ("AND protocol=? " if protocol else "") + f"AND {_NOT_UNDONE.format(t='l')} ORDER BY id DESC LIMIT 1",
+                          + ("AND protocol=? " if protocol else "")
+                          + f"AND {_NOT_UNDONE.format(t='l')} ORDER BY id DESC LIMIT 1",
                           (annotator, protocol) if protocol else (annotator,)).fetchone()
             if r is not None:
-                c.execute('INSERT INTO labels(recon_id, annotator, protocol, answer, recognized, created_at, session, proxy, '
-                          'supersedes) VALUES (?,?,?,?,NULL,?,?,?,?)', (r[1], annotator, r[2], UNDO, _now(), self.session,
-                          int(annotator.startswith('proxy:')), r[0]))
+                c.execute(_INSERT, (r[1], annotator, r[2], UNDO, None, _now(), self.session,
+                                    int(annotator.startswith('proxy:')), r[0]))
             c.execute('COMMIT')
         except BaseException:
             if c.in_transaction: c.execute('ROLLBACK')
@@ -224,11 +300,14 @@ def undo(self, annotator: str,          # whose last answer (or skip) to take ba
         return None if r is None else dict(id=r[0], recon_id=r[1], protocol=r[2], answer=r[3])
     return self._retry(tx)
 
-def rows(self) -> pd.DataFrame:
+# %% ../nbs/05_labels.ipynb 20
+@patch
+def rows(self: LabelStore) -> pd.DataFrame:
     "Every row ever written (answers, skips, undos), oldest first."
     return self._query('SELECT * FROM labels ORDER BY id')
 
-def current(self, annotator: str|None=None,  # only this annotator's
+@patch
+def current(self: LabelStore, annotator: str|None=None,  # only this annotator's
             protocol: str|None=None,         # only this protocol's
             skips: bool=False,               # include effective skips
            ) -> pd.DataFrame:
@@ -239,61 +318,132 @@ def current(self, annotator: str|None=None,  # only this annotator's
     if protocol: where.append('protocol = ?'); args.append(protocol)
     return self._query(f"SELECT * FROM labels l WHERE {' AND '.join(where)} ORDER BY id", args)
 
-def start_session(self, annotator: str, protocol: str, settings: dict|None=None):
-    "Record this session's settings (widget order seed, proxy panel, ...) in the `sessions` table."
-    self._retry(lambda: self._con.execute('INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?)', (self.session, annotator,
-                protocol, json.dumps(settings or {}, default=str), _now(), socket.gethostname(), os.getpid())))
 
-def sessions(self) -> pd.DataFrame:
+@patch
+def start_session(self: LabelStore, annotator: str, protocol: str, settings: dict|None=None):
+    "Record this session's settings (widget order seed, proxy panel, import, ...) in the `sessions` table."
+    self._writable()
+    row = (self.session, annotator, protocol, json.dumps(settings or {}, default=str), _now(), socket.gethostname(),
+           os.getpid())
+    self._retry(lambda: self._con.execute('INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?)', row))
+
+@patch
+def sessions(self: LabelStore) -> pd.DataFrame:
     "Every session's settings, oldest first."
     return self._query('SELECT * FROM sessions ORDER BY started_at')
 
-for _f in (add, add_many, skip, undo, rows, current, start_session, sessions): setattr(LabelStore, _f.__name__, _f)
+# %% ../nbs/05_labels.ipynb 22
+def labelable(table: pd.DataFrame) -> pd.Series:
+    "Which reconstructions can be shown to an annotator: the attack ended `ok` and wrote an image."
+    path = table.recon_path if 'recon_path' in table.columns else pd.Series('', index=table.index)
+    ok = table.status == 'ok' if 'status' in table.columns else pd.Series(True, index=table.index)
+    return ok & path.map(lambda p: isinstance(p, str) and p.strip() != '')
 
-# %% ../nbs/05_labels.ipynb 15
-def open_labels(run: str|Path|RunDir,  # the run directory
-                timeout: float=30.0,    # seconds to wait for other writers
+def open_labels(run: str|Path|RunDir,    # the run directory
+                timeout: float=30.0,      # seconds to wait for other writers
+                session: str|None=None,   # session id for the rows written (default: host-pid-random)
+                read_only: bool|None=None,  # None: read-only when the run's file or directory is
                ) -> LabelStore:
     "The run's label store, validating reconstruction ids against `reconstructions.parquet`."
     run = RunDir(run)
-    table, _ = read_table(run.reconstructions)
-    return LabelStore(run.labels_db, truth=dict(zip(table.recon_id, table.class_id)), timeout=timeout)
+    table, _ = read_table(run.reconstructions, required=('recon_id', 'class_id'))
+    return LabelStore(run.labels_db, truth=dict(zip(table.recon_id, table.class_id)), timeout=timeout, session=session,
+                      read_only=read_only)
 
-# %% ../nbs/05_labels.ipynb 23
+# %% ../nbs/05_labels.ipynb 30
+AUTO_MIN_PER_VICTIM = 20   # `auto` uses humans when every victim has this many human-labelled reconstructions
+
 def _store(run) -> LabelStore: return run if isinstance(run, LabelStore) else open_labels(run)
 
-def _labels(run, source='auto', protocol=None) -> pd.DataFrame:
-    "Effective labels of the chosen source (see `votes`)."
-    cur = _store(run).current(protocol=protocol)
-    if source not in ('auto', 'human', 'proxy', 'all'):
-        raise SemsimError(f"unknown label source {source!r}", 'source', "use auto, human, proxy or all")
-    if source == 'auto': source = 'human' if (cur.proxy == 0).any() else 'proxy'
-    return cur if source == 'all' else cur[cur.proxy == (source == 'proxy')]
+def _proxy_kind(annotator: str) -> str:
+    "The kind of a proxy annotator: `proxy:panel:3` -> `panel` (`other` for proxies not named `proxy:<kind>:...`)."
+    p = annotator.split(':')
+    return p[1] if len(p) > 1 and p[0] == 'proxy' and p[1] else 'other'
 
+def _queue(st: LabelStore) -> pd.DataFrame|None:
+    "The run's labelable reconstructions (recon_id, model_id), or None when the store has no run table."
+    t = st.path.parent/'reconstructions.parquet'
+    if not t.exists(): return None
+    table, _ = read_table(t, required=('recon_id', 'model_id'))
+    return table.loc[labelable(table), ['recon_id', 'model_id']]
+
+def _coverage(queue, labels) -> dict:
+    "How many of the run's labelable reconstructions `labels` cover, in all and for the least-covered victim."
+    ids = set(labels.recon_id)
+    if queue is None: return dict(n=len(ids), total=len(ids), least_per_victim=None)
+    hit = queue.recon_id.isin(ids)
+    per = hit.groupby(queue.model_id).sum()
+    return dict(n=int(hit.sum()), total=len(queue), least_per_victim=int(per.min()) if len(per) else 0)
+
+# %% ../nbs/05_labels.ipynb 31
+def _import_sessions(st, fmt, path) -> set:
+    "Sessions that imported `path` in format `fmt`."
+    s, want = st.sessions(), str(Path(path).expanduser().resolve())
+    keep = [r.session for r in s.itertuples() if r.annotator == 'import'
+            and json.loads(r.settings or '{}').get('format') == fmt and json.loads(r.settings or '{}').get('path') == want]
+    return set(keep)
+
+def _select(st, source='auto', protocol=None, min_per_victim=AUTO_MIN_PER_VICTIM) -> tuple:
+    "(source chosen, its effective labels, the humans' coverage) for a requested `source`."
+    cur, queue = st.current(protocol=protocol), _queue(st)
+    humans = cur[cur.proxy == 0]
+    hcov = _coverage(queue, humans)
+    kinds = cur.annotator[cur.proxy == 1].map(_proxy_kind)
+    best = max(sorted(set(kinds)), key=lambda k: _coverage(queue, cur[cur.proxy == 1][kinds == k])['n'], default=None)
+    hcov['enough'] = bool(len(humans)) and (queue is None or hcov['n'] >= hcov['total']
+                                            or (hcov['least_per_victim'] or 0) >= min_per_victim)
+    src = {'human': 'humans', 'proxy': f'proxy:{best}' if best else 'proxy:panel'}.get(source, source)
+    if src == 'auto':
+        src = 'humans' if len(humans) and (hcov['enough'] or best is None) else f'proxy:{best}' if best else 'none'
+    if src == 'humans': out = humans
+    elif src == 'all': out = cur
+    elif src == 'none': out = cur.iloc[:0]
+    elif src.startswith('proxy:') and src.count(':') == 1:
+        out = cur[(cur.proxy == 1) & (cur.annotator.map(_proxy_kind) == src[6:])]
+    elif src.startswith('import:') and src.count(':') >= 2:
+        _, fmt, path = src.split(':', 2)
+        out = cur[cur.session.isin(_import_sessions(st, fmt, path))]
+    else: raise SemsimError(f"unknown label source {source!r}", 'source',
+                            "use auto, humans, proxy:<kind> (e.g. proxy:panel), import:<format>:<path> or all")
+    return src, out, hcov
+
+def source_labels(run,                      # run directory (or an open LabelStore)
+                  source: str='auto',       # 'auto', 'humans', 'proxy:<kind>', 'import:<format>:<path>' or 'all'
+                  protocol: str|None=None,  # only this protocol's labels
+                  min_per_victim: int=AUTO_MIN_PER_VICTIM,  # `auto`: human-labelled reconstructions each victim needs
+                 ) -> pd.DataFrame:
+    "The effective labels of one label source (never a mixture, unless `all` is asked for)."
+    return _select(_store(run), source, protocol, min_per_victim)[1]
+
+_labels = source_labels
+
+# %% ../nbs/05_labels.ipynb 32
 def votes(run,                      # run directory (or an open LabelStore)
           threshold: float=0.5,     # recognised when more than this fraction of votes say so
-          source: str='auto',       # 'auto', 'human', 'proxy' or 'all'
+          source: str='auto',       # 'auto', 'humans', 'proxy:<kind>', 'import:<format>:<path>' or 'all'
           protocol: str|None=None,  # only this protocol's labels
+          min_per_victim: int=AUTO_MIN_PER_VICTIM,  # `auto`: human-labelled reconstructions each victim needs
          ) -> pd.DataFrame:
     "Votes per reconstruction: recon_id, votes_recognized, votes_total, recognized (majority at threshold), proxy."
-    cur = _labels(run, source, protocol)
+    cur = source_labels(run, source, protocol, min_per_victim)
     v = cur.groupby('recon_id').agg(votes_recognized=('recognized', 'sum'), votes_total=('recognized', 'size'),
                                     proxy=('proxy', 'max')).reset_index()
     v['votes_recognized'] = v.votes_recognized.astype(int)
     v['recognized'] = (v.votes_recognized > threshold * v.votes_total).astype(int)
     return v[['recon_id', 'votes_recognized', 'votes_total', 'recognized', 'proxy']]
 
-# %% ../nbs/05_labels.ipynb 27
+# %% ../nbs/05_labels.ipynb 36
 def agreement(run,                      # run directory (or an open LabelStore)
               source: str='auto',       # whose labels (see `votes`)
               protocol: str|None=None,  # only this protocol's labels
+              min_per_victim: int=AUTO_MIN_PER_VICTIM,  # `auto`: see `votes`
              ) -> dict:
     "Inter-annotator agreement: Fleiss' kappa, Krippendorff's alpha, and each annotator's agreement with the others."
     from statsmodels.stats.inter_rater import fleiss_kappa
     import krippendorff
-    cur = _labels(run, source, protocol)
+    src, cur, _ = _select(_store(run), source, protocol, min_per_victim)   # one source: its annotators only
     rec = cur.pivot_table(index='annotator', columns='recon_id', values='recognized', aggfunc='last')
-    out = dict(n_reconstructions=rec.shape[1], n_annotators=rec.shape[0], n_labels=len(cur),
+    out = dict(source=src, n_reconstructions=rec.shape[1], n_annotators=rec.shape[0], n_labels=len(cur),
                fleiss_kappa=float('nan'), krippendorff_alpha=float('nan'), krippendorff_alpha_answers=float('nan'))
     counts = rec.notna().sum(axis=0)
     full = counts[counts == counts.mode().max()].index if len(counts) else []
@@ -321,26 +471,40 @@ def agreement(run,                      # run directory (or an open LabelStore)
     out['per_annotator'] = pd.DataFrame(per, columns=['annotator', 'n', 'agreement'])
     return out
 
-# %% ../nbs/05_labels.ipynb 32
-def label_source(run,                # run directory (or an open LabelStore)
-                 source: str='auto', # whose labels (see `votes`)
+# %% ../nbs/05_labels.ipynb 41
+def _statement(src, n_cov, hcov, annotators, requested) -> str:
+    "One sentence: the source, its coverage, who; and, when `auto` passed the humans over, their coverage."
+    if src == 'none': return "no labels yet"
+    cov = f"{n_cov['n']} of {n_cov['total']} reconstructions"
+    if src == 'humans':
+        s = f"humans: {cov} by {len(annotators)} annotator(s)"
+        return s + (" (below the threshold; no proxy labels to use instead)" if requested == 'auto' and not hcov['enough'] else "")
+    who = (f"by {len(annotators)} observer classifiers, NOT from people" if src.startswith('proxy:')
+           else f"by {len(annotators)} annotator(s)")
+    s = f"{src}: {cov} {who}"
+    if requested == 'auto' and hcov['n']: s += f"; humans: {hcov['n']} of {hcov['total']} reconstructions (below the threshold)"
+    return s
+
+def label_source(run,                 # run directory (or an open LabelStore)
+                 source: str='auto',  # whose labels (see `votes`)
+                 min_per_victim: int=AUTO_MIN_PER_VICTIM,  # `auto`: human-labelled reconstructions each victim needs
                 ) -> dict:
-    "Who labelled: kind ('human', 'proxy:panel', 'human+proxy' or 'none'), annotators, counts, and the panel's description."
+    "The one label source used: its name, coverage (n of N reconstructions), annotators and a sentence saying so."
     st = _store(run)
-    cur = _labels(st, source)
+    src, cur, hcov = _select(st, source, None, min_per_victim)
+    queue = _queue(st)
+    n_cov = _coverage(queue, cur)
     humans, proxies = sorted(cur.annotator[cur.proxy == 0].unique()), sorted(cur.annotator[cur.proxy == 1].unique())
-    kind = {(True, False): 'human', (False, True): 'proxy:panel', (True, True): 'human+proxy'}.get((bool(humans), bool(proxies)), 'none')
-    out = dict(kind=kind, humans=humans, proxies=proxies, n_labels=len(cur), n_reconstructions=cur.recon_id.nunique())
-    if proxies:
-        s = st.sessions(); s = s[s.annotator == 'proxy:panel']
+    out = dict(kind=src, source=src, requested=source, annotators=humans + proxies, humans=humans, proxies=proxies,
+               n_labels=len(cur), n_reconstructions=n_cov['n'], n_total=n_cov['total'], human_coverage=hcov,
+               min_per_victim=min_per_victim)
+    if src.startswith('proxy:'):
+        s = st.sessions(); s = s[s.annotator == src]
         if len(s): out['panel'] = json.loads(s.settings.iloc[-1])
-    out['note'] = {'human': f"labels from {len(humans)} human annotator(s)",
-                   'proxy:panel': f"labels from a proxy panel of {len(proxies)} observer classifiers, NOT from people",
-                   'human+proxy': f"labels from {len(humans)} human(s) AND {len(proxies)} proxy classifiers (not people)",
-                   'none': "no labels yet"}[kind]
+    out['note'] = _statement(src, n_cov, hcov, out['annotators'], source)
     return out
 
-# %% ../nbs/05_labels.ipynb 36
+# %% ../nbs/05_labels.ipynb 45
 def _class_names(table, originals) -> dict:
     "dataset -> list of class names (the registry's when it loads, else those seen in originals.csv)."
     out = {}
@@ -374,17 +538,21 @@ class Labeller:
                  timeout: float=30.0):            # seconds to wait for other writers
         self.run, self.annotator, self.protocol = RunDir(run), check_annotator(annotator), protocol
         if protocol not in PROTOCOLS: raise SemsimError(f"unknown protocol {protocol!r}", 'protocol', f"use one of: {', '.join(PROTOCOLS)}")
-        table, _ = read_table(self.run.reconstructions)
+        table, _ = read_table(self.run.reconstructions, required=RECON_COLUMNS)
         if not len(table): raise SemsimError(f"no reconstructions to label in {self.run.path}", self.run.reconstructions, "run an attack (or import reconstructions) first")
         self.table = table.set_index('recon_id')
         self.classes = _class_names(table, load_originals(self.run))
         self.show_original = protocol == 'binary' if show_original is None else bool(show_original)
-        ids = list(table.recon_id[table.recon_path.notna()])   # failed attacks may have no image
+        ids = list(table.recon_id[labelable(table)])   # failed attacks have no image to show
         if order is None:
             ids = [ids[i] for i in np.random.default_rng([seed, zlib.crc32(annotator.encode())]).permutation(len(ids))]
         else:
             unknown = [r for r in order if r not in self.table.index]
             if unknown: raise SemsimError(f"{len(unknown)} ids in `order` are not in the run, e.g. {unknown[0]!r}", 'order', "pass recon_ids of reconstructions.parquet")
+            failed = [r for r in order if r not in set(ids)]
+            if failed: raise SemsimError(f"{len(failed)} ids in `order` are failed reconstructions (no image), "
+                                         f"e.g. {failed[0]!r}", 'order',
+                                         "pass only reconstructions whose attack ended ok (active_order gives them)")
             ids = list(dict.fromkeys(order))
         self.order = ids
         self.store = open_labels(self.run, timeout)
@@ -440,9 +608,9 @@ class Labeller:
     def image(self, which: str='recon', size: int=280) -> bytes:
         "The current reconstruction (or its original) as enlarged PNG bytes."
         row = self.table.loc[self.current]
-        return upscaled_png(self.run.path/(row.recon_path if which == 'recon' else row.original_path), size)
+        return upscaled_png(self.run.file(row.recon_path if which == 'recon' else row.original_path), size)
 
-# %% ../nbs/05_labels.ipynb 40
+# %% ../nbs/05_labels.ipynb 49
 KEYS = {'class': {**{str(i): i for i in range(10)}, 'n': 'cannot', 's': SKIP, 'u': UNDO},
         'binary': {'y': 'yes', 'n': 'no', 's': SKIP, 'u': UNDO}}
 
@@ -549,7 +717,7 @@ def labelling_widget(run: str|Path|RunDir,      # the run whose reconstructions 
     "The labelling widget for one annotator; display it as a cell's last expression."
     return LabellingWidget(run, annotator, protocol, show_original, seed, order, timeout, size=size)
 
-# %% ../nbs/05_labels.ipynb 44
+# %% ../nbs/05_labels.ipynb 53
 OBSERVER_ARCHS = ('mlp', 'cnn', 'cnn-wide')
 
 class _Normalise(nn.Module):
@@ -581,6 +749,10 @@ def proxy_panel(dataset: str,                   # registry name
     "The panel's `(model, meta)` pairs, trained once and cached as safetensors + JSON."
     from safetensors.torch import save, load_file
     from tqdm.auto import tqdm
+    for name, v in (('--panel', panel_size), ('--n-train', n_train), ('--epochs', epochs)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise SemsimError(f"{name} must be a whole number >= 1, not {v!r}", name,
+                              "pass e.g. --panel 5 --n-train 3000 --epochs 3")
     train = load_dataset(dataset, 'train'); info = train.info
     cache = Path(cache_dir or data_dir()/'cache'/'proxies')/dataset.replace(':', '_').replace('/', '_')
     lo, hi = (0.5, 0.5) if panel_size == 1 else (0.3, 0.8)
@@ -623,20 +795,20 @@ def label_with_proxies(run: str|Path|RunDir,  # the run to label
                        verbose: bool=False) -> pd.DataFrame:
     "Label every reconstruction with a `proxy:panel` of observer classifiers (stored with proxy=1); returns the labels."
     run = RunDir(run)
-    table, _ = read_table(run.reconstructions)
+    table, _ = read_table(run.reconstructions, required=RECON_COLUMNS)
     if not len(table): raise SemsimError(f"no reconstructions to label in {run.path}", run.reconstructions, "run an attack (or import reconstructions) first")
     store, out = open_labels(run), []
     metas = []
     for ds, part in table.groupby('dataset'):
         panel = proxy_panel(ds, panel_size, seed, n_train, epochs, cache_dir, verbose)
         info = load_dataset(ds, 'test').info
-        ok = (part.status == 'ok').to_numpy()
+        ok = labelable(part).to_numpy()
         preds = np.full((panel_size, len(part)), CANNOT)
         for start in range(0, len(part), batch):
             sl = slice(start, start + batch); rows = part.iloc[sl]
             sel = np.flatnonzero(ok[sl])
             if not len(sel): continue
-            x = torch.stack([load_png(run.path/rows.recon_path.iloc[j], channels=info.channels) for j in sel])
+            x = torch.stack([load_png(run.file(rows.recon_path.iloc[j]), channels=info.channels) for j in sel])
             with torch.no_grad():
                 for i, (model, meta) in enumerate(panel):
                     p = model(x).softmax(1); conf, cls = p.max(1)
@@ -651,7 +823,7 @@ def label_with_proxies(run: str|Path|RunDir,  # the run to label
     store.add_many(labels, keep_same=True)
     return labels.assign(recognized=[int(a == store.truth[r]) for r, a in zip(labels.recon_id, labels.answer)])
 
-# %% ../nbs/05_labels.ipynb 51
+# %% ../nbs/05_labels.ipynb 60
 def active_order(run,                    # run directory
                  by: str='auto',          # 'disagreement', 'uncertainty' or 'auto'
                  annotator: str|None=None,  # unlabelled by this annotator (default: by any human)
@@ -659,10 +831,10 @@ def active_order(run,                    # run directory
                 ) -> pd.DataFrame:
     "Unlabelled reconstructions, most informative first: recon_id, score (higher = label it sooner)."
     run = RunDir(run)
-    table, _ = read_table(run.reconstructions)
+    table, _ = read_table(run.reconstructions, required=RECON_COLUMNS)
     cur = open_labels(run).current(annotator=annotator)
     humans = cur[cur.proxy == 0]
-    todo = table[~table.recon_id.isin(humans.recon_id) & (table.status == 'ok')].copy()
+    todo = table[~table.recon_id.isin(humans.recon_id) & labelable(table)].copy()
     cols = metrics or [c for c in metric_columns(table, level='image', numeric=True) if c != 'semsim']
     if by == 'auto': by = 'uncertainty' if 'semsim' in table.columns and table.semsim.notna().any() else 'disagreement'
     if by == 'disagreement':
@@ -671,7 +843,7 @@ def active_order(run,                    # run directory
         todo['score'] = ranks.loc[todo.recon_id].var(axis=1).to_numpy()
     elif by == 'uncertainty':
         if 'semsim' not in table.columns: raise SemsimError("no `semsim` column for uncertainty", run.reconstructions, "score the learned metric first, or use by='disagreement'")
-        v = votes(open_labels(run), source='human').merge(table[['recon_id', 'semsim']], on='recon_id').dropna()
+        v = votes(open_labels(run), source='humans').merge(table[['recon_id', 'semsim']], on='recon_id').dropna()
         s = todo.semsim.to_numpy(dtype=float)
         if v.recognized.nunique() == 2:
             from sklearn.linear_model import LogisticRegression
@@ -681,23 +853,30 @@ def active_order(run,                    # run directory
     else: raise SemsimError(f"unknown selection {by!r}", 'by', "use disagreement, uncertainty or auto")
     return todo.sort_values('score', ascending=False, kind='stable')[['recon_id', 'score']].reset_index(drop=True)
 
-# %% ../nbs/05_labels.ipynb 56
-def read_answers(path: str|Path,     # a `_gt.txt` file
-                 n_answers: int=5,   # answers expected
+# %% ../nbs/05_labels.ipynb 65
+def read_answers(path: str|Path,         # a `_gt.txt` file
+                 n_answers: int=5,       # answers expected
+                 n_classes: int|None=None,  # the dataset's number of classes: larger answers are refused
                 ) -> list:
-    "The integer answers in a `_gt.txt` file; errors name the file and line."
+    "The integer answers in a `_gt.txt` file; errors name the file, line and value."
     path, found, line = Path(path), [], 0
-    for line, text in enumerate(path.read_text().splitlines(), 1):
+    try: text = path.read_bytes().decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise SemsimError(f"{path} is not a text file ({e.reason} at byte {e.start})", path,
+                          "a _gt.txt holds the annotators' answers as text: class ids (or -1), one per line") from e
+    top = f"0..{n_classes - 1}" if n_classes else "0, 1, ..."
+    for line, text in enumerate(text.splitlines(), 1):
         for tok in text.replace(',', ' ').split():
-            if not re.fullmatch(r'-?\d+', tok) or int(tok) < CANNOT:
-                raise SemsimError(f"{path}:{line}: {tok!r} is not an answer", f'{path}:{line}', "answers are class ids, or -1 for cannot recognise")
+            if not re.fullmatch(r'-?\d+', tok) or int(tok) < CANNOT or (n_classes and int(tok) >= n_classes):
+                raise SemsimError(f"{path}:{line}: {tok!r} is not an answer", f'{path}:{line}',
+                                  f"answers are class ids ({top}), or -1 for cannot recognise")
             found.append(int(tok))
     if len(found) != n_answers:
         raise SemsimError(f"{path}:{max(line, 1)}: {len(found)} answers, expected {n_answers}", f'{path}:{max(line, 1)}',
                           f"give exactly {n_answers} answers (or pass n_answers / --answers)")
     return found
 
-# %% ../nbs/05_labels.ipynb 58
+# %% ../nbs/05_labels.ipynb 67
 def release_fixture(dest: str|Path,            # folder to create
                     n_images: int=4,           # originals
                     dataset: str='fashion_mnist',
@@ -718,8 +897,16 @@ def release_fixture(dest: str|Path,            # folder to create
             rows.append(dict(model=model, idx=i, cls=c, answers=answers))
     return pd.DataFrame(rows)
 
-# %% ../nbs/05_labels.ipynb 60
-def _safe(name: str) -> str: return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_') or 'unnamed'
+# %% ../nbs/05_labels.ipynb 69
+def _safe(name: str,             # a folder or file-name part that becomes an id
+          where: str|Path='',    # the file it came from, for the message
+         ) -> str:
+    "`name` as an id: characters other than letters, digits, `._-` become `_`; `.`/`..` and empty names are refused."
+    s = re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_')
+    if not s or set(s) == {'.'}:
+        raise SemsimError(f"{where or name}: the name {name!r} gives no usable id", where or name,
+                          "rename the file or folder with letters or digits (not only dots)")
+    return check_id(s)
 
 def _merge_originals(run: RunDir, rows: list):
     "Add originals rows to originals.csv (by image_id), atomically."
@@ -729,24 +916,55 @@ def _merge_originals(run: RunDir, rows: list):
         new = pd.concat([old, new[~new.image_id.isin(old.image_id)]], ignore_index=True)
     write_text_atomic(run.originals_csv, new.to_csv(index=False))
 
-def _recon_row(dataset, model, attack, iid, cls):
+def _recon_row(run, dataset, model, attack, iid, cls):
+    "A reconstructions-table row for an imported image (its path checked to lie inside the run)."
+    png = run.recon_png(model, attack, iid)
     return dict(recon_id=recon_id(model, attack, iid), dataset=dataset, model_id=model, attack_id=attack, image_id=iid,
-                class_id=int(cls), original_path=f'originals/{iid}.png', recon_path=f'recon/{model}/{attack}/{iid}.png',
+                class_id=int(cls), original_path=f'originals/{iid}.png', recon_path=str(png.relative_to(run.path)),
                 status='ok', attack_loss=float('nan'), iterations=float('nan'), seconds=float('nan'))
 
-def _write_import(run, originals, recons, labels, copies) -> dict:
-    "Write what an importer gathered: image copies, originals.csv, table rows, labels."
-    run.mkdir()
-    for s, d in copies: write_bytes_atomic(run.path/d, Path(s).read_bytes())
-    _merge_originals(run, originals)
-    update_table(run.reconstructions, pd.DataFrame(recons))
-    before = len(open_labels(run))
-    st = open_labels(run); st.add_many(labels, keep_same=True)
-    return dict(originals=len(originals), reconstructions=len(recons), labels_added=len(st) - before)
+def _write_import(run, originals, recons, labels, copies, fmt, src) -> dict:
+    "Write what an importer gathered (image copies, originals.csv, table rows, labels), all inside the run."
+    targets = [(Path(s), run.file(d)) for s, d in copies]     # every destination checked before anything is written
+    why = _why_read_only(run.labels_db)
+    if why: raise _read_only_error(run.labels_db, why)
+    try:
+        run.mkdir()
+        for s, d in targets: write_bytes_atomic(d, s.read_bytes())
+        _merge_originals(run, originals)
+        update_table(run.reconstructions, pd.DataFrame(recons))
+    except OSError as e:
+        raise SemsimError(f"cannot write into the run {run.path} ({e.strerror}); no labels were added", e.filename or run.path,
+                          "free disk space or make the run writable, then import again") from e
+    return dict(originals=len(originals), reconstructions=len(recons), labels_added=_add_imported(run, labels, fmt, src))
+
+def _add_imported(run, labels, fmt, src) -> int:
+    "Add imported labels in a session that records the format and file (the `import:<format>:<path>` source)."
+    st = open_labels(run, session=f'import-{uuid.uuid4().hex[:12]}')
+    before = len(st)
+    st.add_many(labels, keep_same=True)
+    st.start_session('import', 'mixed', dict(kind='import', format=fmt, path=str(Path(src).expanduser().resolve())))
+    return len(st) - before
 
 def _classes_of(dataset):
     try: return list(dataset_info(dataset).classes)
     except Exception: return None
+
+# %% ../nbs/05_labels.ipynb 70
+def _release_originals(src, dataset, names) -> tuple:
+    "The release's originals (index -> row) and their image copies."
+    originals, copies = {}, []
+    for f in sorted((src/'original-img').glob('*_ori.png')):
+        m = re.fullmatch(r'(\d+)_(\d+)_ori\.png', f.name)
+        if not m: raise SemsimError(f"unexpected original name {f.name}", f, "name originals <idx>_<cls>_ori.png")
+        i, c = int(m[1]), int(m[2]); iid = image_id(dataset, 'release', i)
+        if names and c >= len(names):
+            raise SemsimError(f"{f}: class {c} is not a class of {dataset} (0..{len(names) - 1})", f,
+                              "check --dataset, or rename the file with its true class id")
+        originals[i] = dict(image_id=iid, dataset=dataset, split='release', index=i, class_id=c,
+                            class_name=names[c] if names else f'class {c}', path=f'originals/{iid}.png')
+        copies.append((f, f'originals/{iid}.png'))
+    return originals, copies
 
 def import_semsim_release(src: str|Path,         # folder holding img/ and original-img/
                           run: str|Path|RunDir,  # run to create or add to
@@ -756,18 +974,13 @@ def import_semsim_release(src: str|Path,         # folder holding img/ and origi
     "Import the SemSim paper's released annotations into a run; returns counts."
     src, run = Path(src), RunDir(run)
     if not (src/'img').is_dir() or not (src/'original-img').is_dir():
-        raise SemsimError(f"{src} is not in the SemSim release layout", src, "expect img/<model>/<idx>_<cls>_rec.png + _gt.txt and original-img/<idx>_<cls>_ori.png")
+        raise SemsimError(f"{src} is not in the SemSim release layout", src,
+                          "expect img/<model>/<idx>_<cls>_rec.png + _gt.txt and original-img/<idx>_<cls>_ori.png")
     names = _classes_of(dataset)
-    originals, recons, labels, copies = {}, [], [], []
-    for f in sorted((src/'original-img').glob('*_ori.png')):
-        m = re.fullmatch(r'(\d+)_(\d+)_ori\.png', f.name)
-        if not m: raise SemsimError(f"unexpected original name {f.name}", f, "name originals <idx>_<cls>_ori.png")
-        i, c = int(m[1]), int(m[2]); iid = image_id(dataset, 'release', i)
-        originals[i] = dict(image_id=iid, dataset=dataset, split='release', index=i, class_id=c,
-                            class_name=names[c] if names and c < len(names) else f'class {c}', path=f'originals/{iid}.png')
-        copies.append((f, f'originals/{iid}.png'))
+    originals, copies = _release_originals(src, dataset, names)
+    recons, labels = [], []
     for mdir in sorted(d for d in (src/'img').iterdir() if d.is_dir()):
-        model = _safe(mdir.name)
+        model = _safe(mdir.name, mdir)
         for f in sorted(mdir.glob('*_rec.png')):
             m = re.fullmatch(r'(\d+)_(\d+)_rec\.png', f.name)
             if not m: raise SemsimError(f"unexpected reconstruction name {f.name}", f, "name reconstructions <idx>_<cls>_rec.png")
@@ -775,14 +988,14 @@ def import_semsim_release(src: str|Path,         # folder holding img/ and origi
             if i not in originals: raise SemsimError(f"{f}: no original {i}_{c}_ori.png", src/'original-img', "add the original or remove the reconstruction")
             gt = f.with_name(f'{i}_{c}_gt.txt')
             if not gt.exists(): raise SemsimError(f"{f}: no answers file {gt.name}", gt, "add the _gt.txt file with the annotators' answers")
-            answers, iid = read_answers(gt, n_answers), originals[i]['image_id']
-            r = _recon_row(dataset, model, attack_id, iid, c); recons.append(r); copies.append((f, r['recon_path']))
+            answers, iid = read_answers(gt, n_answers, len(names) if names else None), originals[i]['image_id']
+            r = _recon_row(run, dataset, model, attack_id, iid, c); recons.append(r); copies.append((f, r['recon_path']))
             labels += [dict(recon_id=r['recon_id'], annotator=f'release:{j}', protocol='class', answer=a, recognized=int(a == c))
                        for j, a in enumerate(answers)]
     if not recons: raise SemsimError(f"no reconstructions found under {src/'img'}", src/'img', "expect img/<model>/<idx>_<cls>_rec.png")
-    return _write_import(run, list(originals.values()), recons, labels, copies)
+    return _write_import(run, list(originals.values()), recons, labels, copies, 'semsim-release', src)
 
-# %% ../nbs/05_labels.ipynb 64
+# %% ../nbs/05_labels.ipynb 74
 def export_semsim_train(run: str|Path|RunDir,  # the run
                         out: str|Path,          # folder to write train_with_ori/ and others/ into
                         threshold: float=0.5,   # majority threshold (see `votes`)
@@ -790,26 +1003,29 @@ def export_semsim_train(run: str|Path|RunDir,  # the run
                        ) -> dict:
     "Write the run's majority votes in SemSim's `train_with_ori` layout; returns counts."
     run, out = RunDir(run), Path(out)
+    if out.exists() and not out.is_dir(): raise SemsimError(f"{out} is a file", out, "give --out a folder to write into")
     table, _ = read_table(run.reconstructions)
     v = votes(run, threshold, source).merge(table, on='recon_id')
+    v = v[labelable(v)]
     n = {'recognised': 0, 'unrecognised': 0, 'originals': 0}
     for iid, grp in v.groupby('image_id'):
         pos = out/'train_with_ori'/iid
-        write_bytes_atomic(pos/f'{iid}_{int(grp.class_id.iloc[0])}_ori.png', (run.path/grp.original_path.iloc[0]).read_bytes()); n['originals'] += 1
+        write_bytes_atomic(pos/f'{iid}_{int(grp.class_id.iloc[0])}_ori.png', 
+                           run.file(grp.original_path.iloc[0]).read_bytes()); n['originals'] += 1
         for r in grp.itertuples():
-            name, data = f'{r.model_id}--{r.attack_id}_rec.png', (run.path/r.recon_path).read_bytes()
+            name, data = f'{check_id(r.model_id)}--{check_id(r.attack_id)}_rec.png', run.file(r.recon_path).read_bytes()
             if r.recognized: write_bytes_atomic(pos/name, data); n['recognised'] += 1
             else:
                 write_bytes_atomic(out/'train_with_ori'/f'-{iid}'/name, data); n['unrecognised'] += 1
                 write_bytes_atomic(out/'others'/f'{iid}_{name}', data)
     return n
 
-def _image_key(key, dataset):
-    return image_id(dataset, 'release', int(key)) if key.isdigit() else _safe(key)
+def _image_key(key, dataset, where=''):
+    return image_id(dataset, 'release', int(key)) if key.isdigit() else _safe(key, where)
 
 def _rec_ids(f: Path, attack_id):
     s = f.stem[:-4] if f.stem.endswith('_rec') else f.stem
-    return tuple(_safe(p) for p in s.split('--', 1)) if '--' in s else (_safe(s), attack_id)
+    return tuple(_safe(p, f) for p in s.split('--', 1)) if '--' in s else (_safe(s, f), attack_id)
 
 def import_semsim_train(src: str|Path,          # a folder holding train_with_ori/ (or img/, img0/, img1/), or train_with_ori itself
                         run: str|Path|RunDir,   # run to create or add to
@@ -837,7 +1053,7 @@ def import_semsim_train(src: str|Path,          # a folder holding train_with_or
     if orphans: raise SemsimError(f"unrecognised folder(s) without an original: {orphans[:3]}", root if root.is_dir() else src/'img1', "add the matching <idx>/ folder with its *_ori.png")
     originals, recons, labels, copies = [], [], [], []
     for k, (ori, pos, neg) in groups.items():
-        iid, parts = _image_key(k, dataset), ori.stem.split('_')
+        iid, parts = _image_key(k, dataset, ori.parent), ori.stem.split('_')
         c = int(parts[-2]) if len(parts) >= 3 and re.fullmatch(r'\d+', parts[-2]) else -1
         originals.append(dict(image_id=iid, dataset=dataset, split='release', index=int(k) if k.isdigit() else -1, class_id=c,
                               class_name=names[c] if names and 0 <= c < len(names) else f'class {c}', path=f'originals/{iid}.png'))
@@ -845,11 +1061,11 @@ def import_semsim_train(src: str|Path,          # a folder holding train_with_or
         for files, yes in ((pos, 'yes'), (neg, 'no')):
             for f in files:
                 model, attack = _rec_ids(f, attack_id)
-                r = _recon_row(dataset, model, attack, iid, c); recons.append(r); copies.append((f, r['recon_path']))
+                r = _recon_row(run, dataset, model, attack, iid, c); recons.append(r); copies.append((f, r['recon_path']))
                 labels.append(dict(recon_id=r['recon_id'], annotator='semsim-train', protocol='binary', answer=yes))
-    return _write_import(run, originals, recons, labels, copies)
+    return _write_import(run, originals, recons, labels, copies, 'semsim-train', src)
 
-# %% ../nbs/05_labels.ipynb 68
+# %% ../nbs/05_labels.ipynb 78
 def export_labels(run: str|Path|RunDir,   # the run
                   out: str|Path,           # CSV file to write
                   raw: bool=False,         # one row per label instead of per reconstruction
@@ -857,10 +1073,12 @@ def export_labels(run: str|Path|RunDir,   # the run
                   source: str='auto',      # whose labels
                  ) -> pd.DataFrame:
     "Write the run's votes (or raw labels) as CSV, atomically; returns the table written."
-    run = RunDir(run)
+    run, out = RunDir(run), Path(out)
+    if out.is_dir(): raise SemsimError(f"{out} is a folder", out, "give --out a CSV file name, e.g. votes.csv")
     table, _ = read_table(run.reconstructions)
     if raw:
-        df = _labels(run, source).merge(table[['recon_id', 'model_id', 'attack_id', 'image_id', 'class_id']], on='recon_id', how='left')
+        keys = table[['recon_id', 'model_id', 'attack_id', 'image_id', 'class_id']]
+        df = source_labels(run, source).merge(keys, on='recon_id', how='left')
     else:
         df = table.drop(columns=['original_path', 'recon_path']).merge(votes(run, threshold, source), on='recon_id')
     write_text_atomic(out, df.to_csv(index=False))
@@ -873,26 +1091,47 @@ def import_labels_csv(path: str|Path,         # CSV with recon_id, annotator, an
     path = Path(path)
     if not path.is_file(): raise SemsimError(f"CSV file not found: {path}", path, "check the path")
     try: df = pd.read_csv(path, dtype={'answer': str, 'annotator': str, 'recon_id': str, 'protocol': str})
-    except Exception as e: raise SemsimError(f"unreadable CSV {path}: {e}", path, "save it as comma-separated text with a header") from e
+    except UnicodeDecodeError as e:
+        raise SemsimError(f"{path} is not a text CSV file ({e.reason} at byte {e.start})", path,
+                          "export the labels as UTF-8 comma-separated text with a header") from e
+    except Exception as e:
+        raise SemsimError(f"unreadable CSV {path}: {e}", path, "save it as comma-separated text with a header") from e
     missing = {'recon_id', 'annotator', 'answer'} - set(df.columns)
-    if missing: raise SemsimError(f"{path} lacks column(s) {sorted(missing)}", path, "give columns recon_id, annotator, answer (optionally protocol, recognized, proxy)")
+    if missing: raise SemsimError(f"{path} lacks column(s) {sorted(missing)}", path,
+                                  "give columns recon_id, annotator, answer (optionally protocol, recognized, proxy)")
     st = open_labels(run)
     for line, r in enumerate(df.to_dict('records'), 2):
-        try: _row(st, r['recon_id'], r['annotator'], r['answer'], r.get('protocol') if isinstance(r.get('protocol'), str) else 'class',
+        proto = r.get('protocol') if isinstance(r.get('protocol'), str) else 'class'
+        try: _row(st, r['recon_id'], r['annotator'], r['answer'], proto,
                   None if pd.isna(r.get('recognized', np.nan)) else r['recognized'])
         except SemsimError as e: raise SemsimError(f"{path}:{line}: {e.what}", f'{path}:{line}', e.fix) from e
-    before = len(st); st.add_many(df, keep_same=True)
-    return len(st) - before
+    return _add_imported(run, df, 'csv', path)
 
-# %% ../nbs/05_labels.ipynb 72
+# %% ../nbs/05_labels.ipynb 82
+IMPORT_FORMATS = ('semsim-release', 'semsim-train', 'csv')
+
+def import_labels(run: str|Path|RunDir,  # the run to import into (created if missing)
+                  format: str,           # one of IMPORT_FORMATS
+                  path: str|Path,        # folder (semsim-release, semsim-train) or CSV file
+                  dataset: str='cifar100',  # dataset the imported images come from (folder formats)
+                  n_answers: int=5,      # answers per `_gt.txt` (semsim-release)
+                 ) -> dict:
+    "Import labels (and, for the folder formats, their images) in any supported format; returns counts."
+    if format == 'semsim-release': return import_semsim_release(path, run, dataset=dataset, n_answers=n_answers)
+    if format == 'semsim-train': return import_semsim_train(path, run, dataset=dataset)
+    if format == 'csv': return dict(labels_added=import_labels_csv(path, run))
+    raise SemsimError(f"unknown import format {format!r}", 'format', f"use one of: {', '.join(IMPORT_FORMATS)}")
+
+# %% ../nbs/05_labels.ipynb 85
+_SOURCE_HELP = ("whose labels: auto (humans when every victim has >= 20 human labels or all are labelled, else the "
+                "proxies), humans, proxy:<kind> (e.g. proxy:panel), import:<format>:<path>, or all (a mixture)")
+
 def _say_source(run, source='auto'):
     s = label_source(run, source)
     print(f"label source: {s['kind']} -- {s['note']}")
 
 def _cmd_import(a):
-    if a.format == 'semsim-release': n = import_semsim_release(a.src, a.run, dataset=a.dataset, n_answers=a.answers)
-    elif a.format == 'semsim-train': n = import_semsim_train(a.src, a.run, dataset=a.dataset)
-    else: n = dict(labels_added=import_labels_csv(a.src, a.run))
+    n = import_labels(a.run, a.format, a.src, dataset=a.dataset, n_answers=a.answers)
     print(', '.join(f'{k}: {v}' for k, v in n.items()))
 
 def _cmd_export(a):
@@ -904,7 +1143,8 @@ def _cmd_export(a):
 def _cmd_agreement(a):
     _say_source(a.run, a.source)
     ag = agreement(a.run, a.source)
-    for k in ('n_reconstructions', 'n_annotators', 'n_labels', 'fleiss_kappa', 'krippendorff_alpha', 'krippendorff_alpha_answers'):
+    for k in ('n_reconstructions', 'n_annotators', 'n_labels', 'fleiss_kappa', 'krippendorff_alpha',
+              'krippendorff_alpha_answers'):
         print(f"{k:28s} {ag[k]:.4f}" if isinstance(ag[k], float) else f"{k:28s} {ag[k]}")
     print(ag['per_annotator'].to_string(index=False))
 
@@ -912,28 +1152,34 @@ def _cmd_proxies(a):
     df = label_with_proxies(a.run, panel_size=a.panel, seed=a.seed, n_train=a.n_train, epochs=a.epochs, verbose=True)
     print(f"proxy:panel of {a.panel} observers (not people): {len(df)} labels, {df.recognized.mean():.1%} recognised")
 
+# %% ../nbs/05_labels.ipynb 86
 def register_commands(sub):
     "Add the `labels` subcommands to the `semsim` parser."
     p = sub.add_parser('labels', help='human (and proxy) labels: import, export, agreement, proxies')
     s = p.add_subparsers(dest='labels_cmd', required=True)
     i = s.add_parser('import', help='import labels into a run')
-    i.add_argument('--format', required=True, choices=['semsim-release', 'semsim-train', 'csv'])
+    i.add_argument('--format', required=True, choices=IMPORT_FORMATS, help='layout of SRC')
     i.add_argument('src', help='folder (semsim-release, semsim-train) or CSV file')
     i.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
     i.add_argument('--dataset', default='cifar100', help='dataset the imported images come from')
     i.add_argument('--answers', type=int, default=5, help='answers per _gt.txt (semsim-release)')
     i.set_defaults(func=_cmd_import)
     e = s.add_parser('export', help='export votes (or raw labels) as CSV, or the train_with_ori layout')
-    e.add_argument('--run', required=True); e.add_argument('--out', required=True, help='CSV file, or folder for semsim-train')
-    e.add_argument('--format', default='csv', choices=['csv', 'semsim-train'])
+    e.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
+    e.add_argument('--out', required=True, help='CSV file, or folder for semsim-train')
+    e.add_argument('--format', default='csv', choices=['csv', 'semsim-train'], help='what to write')
     e.add_argument('--raw', action='store_true', help='one row per label instead of per reconstruction')
     e.add_argument('--threshold', type=float, default=0.5, help='recognised when more than this fraction of votes say so')
-    e.add_argument('--source', default='auto', choices=['auto', 'human', 'proxy', 'all'])
+    e.add_argument('--source', default='auto', help=_SOURCE_HELP)
     e.set_defaults(func=_cmd_export)
     g = s.add_parser('agreement', help="inter-annotator agreement (Fleiss' kappa, Krippendorff's alpha)")
-    g.add_argument('--run', required=True); g.add_argument('--source', default='auto', choices=['auto', 'human', 'proxy', 'all'])
+    g.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
+    g.add_argument('--source', default='auto', help=_SOURCE_HELP)
     g.set_defaults(func=_cmd_agreement)
     x = s.add_parser('proxies', help='label every reconstruction with a panel of observer classifiers (not people)')
-    x.add_argument('--run', required=True); x.add_argument('--panel', type=int, default=5, help='observers in the panel')
-    x.add_argument('--seed', type=int, default=0); x.add_argument('--n-train', type=int, default=3000); x.add_argument('--epochs', type=int, default=3)
+    x.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
+    x.add_argument('--panel', type=int, default=5, help='observers in the panel (>= 1)')
+    x.add_argument('--seed', type=int, default=0, help='panel seed')
+    x.add_argument('--n-train', type=int, default=3000, help='training images per observer (>= 1)')
+    x.add_argument('--epochs', type=int, default=3, help='training epochs per observer (>= 1)')
     x.set_defaults(func=_cmd_proxies)
