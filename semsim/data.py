@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from PIL import Image
-from .core import SemsimError, RunDir, save_png, load_png, write_text_atomic, to_uint8
+from .core import SemsimError, RunDir, save_png, load_png, write_text_atomic, to_uint8, _eight_bit
 
 # %% auto 0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'FASHION_MNIST_DEBIAN', 'FASHION_MNIST_CLASSES', 'IMAGE_SUFFIXES', 'DATASETS',
@@ -140,7 +140,9 @@ def _cifar(split, hundred=False):
     info = DatasetInfo('cifar100' if hundred else 'cifar10', list(ds.classes), (32, 32), 3, mean, std, "torchvision")
     return ImageSet(info, split, torch.tensor(ds.targets), images=x)
 
-def _resized(img: Image.Image, size, channels) -> torch.Tensor:
+def _resized(img: Image.Image, size, channels, path='image') -> torch.Tensor:
+    "An image of any mode (16-bit, palette, alpha: converted as `core.load_png` states) resized to `size`, uint8 C×H×W."
+    img = Image.fromarray(_eight_bit(img, path))
     img = img.convert('L' if channels == 1 else 'RGB').resize((size[1], size[0]), Image.BICUBIC)
     a = np.array(img)
     return torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy())
@@ -176,8 +178,8 @@ def _folder(path: str, split, size=32, channels=3):
     def fetch(i):
         f = files[i][0]
         try:
-            with Image.open(f) as im: return _resized(im, (size, size), channels)
-        except OSError as e: raise SemsimError(f"unreadable image {f}: {e}", f, "remove or replace the file") from e
+            with Image.open(f) as im: return _resized(im, (size, size), channels, f)
+        except (OSError, ValueError, SyntaxError) as e: raise SemsimError(f"unreadable image {f}: {e}", f, "remove or replace the file") from e
     info = DatasetInfo(f'folder:{path}', classes, (size, size), channels,
                        IMAGENET_MEAN[:channels] if channels == 3 else (0.5,), IMAGENET_STD[:channels] if channels == 3 else (0.25,), str(root))
     return ImageSet(info, split, torch.tensor([c for _, c in files]), fetch=fetch)
@@ -237,6 +239,22 @@ def choose_images(labels: torch.Tensor,        # class id per image
     rest = [int(i) for i in perm if int(i) not in set(first)]
     return sorted((first + rest)[:n]) if n >= len(first) else sorted(first[:n])
 
+def _check_out(run: RunDir):
+    "Refuse an output path that is, or lies under, a file."
+    for q in (run.path, *run.path.parents):
+        if q.exists():
+            if not q.is_dir(): raise SemsimError(f"{q} is a file, not a folder", '--out',
+                                                 "give --out a run directory (a folder such as runs/NAME)")
+            return
+
+def _checked(ds, i, row) -> torch.Tensor:
+    "Image `i` of `ds`, refused by name unless it has the dataset's channels and size."
+    x, (c, (h, w)) = ds[i][0], (ds.info.channels, ds.info.size)
+    if tuple(x.shape) != (c, h, w):
+        raise SemsimError(f"{ds.info.name} image {i} ({row['image_id']}) is {tuple(x.shape)}, not {(c, h, w)}",
+                          ds.info.source or ds.info.name, "replace the image, or export from a folder dataset (resized)")
+    return x
+
 def export_originals(dataset: str,       # registry name
                      n: int,             # number of test images
                      out: str|Path|RunDir,  # the run directory
@@ -247,6 +265,7 @@ def export_originals(dataset: str,       # registry name
                     ) -> pd.DataFrame:
     "Write `n` originals as PNGs and `originals.csv` into a run; returns the table."
     run = RunDir(out)
+    _check_out(run)
     ds = load_dataset(dataset, split)
     idx = choose_images(ds.labels, n, seed, one_per_class_first)
     rows = [dict(image_id=image_id(dataset, split, i), dataset=dataset, split=split, index=i, class_id=int(ds.labels[i]),
@@ -258,9 +277,13 @@ def export_originals(dataset: str,       # registry name
         if not force:
             raise SemsimError(f"{run.originals_csv} already holds {len(old)} different originals", run.originals_csv,
                               "export into a new run, or pass --force to replace them (reconstructions of the old ones become orphans)")
-    run.mkdir()
-    for i, r in zip(idx, rows): save_png(ds[i][0], run.path/r['path'])
-    write_text_atomic(run.originals_csv, table.to_csv(index=False))
+    try:
+        run.mkdir()
+        for i, r in zip(idx, rows): save_png(_checked(ds, i, r), run.file(r['path']))
+        write_text_atomic(run.originals_csv, table.to_csv(index=False))
+    except OSError as e:
+        raise SemsimError(f"cannot write the originals into {run.path} ({e.strerror})", e.filename or run.path,
+                          "free disk space or choose a writable --out") from e
     return table
 
 def load_originals(run: str|Path|RunDir) -> pd.DataFrame:
