@@ -113,7 +113,7 @@ def paper_triplets(rows: pd.DataFrame,           # labelled reconstructions (ima
         out += _cap(rng, [(g, p, _negative(rng, neg, others)) for p in cluster[1:]], max_per_image)
     return pd.DataFrame(out, columns=['anchor', 'positive', 'negative'])
 
-# %% ../nbs/06_learned.ipynb 18
+# %% ../nbs/06_learned.ipynb 19
 def cluster_triplets(rows: pd.DataFrame,           # labelled reconstructions (image_id, recon_id, recognized)
                      seed: int=0,                  # sampling seed
                      max_per_image: int|None=None,  # cap on triplets per original
@@ -151,7 +151,7 @@ SAMPLER_REFERENCES = {
     'clusters': "all ordered pairs of {original + recognised} against an unrecognised reconstruction (not the code's)",
 }
 
-# %% ../nbs/06_learned.ipynb 25
+# %% ../nbs/06_learned.ipynb 26
 @dataclass
 class ImageBank:
     "Images by id (`image_id` for originals, `recon_id` for reconstructions) as one float tensor."
@@ -179,7 +179,7 @@ def load_bank(rows: pd.DataFrame,          # labelled reconstructions (image_id,
                                          "resize the reconstructions to the originals' size")
     return ImageBank(torch.stack(imgs), {k: i for i, (k, _) in enumerate(files)})
 
-# %% ../nbs/06_learned.ipynb 29
+# %% ../nbs/06_learned.ipynb 30
 def convnet_backbone(channels: int,    # input channels
                      dim: int=128,      # embedding size
                      width: int=16,     # channels of the first block
@@ -202,7 +202,7 @@ def resnet18_backbone(channels: int,   # input channels
 
 ARCHS = {'convnet': (convnet_backbone, 128), 'resnet18': (resnet18_backbone, 512)}
 
-# %% ../nbs/06_learned.ipynb 31
+# %% ../nbs/06_learned.ipynb 32
 SCORES = {'paper': "L2 distance between the un-normalised embeddings (the SemSim code's evaluation; unbounded)",
           'unit': "L2 distance between the L2-normalised embeddings (0..2)"}
 
@@ -215,7 +215,7 @@ def _check_score(score):
                                               f"use one of: {', '.join(SCORES)}")
     return score
 
-# %% ../nbs/06_learned.ipynb 32
+# %% ../nbs/06_learned.ipynb 34
 class SemsimNet(nn.Module):
     "An embedding net for SemSim: normalises its [0,1] input, embeds; `forward` gives unit-length vectors."
     def __init__(self, arch: str='convnet',  # a key of `ARCHS`
@@ -251,7 +251,7 @@ def embed(model: SemsimNet,       # a SemSim net
     model.train(was)
     return out
 
-# %% ../nbs/06_learned.ipynb 36
+# %% ../nbs/06_learned.ipynb 38
 LOSSES = ('triplet', 'psnr-weighted', 'class')
 
 @dataclass
@@ -288,7 +288,7 @@ class TrainConfig:
                                               "pass --epochs 30")
         _check_test_size(self.test_size)
 
-# %% ../nbs/06_learned.ipynb 37
+# %% ../nbs/06_learned.ipynb 40
 def _check_test_size(test_size):
     if not (isinstance(test_size, (int, float)) and 0 < test_size < 1):
         raise SemsimError(f"test size must be a fraction between 0 and 1 (exclusive), not {test_size!r}", '--test-size',
@@ -298,7 +298,7 @@ def milestone_epochs(cfg: TrainConfig) -> list:
     "The epochs at which the learning rate decays: the milestone fractions scaled to `cfg.epochs`."
     return sorted({max(1, int(round(f * cfg.epochs))) for f in cfg.milestones if round(f * cfg.epochs) < cfg.epochs})
 
-# %% ../nbs/06_learned.ipynb 41
+# %% ../nbs/06_learned.ipynb 44
 def triplet_accuracy(model: SemsimNet,       # a SemSim net
                      bank: ImageBank,        # images by id
                      triplets: pd.DataFrame,  # anchor, positive, negative ids
@@ -320,7 +320,7 @@ def _augmenter(cfg: TrainConfig, size):
 def _device(device):
     return torch.device(device if device else ('cuda' if torch.cuda.is_available() else 'cpu'))
 
-# %% ../nbs/06_learned.ipynb 42
+# %% ../nbs/06_learned.ipynb 46
 def _triplet_weights(cfg, rows, t):
     if cfg.loss != 'psnr-weighted': return torch.ones(len(t))
     if 'psnr' not in rows.columns or rows.psnr.isna().all():
@@ -338,7 +338,7 @@ def _class_members(train):
                                                                                                         'image_id'])
     return members, torch.tensor(members.image_id.map({g: i for i, g in enumerate(clusters)}).to_numpy()), len(clusters)
 
-# %% ../nbs/06_learned.ipynb 43
+# %% ../nbs/06_learned.ipynb 48
 def _triplet_epoch(model, bank, train, cfg, epoch, opt, aug, g, dev):
     "One epoch of the triplet loss on freshly drawn triplets; returns the batch losses."
     crit = nn.TripletMarginLoss(margin=cfg.margin, p=cfg.p, reduction='none')
@@ -365,7 +365,7 @@ def _class_epoch(model, head, bank, members, target, cfg, opt, aug, g, dev):
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
     return losses
 
-# %% ../nbs/06_learned.ipynb 44
+# %% ../nbs/06_learned.ipynb 50
 def fit_semsim(bank: ImageBank,          # images of all rows
                train: pd.DataFrame,      # labelled rows to learn from
                test: pd.DataFrame,       # held-out rows (per-epoch triplet accuracy)
@@ -402,7 +402,7 @@ def fit_semsim(bank: ImageBank,          # images of all rows
         bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}', acc=f'{acc:.3f}', refresh=False)
     return model.cpu().eval(), pd.DataFrame(history)
 
-# %% ../nbs/06_learned.ipynb 49
+# %% ../nbs/06_learned.ipynb 55
 def pair_distances(model: SemsimNet,    # a SemSim net
                    bank: ImageBank,     # images by id
                    rows: pd.DataFrame,  # reconstructions (recon_id, image_id)
@@ -420,7 +420,7 @@ def metric_candidates(df: pd.DataFrame) -> list:
     return [c for c in metric_columns(df, level='image', numeric=True)
             if not c.startswith('semsim') and not metric_column(c)[2].partial]
 
-# %% ../nbs/06_learned.ipynb 50
+# %% ../nbs/06_learned.ipynb 57
 def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                        bank: ImageBank,         # images by id
                        test: pd.DataFrame,      # held-out labelled rows
@@ -443,7 +443,7 @@ def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                         spearman=spearmanr(t.votes_fraction, v).statistic))
     return pd.DataFrame(out)
 
-# %% ../nbs/06_learned.ipynb 56
+# %% ../nbs/06_learned.ipynb 63
 def save_semsim(model: SemsimNet,  # a trained net
                 path: str|Path,    # a folder, e.g. `run.semsim_dir('convnet-paper')`
                 meta: dict,        # what to record in model.json (merged with the net's own description)
@@ -461,7 +461,7 @@ def save_semsim(model: SemsimNet,  # a trained net
     write_json_atomic(path/'model.json', {**desc, **meta})
     return path
 
-# %% ../nbs/06_learned.ipynb 57
+# %% ../nbs/06_learned.ipynb 65
 def _read_semsim_meta(path: Path) -> dict:
     try: meta = json.loads((path/'model.json').read_text())
     except (ValueError, UnicodeDecodeError) as e:
@@ -484,7 +484,7 @@ def _semsim_state(path: Path, meta: dict) -> dict:
         raise SemsimError(f"{f} is not a readable safetensors file ({type(e).__name__}: {e})", f,
                           "retrain SemSim (semsim learn train) or restore the folder from a backup") from e
 
-# %% ../nbs/06_learned.ipynb 58
+# %% ../nbs/06_learned.ipynb 67
 def load_semsim(path: str|Path,            # a folder with model.safetensors + model.json (or the .safetensors file)
                 size: tuple|None=None,     # refuse unless the weights are for images of this (H, W)
                 channels: int|None=None,   # refuse unless the weights are for this many channels
@@ -508,7 +508,7 @@ def load_semsim(path: str|Path,            # a folder with model.safetensors + m
                           "retrain SemSim (semsim learn train) or restore the folder from a backup") from e
     return model.eval(), meta
 
-# %% ../nbs/06_learned.ipynb 64
+# %% ../nbs/06_learned.ipynb 73
 def _label_meta(run, votes, given, label_source):
     "Where the labels came from: the label store's description (or the caller's), whether proxies, and who."
     src = dict(label_source or ({} if given else run_label_source(run)) or {'kind': 'votes passed by the caller'})
@@ -528,7 +528,7 @@ def _save_training(run, sid, model, bank, cfg, report):
     write_text_atomic(run.analysis_dir/'semsim_heldout.csv', report['heldout'].to_csv(index=False))
     return folder
 
-# %% ../nbs/06_learned.ipynb 65
+# %% ../nbs/06_learned.ipynb 75
 def train_semsim(run: RunDir|str,                  # the run (reconstructions table + labels)
                  sampler: str='paper',             # a key of `SAMPLERS`
                  arch: str='convnet',              # 'convnet' (CPU) or 'resnet18' (the paper's)
@@ -561,7 +561,7 @@ def train_semsim(run: RunDir|str,                  # the run (reconstructions ta
         report['weights'] = _save_training(run, sid, model, bank, cfg, report)
     return model, report
 
-# %% ../nbs/06_learned.ipynb 73
+# %% ../nbs/06_learned.ipynb 83
 def score_semsim(run: RunDir|str,          # the run to score
                  weights: str|Path,        # a SemSim folder (or its model.safetensors), or a semsim_id of this run
                  column: str='semsim',     # the column to write
@@ -587,7 +587,7 @@ def score_semsim(run: RunDir|str,          # the run to score
         orientation='lower = more leakage', scored=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))}})
     return out
 
-# %% ../nbs/06_learned.ipynb 74
+# %% ../nbs/06_learned.ipynb 85
 def semsim_per_model(df: pd.DataFrame,        # a reconstructions table with a SemSim column
                      column: str='semsim',    # the SemSim column
                     ) -> pd.DataFrame:
@@ -596,7 +596,7 @@ def semsim_per_model(df: pd.DataFrame,        # a reconstructions table with a S
     stats = df.groupby(key)[column].agg(['mean', 'std', 'count'])
     return stats.rename(columns=lambda c: f'{column}_{c}').reset_index()
 
-# %% ../nbs/06_learned.ipynb 84
+# %% ../nbs/06_learned.ipynb 95
 SPLITS = {'cross-model': 'model_id', 'cross-attack': 'attack_id', 'cross-dataset': 'dataset'}
 
 def generalisation_table(run: RunDir|str,               # the run
@@ -627,7 +627,7 @@ def generalisation_table(run: RunDir|str,               # the run
                                   "reconstruct with several models or attacks")
     return pd.concat(out)[['split', 'held_out', 'n_train', 'metric', 'n', 'auc', 'spearman']].reset_index(drop=True)
 
-# %% ../nbs/06_learned.ipynb 91
+# %% ../nbs/06_learned.ipynb 102
 def _cmd_train(args):
     _, rep = train_semsim(args.run, sampler=args.sampler, arch=args.arch, epochs=args.epochs, seed=args.seed,
                           loss=args.loss, score=args.score, test_size=args.test_size, semsim_id=args.id,
@@ -642,7 +642,7 @@ def _cmd_score(args):
     print(f"{out[args.column].notna().sum()} reconstructions scored into {RunDir(args.run).reconstructions} "
           f"({args.column})")
 
-# %% ../nbs/06_learned.ipynb 92
+# %% ../nbs/06_learned.ipynb 104
 def register_commands(sub):
     "Add the `learn` subcommands to the `semsim` parser."
     p = sub.add_parser('learn', help='SemSim, the learned metric: train on labels, score a run')

@@ -64,7 +64,7 @@ def _check_preset(preset, allowed=PRESETS):
     if preset not in allowed:
         raise SemsimError(f"unknown preset {preset!r}", '--preset', f"use one of: {', '.join(allowed)}")
 
-# %% ../nbs/04_metrics.ipynb 13
+# %% ../nbs/04_metrics.ipynb 14
 def psnr(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0,1]
          recons,             # reconstructions, same shape
          preset: str='paper',  # 'paper' (scikit-image, uint8, range 255) or 'standard' (torchmetrics, [0,1])
@@ -87,7 +87,7 @@ def mse(originals,  # float image `C×H×W` or batch `N×C×H×W` in [0,1]
     (o, single), (r, _) = _batch(originals), _batch(recons)
     return _out(((o - r) ** 2).mean(dim=(1, 2, 3)).numpy(), single)
 
-# %% ../nbs/04_metrics.ipynb 14
+# %% ../nbs/04_metrics.ipynb 16
 def ssim(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0,1]
          recons,             # reconstructions, same shape
          preset: str='paper',  # 'paper' (scikit-image 7×7 uniform, uint8) or 'standard' (Gaussian 11×11, σ 1.5)
@@ -111,7 +111,7 @@ def ssim(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0
                                                 reduction='none').numpy()
     return _out(v, single)
 
-# %% ../nbs/04_metrics.ipynb 22
+# %% ../nbs/04_metrics.ipynb 24
 @dataclass
 class WeightsSpec:
     "A published weights file: where it comes from and the hash prefix its publisher gives it."
@@ -143,7 +143,7 @@ def weights_dirs() -> list:
     "Where weights files are looked for, in order."
     return [hub_checkpoints(), data_dir()/'weights']
 
-# %% ../nbs/04_metrics.ipynb 23
+# %% ../nbs/04_metrics.ipynb 26
 _SHA_CACHE = {}
 
 def sha256_file(path) -> str:
@@ -176,7 +176,7 @@ def find_weights(name: str) -> dict:
         if state != 'hash mismatch': break
     return found
 
-# %% ../nbs/04_metrics.ipynb 24
+# %% ../nbs/04_metrics.ipynb 28
 def weights_status() -> pd.DataFrame:
     "One row per weights file the metrics can use: where it is and whether its hash checks out."
     return pd.DataFrame([find_weights(n) for n in WEIGHTS])
@@ -196,7 +196,7 @@ def require_weights(name: str) -> dict:
                              f"run `semsim weights fetch {name}` (online), or download {spec.url} elsewhere "
                              "and run `semsim weights import FILE`")
 
-# %% ../nbs/04_metrics.ipynb 29
+# %% ../nbs/04_metrics.ipynb 33
 def load_state_dict_file(path: str|Path,  # a `.pth` state dict
                         ) -> dict:
     "Tensors of a `.pth` file, read with `weights_only=True`; anything else is refused with the file named."
@@ -220,7 +220,7 @@ def _spec_for(path: Path, h: str, name: str|None):
     raise SemsimError(f"{path} is none of the known weights (by name or hash)", path,
                       f"pass --name with one of: {', '.join(WEIGHTS)}")
 
-# %% ../nbs/04_metrics.ipynb 30
+# %% ../nbs/04_metrics.ipynb 35
 def import_weights(path: str|Path,     # a weights file (.pth) obtained elsewhere
                    name: str|None=None,  # which weights it is (default: recognised by hash or file name)
                    trust: bool=False,  # accept a file whose hash is not the published one (recorded as trusted)
@@ -243,7 +243,7 @@ def import_weights(path: str|Path,     # a weights file (.pth) obtained elsewher
     if path.resolve() != dst.resolve(): write_bytes_atomic(dst, path.read_bytes())
     return dst
 
-# %% ../nbs/04_metrics.ipynb 31
+# %% ../nbs/04_metrics.ipynb 37
 def fetch_weights(name: str,          # a key of `WEIGHTS`
                   timeout: float=30,  # seconds before giving up on the network
                  ) -> Path:
@@ -262,7 +262,7 @@ def fetch_weights(name: str,          # a key of `WEIGHTS`
     finally: socket.setdefaulttimeout(old)
     return dst
 
-# %% ../nbs/04_metrics.ipynb 38
+# %% ../nbs/04_metrics.ipynb 44
 _LPIPS_NOTE = "inputs scaled to [-1,1], gray replicated to RGB, images under 64 px upsampled (bilinear) to 64"
 LPIPS_PRESETS = {
     'standard': dict(net='alex', normalize=True, resize=None, min_size=64,
@@ -298,7 +298,7 @@ def lpips_network(net: str='alex',  # 'alex', 'vgg' or 'squeeze'
         _LPIPS_CACHE.clear(); _LPIPS_CACHE[key] = model.eval()
     return _LPIPS_CACHE[key], w
 
-# %% ../nbs/04_metrics.ipynb 39
+# %% ../nbs/04_metrics.ipynb 46
 def _lpips_input(x, s):
     x = x.float()
     if x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
@@ -325,7 +325,7 @@ def lpips_distance(originals,             # float image `C×H×W` or batch `N×C
             out.append(model(a, b, normalize=s['normalize']).flatten())
     return _out(torch.cat(out).numpy() if out else [], single)
 
-# %% ../nbs/04_metrics.ipynb 47
+# %% ../nbs/04_metrics.ipynb 54
 class _Features(nn.Module):
     "Passes pre-computed feature vectors through, so torchmetrics' FID can be used on any features."
     def forward(self, x): return x.flatten(1)
@@ -340,7 +340,7 @@ def frechet_distance(real: torch.Tensor,  # features of the originals, `N×D`
     fid.update(real.double(), real=True); fid.update(fake.double(), real=False)
     return float(fid.compute())
 
-# %% ../nbs/04_metrics.ipynb 48
+# %% ../nbs/04_metrics.ipynb 56
 class FIDInception(nn.Module):
     "The TensorFlow FID Inception v3 (torch-fidelity's TF-compatible blocks) up to its 2048-d pool3 features."
     LAYERS = ('Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3', 'MaxPool_1', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3',
@@ -365,7 +365,7 @@ class FIDInception(nn.Module):
         for name in self.LAYERS: x = getattr(self, name)(x)
         return x.flatten(1)
 
-# %% ../nbs/04_metrics.ipynb 49
+# %% ../nbs/04_metrics.ipynb 58
 def _standard_input(x):
     "torchmetrics' path: uint8 levels, bilinear (antialiased) to 299, (x - 128) / 128."
     x = F.interpolate((x * 255).round().clamp(0, 255), size=(299, 299), mode='bilinear', align_corners=False,
@@ -383,7 +383,7 @@ def _paper_input(x):
 
 INCEPTION_INPUTS = {'standard': _standard_input, 'paper': _paper_input}
 
-# %% ../nbs/04_metrics.ipynb 50
+# %% ../nbs/04_metrics.ipynb 60
 _INCEPTION_CACHE = {}
 
 def inception_network() -> tuple:
@@ -399,7 +399,7 @@ def inception_network() -> tuple:
         _INCEPTION_CACHE.clear(); _INCEPTION_CACHE[w['sha256']] = net
     return _INCEPTION_CACHE[w['sha256']], w
 
-# %% ../nbs/04_metrics.ipynb 51
+# %% ../nbs/04_metrics.ipynb 62
 def inception_features(images: torch.Tensor,     # float `N×C×H×W` in [0,1]
                        preset: str='standard',   # input path: a key of `INCEPTION_INPUTS`
                        batch: int=32,            # images per forward pass
@@ -421,7 +421,7 @@ def single_frechet_distance(f_orig: torch.Tensor,   # features of the originals 
     v1, v2 = f_orig.double().var(1), f_recon.double().var(1)   # np.cov of a vector: ddof 1
     return ((m1 - m2) ** 2 + v1 + v2 - 2 * (v1 * v2).sqrt()).numpy()
 
-# %% ../nbs/04_metrics.ipynb 59
+# %% ../nbs/04_metrics.ipynb 70
 class EvalCNN(nn.Module):
     "The evaluation classifier: a 3-conv CNN on [0,1] images (normalisation is its first step), 128-d features."
     def __init__(self, channels: int,        # image channels
@@ -440,7 +440,7 @@ class EvalCNN(nn.Module):
     def features(self, x): return self.body((x.float() - self.mean) / self.std)
     def forward(self, x): return self.head(self.features(x))
 
-# %% ../nbs/04_metrics.ipynb 60
+# %% ../nbs/04_metrics.ipynb 72
 def train_eval_classifier(dataset: str,          # registry name
                           n_train: int|None=None,  # train images to use (None: the whole train split)
                           epochs: int=3,         # passes over them
@@ -474,7 +474,7 @@ def train_eval_classifier(dataset: str,          # registry name
                 test_accuracy=round(acc, 4), test_images=n_test, versions=package_versions())
     return model, meta
 
-# %% ../nbs/04_metrics.ipynb 61
+# %% ../nbs/04_metrics.ipynb 74
 _EVAL_CACHE = {}
 
 def eval_classifier_path(dataset: str, n_train: int|None=None, epochs: int=3, seed: int=0) -> Path:
@@ -506,7 +506,7 @@ def eval_classifier(dataset: str,            # registry name
     _EVAL_CACHE[path] = (model, meta)
     return model, meta
 
-# %% ../nbs/04_metrics.ipynb 68
+# %% ../nbs/04_metrics.ipynb 81
 def classifier_outputs(model: EvalCNN,      # an evaluation classifier
                        images: torch.Tensor,  # float `N×C×H×W` in [0,1]
                        batch: int=256,        # images per forward pass
@@ -533,7 +533,7 @@ def recognition(probs: torch.Tensor,  # class probabilities of the reconstructio
     y = torch.tensor(np.asarray(class_ids, dtype=np.int64))
     return (probs.argmax(1) == y).double().numpy(), probs.double().gather(1, y[:, None])[:, 0].numpy()
 
-# %% ../nbs/04_metrics.ipynb 72
+# %% ../nbs/04_metrics.ipynb 85
 @dataclass
 class PairSet:
     "What metrics are computed on: paired image tensors and what is known about each pair."
@@ -559,7 +559,7 @@ def _need_dataset(pairs, what):
         raise SemsimError(f"{what} needs the dataset's evaluation classifier, but no dataset is known", '--dataset',
                           "pass --dataset NAME (stand-alone mode) or compute on a run")
 
-# %% ../nbs/04_metrics.ipynb 73
+# %% ../nbs/04_metrics.ipynb 87
 def _compute_psnr(p, s): return {'psnr': psnr(p.originals, p.recons, s['preset'])}
 def _compute_mse(p, s): return {'mse': mse(p.originals, p.recons)}
 def _compute_ssim(p, s): return {'ssim': ssim(p.originals, p.recons, s['preset'])}
@@ -580,7 +580,7 @@ def _compute_inception(p, s):
     l2, cos = feature_distances(fo, fr)
     return {'inception_l2': l2, 'inception_cos': cos, 'single_fd': single_frechet_distance(fo, fr)}
 
-# %% ../nbs/04_metrics.ipynb 74
+# %% ../nbs/04_metrics.ipynb 89
 def _compute_feat(p, s):
     _need_dataset(p, 'feat')
     model, _ = eval_classifier(p.dataset, **p.eval_kw)
@@ -598,7 +598,7 @@ def _compute_recog(p, s):
     acc_original, _ = recognition(classifier_outputs(model, p.originals)[1], p.class_ids)
     return {'recog_acc': acc, 'recog_p_true': p_true, 'recog_acc_paper': np.where(acc_original == 1, acc, np.nan)}
 
-# %% ../nbs/04_metrics.ipynb 76
+# %% ../nbs/04_metrics.ipynb 91
 _WEIGHTS_CHECK = {'ok': 'published torchvision/torch-fidelity hash',
                   'trusted': 'trusted by the user (not the published file)'}
 
@@ -616,7 +616,7 @@ def _classifier_weights(preset, pairs):
     return {'weights': str(p.name), 'weights_sha256': meta.get('sha256'),
             'classifier': {k: meta[k] for k in ('dataset', 'n_train', 'epochs', 'seed', 'test_accuracy')}}
 
-# %% ../nbs/04_metrics.ipynb 78
+# %% ../nbs/04_metrics.ipynb 93
 @dataclass(frozen=True)
 class Column:
     "What the package asks about a metric column: which way means leakage, and one value per image or per set."
@@ -649,7 +649,7 @@ class Metric:
     @property
     def needs_sets(self) -> bool: return any(c.level == 'set' for c in self.columns.values())
 
-# %% ../nbs/04_metrics.ipynb 79
+# %% ../nbs/04_metrics.ipynb 95
 _SKI = "scikit-image on uint8 images, data range 255 (as the SemSim paper's code)"
 _PIXEL_METRICS = (
     Metric('psnr', {'psnr': Column(1)}, {
@@ -670,7 +670,7 @@ _PIXEL_METRICS = (
         _compute_ssim, 'scikit-image / torchmetrics'),
 )
 
-# %% ../nbs/04_metrics.ipynb 80
+# %% ../nbs/04_metrics.ipynb 97
 _SET = ("per reconstruction set (originals vs the reconstructions of one model and attack); "
         "every pair carries its set's value")
 _INCEPTION = dict(network='Inception v3 (TF FID, torch-fidelity weights)', features='pool3, 2048-d')
@@ -695,7 +695,7 @@ _NETWORK_METRICS = (
            _compute_inception, 'torch-fidelity / scikit-image', weights=_inception_weights),
 )
 
-# %% ../nbs/04_metrics.ipynb 81
+# %% ../nbs/04_metrics.ipynb 99
 _EVAL = 'EvalCNN evaluation classifier'
 _CLASSIFIER_METRICS = (
     Metric('feat', {'feat_l2': Column(-1), 'feat_cos': Column(-1), 'feat_fid': Column(-1, 'set')},
@@ -717,7 +717,7 @@ _CLASSIFIER_METRICS = (
 )
 METRICS = {m.name: m for m in _PIXEL_METRICS + _NETWORK_METRICS + _CLASSIFIER_METRICS}
 
-# %% ../nbs/04_metrics.ipynb 82
+# %% ../nbs/04_metrics.ipynb 101
 def resolve_metrics(metrics=None,          # names or 'name:preset' (list or comma-separated); None: all
                     preset: str='paper',   # the preset for metrics given without one
                    ) -> list:
@@ -736,7 +736,7 @@ def resolve_metrics(metrics=None,          # names or 'name:preset' (list or com
         out.append((m, m.preset_for(p or preset)))
     return out
 
-# %% ../nbs/04_metrics.ipynb 84
+# %% ../nbs/04_metrics.ipynb 103
 def metric_column(column: str) -> tuple|None:
     "`(Metric, base, Column)` of a table column (`lpips_vgg` and `psnr_standard` are variants of their base), or None."
     best = None
@@ -762,7 +762,7 @@ def metric_level(metric: str) -> str:  # a metric column name
     return _column(metric).level
 
 
-# %% ../nbs/04_metrics.ipynb 85
+# %% ../nbs/04_metrics.ipynb 105
 NOT_METRICS = ('recognized', 'votes_recognized', 'votes_total', 'human_rate', 'class_id', 'attack_loss',
                'iterations', 'seconds')
 
@@ -784,7 +784,7 @@ def undeclared_columns(df: pd.DataFrame) -> list:  # any table
             and not pd.api.types.is_bool_dtype(df[c])]
 
 
-# %% ../nbs/04_metrics.ipynb 89
+# %% ../nbs/04_metrics.ipynb 109
 _LIBRARIES = ('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics', 'torch-fidelity')
 
 @functools.lru_cache(maxsize=1)
@@ -817,7 +817,7 @@ def metrics_for_pairs(pairs: PairSet,       # the paired images
         for c in m.columns: values[m.column(c, p)] = np.asarray(got[c], dtype=np.float64); settings[m.column(c, p)] = s
     return pd.DataFrame(values), settings
 
-# %% ../nbs/04_metrics.ipynb 90
+# %% ../nbs/04_metrics.ipynb 111
 def _run_rows(run: RunDir, recon_ids):
     "The run's reconstructions table (only `recon_ids` when given), refusing unknown ids and an empty table."
     df, _ = read_table(run.reconstructions)
@@ -839,7 +839,7 @@ def _write_metrics(run: RunDir, rows: pd.DataFrame, all_settings: dict) -> pd.Da
         write_json_atomic(json_path, {**old, **all_settings})
     return table
 
-# %% ../nbs/04_metrics.ipynb 91
+# %% ../nbs/04_metrics.ipynb 113
 def compute_metrics(run: str|Path|RunDir,  # the run directory
                     metrics=None,          # metric names / 'name:preset' (None: all)
                     preset: str='paper',   # preset for metrics given without one
@@ -869,7 +869,7 @@ def compute_metrics(run: str|Path|RunDir,  # the run directory
     rows = rows.reindex(columns=['recon_id'] + cols).astype({c: 'float64' for c in cols})
     return _write_metrics(run, rows, all_settings)
 
-# %% ../nbs/04_metrics.ipynb 108
+# %% ../nbs/04_metrics.ipynb 130
 def compute_pairs(originals_dir: str|Path,  # folder of original images
                   recon_dir: str|Path,      # folder of reconstructions, same file names
                   metrics=None,             # metric names / 'name:preset' (None: all but recog)
@@ -900,7 +900,7 @@ def compute_pairs(originals_dir: str|Path,  # folder of original images
     out.attrs.update(metrics=settings, unpaired=unpaired)
     return out
 
-# %% ../nbs/04_metrics.ipynb 112
+# %% ../nbs/04_metrics.ipynb 134
 def _cmd_metrics(args):
     if bool(args.run) == bool(args.originals or args.recon):
         raise SemsimError("give either --run, or --originals and --recon", 'semsim metrics',
@@ -930,7 +930,7 @@ def _cmd_metrics(args):
     for col, s in info.items():
         if 'unavailable' in s: print(f"unavailable: {col}: {s['unavailable']}")
 
-# %% ../nbs/04_metrics.ipynb 113
+# %% ../nbs/04_metrics.ipynb 136
 def _cmd_weights(args):
     if args.weights_cmd == 'status':
         st = weights_status()
@@ -944,7 +944,7 @@ def _cmd_weights(args):
     else:
         print(f"installed {import_weights(args.file, args.name, args.trust)}")
 
-# %% ../nbs/04_metrics.ipynb 114
+# %% ../nbs/04_metrics.ipynb 138
 def register_commands(sub):
     "Add the `metrics` and `weights` commands to the `semsim` parser."
     p = sub.add_parser('metrics', help='compute metrics for a run, or for two folders of images')

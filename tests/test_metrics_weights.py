@@ -124,3 +124,17 @@ def test_untrusted_pickle_in_cache_is_not_loaded_at_compute_time(tmp_path, monke
     with pytest.raises(SemsimError, match='cannot be read as plain tensors') as e:
         M.lpips_distance(torch.rand(1, 28, 28), torch.rand(1, 28, 28), 'paper')
     assert 'weights_only=False' not in str(e.value)
+
+
+def test_cli_import_of_pickle_is_one_line_exit_2(tmp_path):
+    "The console script: importing a pickled file exits 2 with one line, no traceback, no advice to unpickle."
+    import os, subprocess
+    from conftest import ROOT
+    f = tmp_path/'squeezenet1_1-b8a52dc0.pth'
+    torch.save({'extra': argparse.Namespace(a=1)}, f)
+    env = {**os.environ, 'SEMSIM_DATA': str(tmp_path/'data'), 'TORCH_HOME': str(tmp_path/'torch')}
+    p = subprocess.run([str(ROOT/'.venv'/'bin'/'semsim'), 'weights', 'import', str(f), '--trust'], capture_output=True,
+                       text=True, env=env, timeout=300)
+    err = [l for l in p.stderr.splitlines() if l.strip()]
+    assert p.returncode == 2 and len(err) == 1 and 'Traceback' not in p.stderr, (p.returncode, p.stderr)
+    assert str(f) in err[0] and 'weights_only=False' not in err[0]
