@@ -9,25 +9,29 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import scipy.stats as stats
 from sklearn.metrics import roc_auc_score
-from .core import SemsimError, atomic_write, write_text_atomic
+from .core import SemsimError, atomic_write, write_text_atomic, write_json_atomic
 from .metrics import orientation, metric_level, metric_column, metric_columns, undeclared_columns
 
 # %% auto 0
-__all__ = ['HUMAN_COLUMNS', 'STATISTICS', 'CORRELATION_COLUMNS', 'synthetic_study', 'oriented_columns', 'prepare_table',
-           'correlate', 'bootstrap_ci', 'model_table', 'model_level', 'auc', 'fisher_ci', 'image_level', 'correlations',
-           'read_labels', 'noise_ceiling', 'plot_ceiling', 'compare_metrics', 'discordant_share', 'contradictions',
-           'disagreements', 'plot_gallery', 'plot_model_scatter', 'plot_heatmap', 'save_figure', 'thumbnails',
-           'interactive_scatter', 'save_html', 'read_analysis_table', 'analyze', 'register_commands']
+__all__ = ['HUMAN_COLUMNS', 'STATISTICS', 'CI_METHODS', 'MIN_MODELS', 'MODEL_CI', 'CORRELATION_COLUMNS', 'synthetic_study',
+           'oriented_columns', 'prepare_table', 'correlate', 'bootstrap_ci', 'resample_weights', 'weighted_ranks',
+           'weighted_pearson', 'weighted_spearman', 'weighted_auc', 'percentile_ci', 'resampled_image_stats',
+           'model_table', 'resampled_model_stats', 'model_level', 'model_rates', 'auc', 'fisher_ci', 'image_metrics',
+           'image_level', 'correlations', 'read_labels', 'noise_ceiling', 'plot_ceiling', 'compare_metrics',
+           'discordant_share', 'contradictions', 'disagreements', 'plot_gallery', 'plot_model_scatter', 'plot_heatmap',
+           'save_figure', 'thumbnails', 'interactive_scatter', 'save_html', 'read_analysis_table', 'analyze',
+           'register_commands']
 
 # %% ../nbs/07_analysis.ipynb 5
 def synthetic_study(n_models: int=8,      # victim models, leaking from little to much
                     n_images: int=60,     # images attacked per model
                     n_annotators: int=5,  # annotators voting on every reconstruction
                     seed: int=0,          # random seed
+                    model_sd: float|None=None,  # None: leaks spread evenly over [-2, 2]; else drawn from N(0, model_sd)
                    ) -> tuple:
     "A seeded `(table, labels)` study: metrics and annotator votes driven by one latent recognisability."
     rng = np.random.default_rng(seed)
-    leak = rng.permutation(np.linspace(-2, 2, n_models))
+    leak = rng.permutation(np.linspace(-2, 2, n_models)) if model_sd is None else rng.normal(0, model_sd, n_models)
     m, i = np.repeat(np.arange(n_models), n_images), np.tile(np.arange(n_images), n_models)
     z = leak[m] + rng.normal(0, 1, n_images)[i] + rng.normal(0, 0.5, len(m))
     seen = lambda s_img, s_model: z + rng.normal(0, s_img, len(m)) + rng.normal(0, s_model, n_models)[m]
@@ -56,8 +60,48 @@ def oriented_columns(df: pd.DataFrame) -> list:  # any table
     "The numeric columns of `df` whose name has a declared orientation (the default metric columns)."
     return metric_columns(df, numeric=True)
 
+def _numbers(df: pd.DataFrame, col: str, where: str, fix: str) -> pd.Series:
+    "Column `col` as floats; the first value that is not a number raises an error naming it and its row."
+    if pd.api.types.is_numeric_dtype(df[col]): return df[col].astype(float)
+    v = pd.to_numeric(df[col].where(df[col].map(lambda s: not isinstance(s, str) or s.strip() != '')), errors='coerce')
+    bad = v.isna() & df[col].notna() & (df[col].astype(str).str.strip() != '')
+    if bad.any():
+        k = bad.idxmax()
+        raise SemsimError(f"column {col!r} holds {df[col][k]!r} in row {k} (counting data rows from 0), "
+                          f"not a number ({int(bad.sum())} such rows)", where, fix)
+    return v.astype(float)
+
+def _human(df: pd.DataFrame, threshold: float|None, where: str) -> pd.DataFrame:
+    "`df` with numeric human columns, `human_rate` (vote share or 0/1) and `recognized` (0/1)."
+    has_votes = {'votes_recognized', 'votes_total'} <= set(df.columns)
+    if not has_votes and 'recognized' not in df.columns:
+        raise SemsimError(f"no human columns among {list(df.columns)[:12]}", where,
+                          "add `recognized` (0/1) or `votes_recognized` + `votes_total` (e.g. from semsim.labels.votes)")
+    if has_votes:
+        total = _numbers(df, 'votes_total', where, "store the number of annotators who judged each row")
+        df['human_rate'] = _numbers(df, 'votes_recognized', where, "store how many recognised it") / total.where(total > 0)
+        if threshold is not None or 'recognized' not in df.columns:
+            df['recognized'] = (df['human_rate'] > (0.5 if threshold is None else threshold)).astype(float).where(df['human_rate'].notna())
+    fix01 = "store 1 (recognised) or 0 (not), empty for no judgement; or give votes_recognized + votes_total"
+    rec = _numbers(df, 'recognized', where, fix01)
+    bad = rec.notna() & ~rec.isin([0, 1])
+    if bad.any():
+        k = bad.idxmax()
+        raise SemsimError(f"`recognized` must be 0 or 1; row {k} holds {df.loc[k, 'recognized']!r} ({int(bad.sum())} such rows)", where, fix01)
+    df['recognized'] = rec
+    if not has_votes: df['human_rate'] = rec
+    return df
+
+# %% ../nbs/07_analysis.ipynb 10
+def _has_numbers(v: pd.Series, name: str) -> bool:
+    "Whether a column named like a metric holds any number; a column of text only is left out with a warning."
+    if pd.api.types.is_numeric_dtype(v) or v.isna().all() or pd.to_numeric(v, errors='coerce').notna().any(): return True
+    warnings.warn(f"column {name!r} is named like a metric but holds no numbers (e.g. {v.dropna().iloc[0]!r}); left out")
+    return False
+
+# %% ../nbs/07_analysis.ipynb 11
 def prepare_table(df: pd.DataFrame,        # a table per the analysis contract
-                  metrics: list|None=None,  # metric columns; None: every numeric column with a known orientation
+                  metrics: list|None=None,  # metric columns; None: every column with a declared orientation
                   threshold: float|None=None,  # recognised when vote share > threshold; None: keep `recognized` if given, else 0.5
                   where: str='table',       # how to name the table in messages
                  ) -> tuple:
@@ -67,29 +111,16 @@ def prepare_table(df: pd.DataFrame,        # a table per the analysis contract
         if 'model' not in df.columns:
             raise SemsimError("no `model_id` (or `model`) column", where, "add a column naming the victim model of each row")
         df = df.rename(columns={'model': 'model_id'})
-    df['model_id'] = df['model_id'].astype(str)
-    has_votes = {'votes_recognized', 'votes_total'} <= set(df.columns)
-    if not has_votes and 'recognized' not in df.columns:
-        raise SemsimError(f"no human columns among {list(df.columns)[:12]}", where,
-                          "add `recognized` (0/1) or `votes_recognized` + `votes_total` (e.g. from semsim.labels.votes)")
-    if has_votes:
-        total = pd.to_numeric(df['votes_total'], errors='coerce')
-        df['human_rate'] = pd.to_numeric(df['votes_recognized'], errors='coerce') / total.where(total > 0)
-        if threshold is not None or 'recognized' not in df.columns:
-            df['recognized'] = (df['human_rate'] > (0.5 if threshold is None else threshold)).astype(float).where(df['human_rate'].notna())
-    rec = pd.to_numeric(df['recognized'], errors='coerce')
-    bad = rec.notna() & ~rec.isin([0, 1])
-    if bad.any():
-        raise SemsimError(f"`recognized` must be 0 or 1; {bad.sum()} rows hold other values (e.g. {df.loc[bad, 'recognized'].iloc[0]!r})",
-                          where, "store 0/1, or give `votes_recognized` + `votes_total` and a --threshold")
-    df['recognized'] = rec
-    if not has_votes: df['human_rate'] = rec
+    if 'image_id' not in df.columns:
+        raise SemsimError("no `image_id` column", where, "add a column naming the original each reconstruction was made from")
+    df['model_id'], df['image_id'] = df['model_id'].astype(str), df['image_id'].astype(str)
+    df = _human(df, threshold, where)
     missing = df['human_rate'].isna() | df['recognized'].isna()
     if missing.any():
         warnings.warn(f"{missing.sum()} of {len(df)} rows have no human judgement and were dropped")
         df = df[~missing]
     if metrics is None:
-        metrics = oriented_columns(df)
+        metrics = [m for m in metric_columns(df) if not pd.api.types.is_bool_dtype(df[m]) and _has_numbers(df[m], m)]
         if not metrics: raise SemsimError(f"no metric columns in {where}", where, "add columns named by a metric (psnr, ssim, lpips, ...) or pass --metrics")
     else:
         metrics = list(metrics)
@@ -98,8 +129,8 @@ def prepare_table(df: pd.DataFrame,        # a table per the analysis contract
         for m in metrics:
             if not _known(m): raise SemsimError(f"{m!r} is not a metric with a declared orientation", '--metrics',
                                                 f"use metric columns of {where}: {', '.join(oriented_columns(df)) or 'none found'}")
-            if not pd.api.types.is_numeric_dtype(df[m]): raise SemsimError(f"metric column {m!r} is not numeric", where, "store numbers in it")
     for m in metrics:
+        df[m] = _numbers(df, m, where, f"store a number in every row of {m!r}, or leave the cell empty (NaN)")
         if (k := int(df[m].isna().sum())): warnings.warn(f"metric {m!r}: {k} of {len(df)} rows are NaN and are left out of its numbers")
     if len(df) == 0: raise SemsimError(f"no usable rows in {where}", where, "check the human columns")
     unit = df['model_id']
@@ -107,7 +138,7 @@ def prepare_table(df: pd.DataFrame,        # a table per the analysis contract
     df['unit'] = unit
     return df.reset_index(drop=True), metrics
 
-# %% ../nbs/07_analysis.ipynb 14
+# %% ../nbs/07_analysis.ipynb 17
 def _constant(v): return len(v) < 2 or np.nanmax(v) == np.nanmin(v)
 
 def correlate(x: np.ndarray,       # metric values
@@ -129,7 +160,7 @@ def correlate(x: np.ndarray,       # metric values
         out[c], out[f'{c}_p'] = float(r.statistic), float(r.pvalue)
     return out
 
-# %% ../nbs/07_analysis.ipynb 18
+# %% ../nbs/07_analysis.ipynb 21
 def _pearson_v(x, y, axis=-1):
     x = x - x.mean(axis, keepdims=True); y = y - y.mean(axis, keepdims=True)
     with np.errstate(invalid='ignore', divide='ignore'):
@@ -162,16 +193,144 @@ def bootstrap_ci(x: np.ndarray, y: np.ndarray,  # paired samples
                             confidence_level=confidence, method=method, rng=np.random.default_rng(seed))
     return float(r.confidence_interval.low), float(r.confidence_interval.high)
 
-# %% ../nbs/07_analysis.ipynb 23
+# %% ../nbs/07_analysis.ipynb 26
+CI_METHODS = {'two-way': 'two-way cluster bootstrap (models x originals)',
+              'one-way': 'cluster bootstrap of originals',
+              'iid': 'iid bootstrap of reconstructions (ignores the crossed design)'}
+
+def resample_weights(models: np.ndarray,     # integer code of each row's model (0..M-1)
+                     images: np.ndarray,     # integer code of each row's original (0..I-1)
+                     method: str='two-way',  # 'two-way', 'one-way' (originals only) or 'iid' (rows)
+                     n_resamples: int=200,   # resamples (rows of the result)
+                     rng=None,               # a numpy Generator or a seed
+                    ) -> np.ndarray:
+    "How often each row appears in each resample, `(n_resamples, rows)`: models and originals drawn independently."
+    if method not in CI_METHODS: raise SemsimError(f"unknown resampling {method!r}", '--ci', f"use one of: {', '.join(CI_METHODS)}")
+    rng, models, images = np.random.default_rng(rng), np.asarray(models), np.asarray(images)
+    counts = lambda k: rng.multinomial(k, np.full(k, 1 / k), size=n_resamples).astype(float)
+    if method == 'iid': return counts(len(models))
+    w = counts(images.max() + 1)[:, images]
+    return w * counts(models.max() + 1)[:, models] if method == 'two-way' else w
+
+def weighted_ranks(x: np.ndarray,  # values, shape (rows,)
+                   w: np.ndarray,  # weights (counts), shape (resamples, rows)
+                  ) -> np.ndarray:
+    "Midranks of `x` in each resample as if row j appeared `w[:, j]` times (ties share their mean rank)."
+    order = np.argsort(x, kind='stable'); xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    g = np.take(w, order, axis=1)
+    if len(starts) < len(x): g = np.add.reduceat(g, starts, axis=1)
+    rank = np.cumsum(g, 1); rank -= (g - 1) / 2
+    where = np.empty(len(x), int)  # each row's place in `rank`: its tie group (its position in sorted order without ties)
+    where[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(x)]))
+    return np.take(rank, where, axis=1)
+
+def _wsum(w, *v):
+    "Per resample, the sum over rows of `w` times the product of `v` (each of shape (rows,) or (resamples, rows))."
+    return np.einsum(','.join(['bn'] + ['bn' if np.ndim(u) == 2 else 'n' for u in v]) + '->b', w, *v)
+
+def weighted_pearson(a: np.ndarray, b: np.ndarray,  # values, shape (resamples, rows) or (rows,)
+                     w: np.ndarray) -> np.ndarray:  # weights, shape (resamples, rows)
+    "Pearson correlation of `a` and `b` in each resample, rows counted `w` times."
+    sw = w.sum(1); ma, mb = _wsum(w, a) / sw, _wsum(w, b) / sw
+    with np.errstate(invalid='ignore', divide='ignore'):
+        cov, va, vb = _wsum(w, a, b) / sw - ma * mb, _wsum(w, a, a) / sw - ma * ma, _wsum(w, b, b) / sw - mb * mb
+        return cov / np.sqrt(va * vb)
+
+# %% ../nbs/07_analysis.ipynb 27
+def weighted_spearman(x: np.ndarray, y: np.ndarray,  # paired values, shape (rows,)
+                      w: np.ndarray) -> np.ndarray:  # weights, shape (resamples, rows)
+    "Spearman correlation in each resample: Pearson of the weighted midranks, with the weights."
+    return weighted_pearson(weighted_ranks(x, w), weighted_ranks(y, w), w)
+
+def weighted_auc(y: np.ndarray,         # 0/1 verdicts, shape (rows,)
+                 s: np.ndarray,         # scores (higher = more likely 1), shape (rows,)
+                 w: np.ndarray,         # weights, shape (resamples, rows)
+                 ranks: np.ndarray|None=None,  # `weighted_ranks(s, w)` when already computed
+                ) -> np.ndarray:
+    "ROC AUC in each resample (Mann-Whitney on the weighted midranks; ties count one half)."
+    r = weighted_ranks(s, w) if ranks is None else ranks
+    pos, neg = w @ y, w @ (1 - y)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return (_wsum(w, r, y) - pos * (pos + 1) / 2) / (pos * neg)
+
+def percentile_ci(draws: np.ndarray, confidence: float=0.95) -> tuple:  # resampled statistics; interval coverage
+    "The percentile interval of resampled statistics (undefined resamples left out; NaN when fewer than 20 remain)."
+    v = np.asarray(draws, float); v = v[np.isfinite(v)]
+    if len(v) < 20: return np.nan, np.nan
+    lo, hi = np.percentile(v, [50 - 50 * confidence, 50 + 50 * confidence])
+    return float(lo), float(hi)
+
+# %% ../nbs/07_analysis.ipynb 30
+def _codes(d: pd.DataFrame) -> tuple: return pd.factorize(d['unit'], sort=True)[0], pd.factorize(d['image_id'], sort=True)[0]
+
+def resampled_image_stats(x: dict,            # name -> oriented metric values (NaN: left out), shape (rows,)
+                          human: np.ndarray,  # vote share per row
+                          recognized: np.ndarray,  # 0/1 verdict per row
+                          models: np.ndarray, images: np.ndarray,  # integer codes of each row's model and original
+                          method: str='two-way',  # see `resample_weights`
+                          n_resamples: int=2000,  # resamples
+                          seed: int=0,            # the same seed gives the same draws for every metric (paired)
+                          batch: int=25,          # resamples at once (small batches stay in the CPU cache)
+                         ) -> dict:
+    "Per metric, the resampled Spearman with `human` and AUC for `recognized`: `{name: (spearman, auc)}`."
+    rng, out = np.random.default_rng(seed), {k: ([], []) for k in x}
+    human, recognized = np.asarray(human, float), np.asarray(recognized, float)
+    for start in range(0, n_resamples, batch):
+        w, cache = resample_weights(models, images, method, min(batch, n_resamples - start), rng), {}
+        for k, v in x.items():
+            v = np.asarray(v, float); ok = ~np.isnan(v); key = b'' if ok.all() else ok.tobytes()
+            wk = w if not key else w[:, ok]
+            if key not in cache: cache[key] = weighted_ranks(human[ok], wk)
+            r = weighted_ranks(v[ok], wk)
+            out[k][0].append(weighted_pearson(r, cache[key], wk))
+            out[k][1].append(weighted_auc(recognized[ok], v[ok], wk, r))
+    return {k: (np.concatenate(a), np.concatenate(b)) for k, (a, b) in out.items()}
+
+def _unit_means(d: pd.DataFrame, metrics: list, n_resamples: int, seed: int, batch: int=25):
+    "Batches of `(pick, human, means)`: units drawn with replacement, per-unit means over originals drawn once for all."
+    units, images = _codes(d)
+    order = np.argsort(units, kind='stable'); units, images = units[order], images[order]
+    starts = np.flatnonzero(np.r_[True, units[1:] != units[:-1]])
+    vals = {c: d[c].values.astype(float)[order] for c in ['recognized'] + list(metrics)}
+    rng, n_img = np.random.default_rng(seed), images.max() + 1
+    for start in range(0, n_resamples, batch):
+        b = min(batch, n_resamples - start)
+        wi = rng.multinomial(n_img, np.full(n_img, 1 / n_img), size=b).astype(float)[:, images]
+        pick = rng.integers(0, len(starts), (b, len(starts)))
+        with np.errstate(invalid='ignore', divide='ignore'):
+            mean = lambda v: np.add.reduceat(wi * np.nan_to_num(v), starts, 1) / np.add.reduceat(wi * ~np.isnan(v), starts, 1)
+            yield pick, mean(vals['recognized']), {m: mean(vals[m]) for m in metrics}
+
+# %% ../nbs/07_analysis.ipynb 39
+MIN_MODELS = 5  # fewer models: no model-level p-values or intervals, only per-model rates
+MODEL_CI = 'bootstrap of models, and of originals within them'
+
 def model_table(df: pd.DataFrame,         # a prepared table (`prepare_table`)
                 metrics: list,            # metric columns
                ) -> pd.DataFrame:
-    "Per unit: number of reconstructions, mean of each metric, and human recognition rate."
+    "Per unit: number of reconstructions, mean of each metric, and human recognition rate (share recognised)."
     g = df.groupby('unit', sort=True)
     out = g[metrics].mean()
     out.insert(0, 'n', g.size())
     out['human_rate'] = g['recognized'].mean()
     return out
+
+def resampled_model_stats(d: pd.DataFrame,   # a prepared table
+                          metrics: list,     # metric columns
+                          kinds=('spearman', 'kendall', 'pearson'),  # coefficients
+                          n_resamples: int=2000, seed: int=0,  # resamples; seed (same draws for every metric)
+                         ) -> dict:
+    "Per metric and kind, the resampled model-level correlation (raw) of metric means with recognition rates."
+    out = {m: {c: [] for c in kinds} for m in metrics}
+    for pick, human, means in _unit_means(d, metrics, n_resamples, seed):
+        h = np.take_along_axis(human, pick, 1)
+        for m in metrics:
+            x = np.take_along_axis(means[m], pick, 1)
+            with warnings.catch_warnings(), np.errstate(invalid='ignore', divide='ignore'):
+                warnings.simplefilter('ignore')
+                for c in kinds: out[m][c].append(STATISTICS[c](x, h, axis=-1))
+    return {m: {c: np.concatenate(v) for c, v in r.items()} for m, r in out.items()}
 
 def _oriented(row, o, kinds):
     for c in kinds:
@@ -180,6 +339,7 @@ def _oriented(row, o, kinds):
         if f'{c}_lo' in row: row[f'{c}_or_lo'], row[f'{c}_or_hi'] = (lo, hi) if o > 0 else (-hi, -lo)
     return row
 
+# %% ../nbs/07_analysis.ipynb 40
 def model_level(df: pd.DataFrame,              # a table per the contract
                 metrics: list|None=None,        # metric columns (default: all known)
                 threshold: float|None=None,     # vote threshold, as in `prepare_table`
@@ -187,21 +347,47 @@ def model_level(df: pd.DataFrame,              # a table per the contract
                 confidence: float=0.95,         # interval coverage
                 seed: int=0,                    # bootstrap seed
                ) -> pd.DataFrame:
-    "Per metric: correlations of per-model means with the human recognition rate, p-values, bootstrap intervals, raw and oriented."
+    "Per metric: correlations of per-model means with the recognition rate, p-values, intervals (method named), raw and oriented."
     df, metrics = prepare_table(df, metrics, threshold)
-    mt = model_table(df, metrics)
+    mt, kinds = model_table(df, metrics), ('spearman', 'kendall', 'pearson')
     if len(mt) < 3:
         raise SemsimError(f"model-level correlation needs at least 3 models, the table has {len(mt)} ({', '.join(mt.index)})",
                           'model_id', "analyse more models, or use the image level (--level image)")
-    kinds = ('spearman', 'kendall', 'pearson'); rows = []
+    few = len(mt) < MIN_MODELS
+    boot = resampled_model_stats(df, metrics, kinds, n_resamples, seed) if n_resamples and not few else {}
+    rows = []
     for m in metrics:
         row = {'metric': m, 'orientation': orientation(m)} | correlate(mt[m], mt.human_rate, m)
         for c in kinds:
-            row[f'{c}_lo'], row[f'{c}_hi'] = bootstrap_ci(mt[m], mt.human_rate, c, n_resamples, confidence, seed) if n_resamples else (np.nan, np.nan)
+            row[f'{c}_lo'], row[f'{c}_hi'] = percentile_ci(boot[m][c], confidence) if boot else (np.nan, np.nan)
+            if few: row[f'{c}_p'] = np.nan
+        row['ci_method'] = MODEL_CI if boot else ''
+        row['note'] = (f"too few models for a correlation (n = {len(mt)}): see the per-model rates" if few else
+                       'correlation undefined' if np.isnan(row['spearman']) else
+                       '' if boot else 'no intervals asked for (n_resamples = 0)')
         rows.append(_oriented(row, row['orientation'], kinds))
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 28
+# %% ../nbs/07_analysis.ipynb 41
+def model_rates(df: pd.DataFrame,            # a table per the contract
+                metrics: list|None=None,     # metric columns (default: all known)
+                threshold: float|None=None,  # vote threshold, as in `prepare_table`
+                n_resamples: int=2000,       # resamples of the originals
+                confidence: float=0.95,      # interval coverage
+                seed: int=0,                 # bootstrap seed
+               ) -> pd.DataFrame:
+    "Per model: recognition rate and metric means, each with its interval from resampling the originals."
+    df, metrics = prepare_table(df, metrics, threshold)
+    out = model_table(df, metrics)[['n', 'human_rate'] + metrics]
+    draws = [(h, means) for _, h, means in _unit_means(df, metrics, n_resamples, seed)] if n_resamples else []
+    for c in ['human_rate'] + metrics:
+        v = np.concatenate([h if c == 'human_rate' else means[c] for h, means in draws]) if draws else np.full((0, len(out)), np.nan)
+        ci = [percentile_ci(v[:, k], confidence) for k in range(len(out))]
+        out.insert(out.columns.get_loc(c) + 1, f'{c}_lo', [a for a, _ in ci]); out.insert(out.columns.get_loc(c) + 2, f'{c}_hi', [b for _, b in ci])
+    out['ci_method'] = CI_METHODS['one-way'] if draws else 'none (n_resamples = 0)'
+    return out.reset_index()
+
+# %% ../nbs/07_analysis.ipynb 48
 def auc(recognized: np.ndarray,  # 0/1 human verdicts
         score: np.ndarray,       # oriented metric (higher = more leakage)
         name: str='metric',      # named in warnings
@@ -218,51 +404,78 @@ def auc(recognized: np.ndarray,  # 0/1 human verdicts
     return float(roc_auc_score(y, s))
 
 def fisher_ci(r: float, n: int, confidence: float=0.95) -> tuple:
-    "Interval of a Spearman coefficient by Fisher's z with the Bonett–Wright variance."
+    "Interval of a Spearman coefficient by Fisher's z with the Bonett–Wright variance (assumes independent rows)."
     if not np.isfinite(r) or n < 4: return np.nan, np.nan
     z, se = np.arctanh(np.clip(r, -0.999999, 0.999999)), np.sqrt((1 + r * r / 2) / (n - 3))
     q = stats.norm.ppf(0.5 + confidence / 2)
     return float(np.tanh(z - q * se)), float(np.tanh(z + q * se))
 
+def image_metrics(metrics: list) -> list:  # metric columns
+    "The metrics with one value per reconstruction: set-level ones (FID) are compared at model level only."
+    return [m for m in metrics if metric_level(m) == 'image']
+
+# %% ../nbs/07_analysis.ipynb 49
+def _image_rows(d, unit, metrics, method, n_resamples, confidence, seed):
+    "The image-level rows of one group of reconstructions."
+    models, images = _codes(d)
+    x = {m: orientation(m) * d[m].values.astype(float) for m in metrics}
+    boot = resampled_image_stats(x, d.human_rate.values, d.recognized.values, models, images, method, n_resamples, seed) if n_resamples else {}
+    rows = []
+    for m in metrics:
+        o, name = orientation(m), m if unit == 'all' else f'{m} ({unit})'
+        row = {'model': unit, 'metric': m, 'orientation': o} | correlate(d[m], d.human_rate, name, ('spearman', 'kendall'))
+        sp, au = boot.get(m, ([], []))
+        lo, hi = percentile_ci(sp, confidence) if boot else (np.nan, np.nan)
+        row['spearman_lo'], row['spearman_hi'] = (lo, hi) if o > 0 else (-hi, -lo)
+        row['auc'] = auc(d.recognized, o * d[m], name)
+        row['auc_lo'], row['auc_hi'] = percentile_ci(au, confidence) if boot else (np.nan, np.nan)
+        row['ci_method'] = CI_METHODS[method] if boot else ''
+        row['note'] = 'correlation undefined' if np.isnan(row['spearman']) else '' if boot else 'no intervals asked for (n_resamples = 0)'
+        rows.append(_oriented(row, o, ('spearman', 'kendall')))
+    return rows
+
 def image_level(df: pd.DataFrame,            # a table per the contract
-                metrics: list|None=None,      # metric columns (default: all known)
+                metrics: list|None=None,      # metric columns (default: all known; set-level ones are left out)
                 threshold: float|None=None,   # vote threshold, as in `prepare_table`
                 per_model: bool=True,         # also one row per unit, besides the pooled `all`
                 confidence: float=0.95,       # interval coverage
+                n_resamples: int=2000,        # bootstrap resamples (0: no intervals)
+                ci: str='two-way',            # pooled rows: 'two-way', 'one-way' or 'iid' (per unit: originals, or iid)
+                seed: int=0,                  # bootstrap seed
                ) -> pd.DataFrame:
-    "Per metric (and unit): Spearman and Kendall against the vote share, oriented ROC AUC against `recognized`."
+    "Per metric (and unit): Spearman and Kendall against the vote share, oriented ROC AUC against `recognized`, with intervals."
     df, metrics = prepare_table(df, metrics, threshold)
-    groups = [('all', df)] + (list(df.groupby('unit', sort=True)) if per_model else [])
-    rows = []
-    for unit, d in groups:
-        for m in metrics:
-            o = orientation(m)
-            row = {'model': unit, 'metric': m, 'orientation': o} | correlate(d[m], d.human_rate, m if unit == 'all' else f'{m} ({unit})', ('spearman', 'kendall'))
-            row['spearman_lo'], row['spearman_hi'] = fisher_ci(row['spearman'], row['n'], confidence)
-            row['auc'] = auc(d.recognized, o * d[m], m if unit == 'all' else f'{m} ({unit})')
-            rows.append(_oriented(row, o, ('spearman', 'kendall')))
+    if ci not in CI_METHODS: raise SemsimError(f"unknown resampling {ci!r}", '--ci', f"use one of: {', '.join(CI_METHODS)}")
+    if not (metrics := image_metrics(metrics)):
+        raise SemsimError("only set-level metrics (one value per set) were given", '--metrics', "compare them at model level")
+    rows = _image_rows(df, 'all', metrics, ci, n_resamples, confidence, seed)
+    for unit, d in (df.groupby('unit', sort=True) if per_model else []):
+        rows += _image_rows(d, unit, metrics, 'iid' if ci == 'iid' else 'one-way', n_resamples, confidence, seed)
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 33
+# %% ../nbs/07_analysis.ipynb 55
 CORRELATION_COLUMNS = ['level', 'metric', 'n', 'orientation', 'spearman', 'spearman_p', 'spearman_lo', 'spearman_hi',
-                       'kendall', 'kendall_p', 'pearson', 'pearson_p', 'auc']
+                       'kendall', 'kendall_p', 'pearson', 'pearson_p', 'auc', 'auc_lo', 'auc_hi', 'ci_method', 'note']
 
 def correlations(df: pd.DataFrame,            # a table per the contract
                  level: str='both',           # 'model', 'image' or 'both'
                  metrics: list|None=None,     # metric columns (default: all known)
                  threshold: float|None=None,  # vote threshold, as in `prepare_table`
-                 n_resamples: int=2000,       # bootstrap resamples at model level
+                 n_resamples: int=2000,       # bootstrap resamples (0: no intervals)
                  seed: int=0,                 # bootstrap seed
+                 ci: str='two-way',           # image-level resampling: 'two-way', 'one-way' or 'iid'
                 ) -> pd.DataFrame:
-    "The correlations table (`CORRELATION_COLUMNS`) at model level, image level (pooled) or both."
+    "The correlations table (`CORRELATION_COLUMNS`) at model level, image level (pooled, image-level metrics) or both."
     if level not in ('model', 'image', 'both'): raise SemsimError(f"unknown level {level!r}", '--level', "use model, image or both")
     parts = []
-    if level in ('model', 'both'): parts.append(model_level(df, metrics, threshold, n_resamples, seed=seed).assign(level='model', auc=np.nan))
+    if level in ('model', 'both'):
+        parts.append(model_level(df, metrics, threshold, n_resamples, seed=seed).assign(level='model', auc=np.nan, auc_lo=np.nan, auc_hi=np.nan))
     if level in ('image', 'both'):
-        parts.append(image_level(df, metrics, threshold, per_model=False).assign(level='image', pearson=np.nan, pearson_p=np.nan))
+        parts.append(image_level(df, metrics, threshold, per_model=False, n_resamples=n_resamples, ci=ci, seed=seed)
+                     .assign(level='image', pearson=np.nan, pearson_p=np.nan))
     return pd.concat(parts, ignore_index=True)[CORRELATION_COLUMNS]
 
-# %% ../nbs/07_analysis.ipynb 37
+# %% ../nbs/07_analysis.ipynb 60
 def read_labels(labels) -> pd.DataFrame:  # DataFrame, a `LabelStore`, or path to labels.sqlite / .csv / .parquet
     "The raw labels as a DataFrame with at least `recon_id, annotator, recognized`."
     from semsim.labels import LabelStore
@@ -279,94 +492,163 @@ def read_labels(labels) -> pd.DataFrame:  # DataFrame, a `LabelStore`, or path t
     if 'created_at' in labels.columns: labels = labels.sort_values('created_at', kind='stable')
     return labels.dropna(subset=['recognized']).groupby(['recon_id', 'annotator'], as_index=False).recognized.last()
 
-def noise_ceiling(labels,                    # raw labels (see `read_labels`)
-                  table: pd.DataFrame|None=None,  # analysis table mapping recon_id to its unit; None: recon_id 'm/a/i' gives 'm/a'
-                  n_splits: int=200,         # random annotator splits
-                  seed: int=0,               # split seed
-                 ) -> pd.DataFrame:
-    "Split-half reliability of the annotators, Spearman–Brown corrected, at image and model level."
+def _label_matrix(labels, table: pd.DataFrame|None) -> tuple:
+    "Votes as a (reconstructions, annotators) array with NaN where missing, and each row's unit and original codes."
     lab = read_labels(labels)
-    annotators = lab.annotator.unique()
-    if len(annotators) < 2: raise SemsimError(f"the noise ceiling needs at least 2 annotators, the labels have {len(annotators)}", 'labels', "collect labels from more annotators")
+    if (k := lab.annotator.nunique()) < 2:
+        raise SemsimError(f"the noise ceiling needs at least 2 annotators, the labels have {k}", 'labels', "collect labels from more annotators")
     if table is not None:
-        t = prepare_table(table, metrics=[])[0] if 'unit' not in table.columns else table
-        units = t.set_index('recon_id').unit
-    else: units = pd.Series({r: r.rsplit('/', 1)[0] for r in lab.recon_id.unique()})
-    lab = lab[lab.recon_id.isin(units.index)]
-    wide = lab.pivot(index='recon_id', columns='annotator', values='recognized').astype(float)
-    unit = units.loc[wide.index].values
-    codes, votes = pd.factorize(unit)[0], wide.values
-    rng, out = np.random.default_rng(seed), {'image': [], 'model': []}
-    for _ in range(n_splits):
-        half = rng.permutation(votes.shape[1]) < votes.shape[1] // 2
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', RuntimeWarning)  # a reconstruction nobody in one half labelled
-            a, b = np.nanmean(votes[:, half], 1), np.nanmean(votes[:, ~half], 1)
-        ok = ~(np.isnan(a) | np.isnan(b))
-        per_unit = lambda v: (np.bincount(codes[ok], v[ok]) / np.bincount(codes[ok]))[np.bincount(codes[ok]) > 0]
-        for level, (x, y) in (('image', (a[ok], b[ok])), ('model', (per_unit(a), per_unit(b)))):
-            if len(x) >= 3 and not _constant(x) and not _constant(y):
-                r = stats.spearmanr(x, y).statistic
-                out[level].append((r, 2 * r / (1 + r)))
-    rows = []
-    for level in ('model', 'image'):
-        v = np.array(out[level]).reshape(-1, 2)
-        n = len(set(unit)) if level == 'model' else len(wide)
-        if not len(v): warnings.warn(f"noise ceiling at {level} level undefined (NaN): too few or constant halves"); v = np.full((1, 2), np.nan)
-        c = np.sqrt(np.clip(v[:, 1], 0, 1))
-        rows.append({'level': level, 'n': n, 'annotators': wide.shape[1], 'splits': int(np.isfinite(v[:, 0]).sum()),
-                     'split_half': v[:, 0].mean(), 'reliability': v[:, 1].mean(), 'ceiling': c.mean(),
-                     'ceiling_lo': np.percentile(c, 2.5), 'ceiling_hi': np.percentile(c, 97.5)})
+        t = (table if 'unit' in table.columns else prepare_table(table, metrics=[])[0]).set_index('recon_id')
+    else:
+        ids = pd.Index(lab.recon_id.unique())
+        t = pd.DataFrame({'unit': [r.rsplit('/', 1)[0] for r in ids], 'image_id': [r.rsplit('/', 1)[-1] for r in ids]}, ids)
+    wide = lab[lab.recon_id.isin(t.index)].pivot(index='recon_id', columns='annotator', values='recognized').astype(float)
+    return wide.values, _codes(t.loc[wide.index])
+
+def _halves(votes: np.ndarray, half: np.ndarray) -> tuple:
+    "Each half's vote share per reconstruction (NaN where nobody in that half labelled it)."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        return np.nanmean(votes[:, half], 1), np.nanmean(votes[:, ~half], 1)
+
+def _brown(r):
+    "Spearman–Brown: the reliability of the whole panel from the agreement of its halves, and its square root (the ceiling)."
+    rel = 2 * r / (1 + r)
+    return rel, np.sqrt(np.clip(rel, 0, 1))
+
+# %% ../nbs/07_analysis.ipynb 61
+def _split_scores(votes, half, units, threshold):
+    "One split: image-level Spearman of the halves, AUC of each half's share for the other's majority (mean), model-level Spearman."
+    a, b = _halves(votes, half); ok = ~(np.isnan(a) | np.isnan(b)); a, b, u = a[ok], b[ok], units[ok]
+    ma, mb = a > threshold, b > threshold
+    img = float(_spearman_v(a, b)) if not (_constant(a) or _constant(b)) else np.nan
+    one = np.ones((1, len(a)))
+    au = np.mean([weighted_auc(y * 1.0, s, one)[0] if 0 < y.mean() < 1 else np.nan for y, s in ((mb, a), (ma, b))])
+    n = np.bincount(u); keep = n > 0
+    ra, rb = (np.bincount(u, ma) / np.maximum(n, 1))[keep], (np.bincount(u, mb) / np.maximum(n, 1))[keep]
+    mod = float(_spearman_v(ra, rb)) if len(ra) >= 3 and not (_constant(ra) or _constant(rb)) else np.nan
+    return img, au, mod
+
+def _ceiling_draws(votes, units, images, threshold, method, n_resamples, n_splits, seed):
+    "Resampled image and AUC ceilings (models and originals as `method`, one random split per batch) and model ceilings."
+    rng, img, au, mod = np.random.default_rng(seed), [], [], []
+    k = max(1, n_resamples // min(n_splits, 20))
+    for start in range(0, n_resamples, k):
+        a, b = _halves(votes, rng.permutation(votes.shape[1]) < votes.shape[1] // 2)
+        ok = ~(np.isnan(a) | np.isnan(b)); a, b = a[ok], b[ok]
+        w = resample_weights(units[ok], images[ok], method, min(k, n_resamples - start), rng)
+        img.append(_brown(weighted_spearman(a, b, w))[1])
+        d = np.nanmean([2 * weighted_auc((y > threshold).astype(float), s, w) - 1 for y, s in ((b, a), (a, b))], 0)
+        au.append((1 + _brown(d)[1]) / 2)
+        d = pd.DataFrame({'unit': units[ok], 'image_id': images[ok], 'recognized': (a > threshold) * 1.0, 'b': (b > threshold) * 1.0})
+        for pick, ra, means in _unit_means(d, ['b'], min(k, n_resamples - start), int(rng.integers(2**31))):
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                mod.append(_brown(_spearman_v(np.take_along_axis(ra, pick, 1), np.take_along_axis(means['b'], pick, 1)))[1])
+    cat = lambda v: np.concatenate(v) if v else np.array([])
+    return cat(img), cat(au), cat(mod)
+
+# %% ../nbs/07_analysis.ipynb 62
+def noise_ceiling(labels,                    # raw labels (see `read_labels`)
+                  table: pd.DataFrame|None=None,  # analysis table mapping recon_id to unit and original; None: from 'm/a/i' ids
+                  n_splits: int=200,         # random annotator splits
+                  seed: int=0,               # split and resampling seed
+                  n_resamples: int=1000,     # bootstrap resamples for the interval (0: none)
+                  confidence: float=0.95,    # interval coverage
+                  threshold: float=0.5,      # a half recognises a reconstruction when its vote share is above this
+                  ci: str='two-way',         # image-level resampling, as for the metrics
+                 ) -> pd.DataFrame:
+    "Split-half reliability of the annotators, Spearman–Brown corrected, at image and model level, with its AUC analogue."
+    votes, (units, images) = _label_matrix(labels, table)
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        s = np.array([_split_scores(votes, rng.permutation(votes.shape[1]) < votes.shape[1] // 2, units, threshold)
+                      for _ in range(n_splits)]).reshape(-1, 3)
+    boot = _ceiling_draws(votes, units, images, threshold, ci, n_resamples, n_splits, seed + 1) if n_resamples else None
+    rows, n_units = [], len(np.unique(units))
+    for level, col, n in (('model', 2, n_units), ('image', 0, len(votes))):
+        r = s[np.isfinite(s[:, col]), col]
+        if not len(r): warnings.warn(f"noise ceiling at {level} level undefined (NaN): too few or constant halves"); r = np.full(1, np.nan)
+        rel, c = _brown(r)
+        d = s[np.isfinite(s[:, 1]), 1] * 2 - 1 if level == 'image' else np.full(1, np.nan)
+        few = level == 'model' and n_units < MIN_MODELS
+        lo, hi = (np.nan, np.nan) if boot is None or few else percentile_ci(boot[col], confidence)
+        alo, ahi = percentile_ci(boot[1], confidence) if boot is not None and level == 'image' else (np.nan, np.nan)
+        rows.append({'level': level, 'n': n, 'annotators': votes.shape[1], 'splits': len(r), 'split_half': r.mean(),
+                     'reliability': rel.mean(), 'ceiling': c.mean(), 'spread_lo': np.percentile(c, 2.5),
+                     'spread_hi': np.percentile(c, 97.5), 'ceiling_lo': lo, 'ceiling_hi': hi,
+                     'auc_ceiling': np.mean((1 + _brown(d)[1]) / 2) if len(d) else np.nan, 'auc_ceiling_lo': alo, 'auc_ceiling_hi': ahi,
+                     'ci_method': '' if boot is None or few else (CI_METHODS[ci] if level == 'image' else MODEL_CI) + ', annotator splits',
+                     'note': f"too few models for an interval (n = {n_units})" if few else '' if boot is not None else 'no interval asked for'})
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 44
+# %% ../nbs/07_analysis.ipynb 69
 def plot_ceiling(image_corr: pd.DataFrame,  # `image_level(...)` rows (the pooled `all` rows are used)
                  ceiling: pd.DataFrame,     # `noise_ceiling(...)`
                  level: str='image',        # which ceiling to draw
                 ):
-    "Bar chart of oriented Spearman per metric with the annotators' noise ceiling (matplotlib figure)."
+    "Bar chart of oriented Spearman per metric with the annotators' noise ceiling and its interval (matplotlib figure)."
     import matplotlib.pyplot as plt
     d = image_corr[image_corr.model == 'all'] if 'model' in image_corr.columns else image_corr
     c = ceiling.set_index('level').loc[level]
+    boot = np.isfinite(c.ceiling_lo)
+    lo, hi = (c.ceiling_lo, c.ceiling_hi) if boot else (c.spread_lo, c.spread_hi)
     fig, ax = plt.subplots(figsize=(1 + 0.9 * len(d), 3))
     ax.bar(d.metric, d.spearman_or, color='tab:blue')
-    ax.axhspan(c.ceiling_lo, c.ceiling_hi, color='gray', alpha=0.25, label='noise ceiling (95% of splits)')
+    ax.axhspan(lo, hi, color='gray', alpha=0.25,
+               label=f'noise ceiling, 95 % interval ({c.ci_method})' if boot else 'noise ceiling, spread over annotator splits')
     ax.axhline(c.ceiling, color='k', ls='--')
-    ax.set_ylabel('oriented Spearman'); ax.set_ylim(min(0, d.spearman_or.min()) - 0.05, 1); ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
+    ax.set_ylabel('oriented Spearman'); ax.set_ylim(min(0, d.spearman_or.min()) - 0.05, 1)
+    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
     ax.set_title(f'{level} level: metrics against the noise ceiling', fontsize=9)
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_analysis.ipynb 48
+# %% ../nbs/07_analysis.ipynb 73
+def _paired(draws_a, draws_b, confidence, point):
+    "Interval of the difference `a - b` of paired resampled statistics, and whether it excludes 0."
+    lo, hi = percentile_ci(np.asarray(draws_a) - np.asarray(draws_b), confidence)
+    return {'diff': point, 'lo': lo, 'hi': hi, 'excludes_zero': bool(lo > 0 or hi < 0)}
+
+# %% ../nbs/07_analysis.ipynb 74
 def compare_metrics(df: pd.DataFrame,          # a table per the contract
                     a: str, b: str,            # the two metric columns
                     level: str='model',        # 'model' or 'image'
-                    kind: str='spearman',      # spearman, kendall or pearson
+                    kind: str='spearman',      # spearman, kendall or pearson (image level: spearman)
                     n_resamples: int=2000,     # bootstrap resamples
                     confidence: float=0.95,    # interval coverage
                     seed: int=0,               # bootstrap seed
                     threshold: float|None=None,  # vote threshold, as in `prepare_table`
+                    ci: str='two-way',         # image-level resampling: 'two-way', 'one-way' or 'iid'
                    ) -> dict:
-    "Oriented correlations of `a` and `b` with humans, their difference `a - b` and its paired bootstrap interval."
+    "Oriented correlations (and image-level AUCs) of `a` and `b`, their differences `a - b`, paired intervals (method named)."
     if level not in ('model', 'image'): raise SemsimError(f"unknown level {level!r}", 'level', "use model or image")
     df, _ = prepare_table(df, [a, b], threshold)
+    if level == 'image' and (s := [m for m in (a, b) if metric_level(m) == 'set']):
+        raise SemsimError(f"{s[0]!r} is a set-level metric (one value per model/attack set)", 'level', "compare it at level='model'")
+    if level == 'image' and kind != 'spearman':
+        raise SemsimError(f"the image-level comparison resamples Spearman, not {kind}", 'kind', "use kind='spearman'")
     d = model_table(df, [a, b]) if level == 'model' else df
-    if kind == 'kendall' and len(d) > 500: raise SemsimError(f"Kendall bootstrap over {len(d)} units is too slow", 'kind', "use spearman or pearson at image level")
-    d = d[[a, b, 'human_rate']].dropna()
+    d = d[d[[a, b, 'human_rate']].notna().all(1)]
     if len(d) < 3: raise SemsimError(f"comparison needs at least 3 {level}s, got {len(d)}", 'level', "analyse more models or use level='image'")
-    xa, xb, h = orientation(a) * d[a].values, orientation(b) * d[b].values, d.human_rate.values
-    f = STATISTICS[kind]
-    diff = lambda x1, x2, y, axis=-1: f(x1, y, axis) - f(x2, y, axis)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        r = stats.bootstrap((xa, xb, h), diff, paired=True, vectorized=True, n_resamples=n_resamples, batch=100,
-                            confidence_level=confidence, method='percentile', rng=np.random.default_rng(seed))
+    oa, ob, f = orientation(a), orientation(b), STATISTICS[kind]
+    xa, xb, h = oa * d[a].values, ob * d[b].values, d.human_rate.values
     ra, rb = float(f(xa, h)), float(f(xb, h))
-    lo, hi = float(r.confidence_interval.low), float(r.confidence_interval.high)
-    return {'a': a, 'b': b, 'level': level, 'kind': kind, 'n': len(d), 'r_a': ra, 'r_b': rb, 'diff': ra - rb,
-            'lo': lo, 'hi': hi, 'excludes_zero': bool(lo > 0 or hi < 0)}
+    out = {'a': a, 'b': b, 'level': level, 'kind': kind, 'n': len(d), 'r_a': ra, 'r_b': rb}
+    if level == 'image':
+        boot = resampled_image_stats({a: xa, b: xb}, h, d.recognized.values, *_codes(d), ci, n_resamples, seed)
+        out |= _paired(boot[a][0], boot[b][0], confidence, ra - rb)
+        aa, ab = auc(d.recognized, xa, a), auc(d.recognized, xb, b)
+        out |= {'auc_a': aa, 'auc_b': ab} | {f'auc_{k}': v for k, v in _paired(boot[a][1], boot[b][1], confidence, aa - ab).items()}
+        return out | {'ci_method': CI_METHODS[ci], 'note': ''}
+    if len(d) < MIN_MODELS:
+        return out | {'diff': ra - rb, 'lo': np.nan, 'hi': np.nan, 'excludes_zero': False, 'ci_method': '',
+                      'note': f"too few models for a comparison (n = {len(d)})"}
+    boot = resampled_model_stats(df[df.unit.isin(d.index)], [a, b], (kind,), n_resamples, seed)
+    return out | _paired(oa * boot[a][kind], ob * boot[b][kind], confidence, ra - rb) | {'ci_method': MODEL_CI, 'note': ''}
 
-# %% ../nbs/07_analysis.ipynb 53
+# %% ../nbs/07_analysis.ipynb 79
 def _tie_pairs(v):
     c = np.unique(v, return_counts=True)[1]
     return float((c * (c - 1) / 2).sum())
@@ -396,7 +678,7 @@ def contradictions(df: pd.DataFrame,           # a table per the contract
             disc[i, j] = disc[j, i] = discordant_share(x, y)
     return {'kendall': pd.DataFrame(tau, names, names), 'discordant': pd.DataFrame(disc, names, names)}
 
-# %% ../nbs/07_analysis.ipynb 58
+# %% ../nbs/07_analysis.ipynb 84
 def disagreements(df: pd.DataFrame,          # a table per the contract
                   metric: str,               # the metric column
                   n: int=6,                  # rows of each kind
@@ -410,7 +692,7 @@ def disagreements(df: pd.DataFrame,          # a table per the contract
     miss = df[df.recognized == 1].sort_values(['metric_pct', 'human_rate'], ascending=[True, False]).head(n).assign(kind='humans recognise, metric not')
     return pd.concat([leak, miss], ignore_index=True)
 
-# %% ../nbs/07_analysis.ipynb 62
+# %% ../nbs/07_analysis.ipynb 88
 def plot_gallery(rows: pd.DataFrame,       # rows with `original_path`, `recon_path` (e.g. from `disagreements`)
                  root: str|Path='.',        # directory the paths are relative to (the run)
                  metric: str|None=None,     # metric value to print under each pair
@@ -433,7 +715,7 @@ def plot_gallery(rows: pd.DataFrame,       # rows with `original_path`, `recon_p
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_analysis.ipynb 66
+# %% ../nbs/07_analysis.ipynb 92
 def plot_model_scatter(df: pd.DataFrame,         # a table per the contract
                        metrics: list|None=None,  # metric columns (default: all known)
                        threshold: float|None=None,  # vote threshold, as in `prepare_table`
@@ -474,7 +756,7 @@ def save_figure(fig,                  # a matplotlib figure
     plt.close(fig)
     return Path(path)
 
-# %% ../nbs/07_analysis.ipynb 71
+# %% ../nbs/07_analysis.ipynb 97
 _HOVER_JS = """
 var gd = document.getElementById('{plot_id}');
 var tip = document.createElement('img');
@@ -529,17 +811,40 @@ def save_html(fig,                 # a plotly figure from `interactive_scatter`
     write_text_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True, post_script=_HOVER_JS))
     return Path(path)
 
-# %% ../nbs/07_analysis.ipynb 75
+# %% ../nbs/07_analysis.ipynb 101
 def read_analysis_table(path: str|Path) -> pd.DataFrame:  # a .csv or .parquet table
     "Read an analysis table from CSV or parquet, with a clear error for anything else."
     path = Path(path)
-    if not path.is_file(): raise SemsimError(f"table not found: {path}", path, "pass a CSV or parquet file, e.g. runs/NAME/reconstructions.parquet")
+    if not path.is_file():
+        raise SemsimError(f"table not found: {path}", path, "pass a CSV or parquet file, e.g. runs/NAME/reconstructions.parquet")
     try:
         if path.suffix == '.parquet': return pd.read_parquet(path)
         if path.suffix in ('.csv', '.tsv', '.txt'): return pd.read_csv(path, sep='\t' if path.suffix == '.tsv' else ',')
-    except Exception as e: raise SemsimError(f"unreadable table {path}: {e}", path, "check that it is a valid CSV or parquet file") from e
+    except Exception as e:
+        raise SemsimError(f"unreadable table {path}: {e}", path, "check that it is a valid CSV or parquet file") from e
     raise SemsimError(f"unsupported table format {path.suffix!r}", path, "use .csv or .parquet")
 
+def _undeclared_note(df: pd.DataFrame) -> list:
+    "Numeric columns without a declared orientation, said in a warning with how to declare them."
+    cols = [c for c in undeclared_columns(df) if c not in ('unit', 'human_rate')]
+    if cols:
+        warnings.warn(f"column(s) {', '.join(cols)} hold numbers but no declared orientation and are not analysed; declare "
+                      f"each in semsim.metrics.METRICS, e.g. Metric('{cols[0]}', {{'{cols[0]}': Column(-1)}}, ...) "
+                      "(Column(1): higher = more leakage, Column(-1): lower = more leakage), or drop the column")
+    return cols
+
+def _figures(df, out, level, metrics, threshold, root, ceiling):
+    "Write the figures of `analyze` (warnings silenced: the tables have said them)."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        img = image_metrics(metrics)
+        if ceiling is not None and img:
+            save_figure(plot_ceiling(image_level(df, img, threshold, per_model=False, n_resamples=0), ceiling), out / 'ceiling.png')
+        if level in ('model', 'both'): save_figure(plot_model_scatter(df, metrics, threshold), out / 'model_scatter.png')
+        save_figure(plot_heatmap(df, img or metrics, threshold), out / 'heatmap.png')
+        save_html(interactive_scatter(df, metrics, root, threshold), out / 'scatter.html')
+
+# %% ../nbs/07_analysis.ipynb 102
 def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
             out: str|Path,                 # output directory
             level: str='both',             # model, image or both
@@ -547,37 +852,52 @@ def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
             threshold: float|None=None,    # vote threshold, as in `prepare_table`
             labels=None,                   # raw labels for the noise ceiling (optional)
             figures: bool=True,            # also write the figures
-            n_resamples: int=2000,         # bootstrap resamples at model level
+            n_resamples: int=2000,         # bootstrap resamples (every interval)
             root: str|Path|None=None,      # folder `recon_path` is relative to, for thumbnails (default: the table's)
+            ci: str='two-way',             # image-level resampling: 'two-way', 'one-way' or 'iid'
+            seed: int=0,                   # bootstrap seed
            ) -> pd.DataFrame:
-    "Write `correlations.csv` (and figures) for a table into `out`; returns the correlations."
+    "Write `correlations.csv`, `model_rates.csv`, `analysis.json` (and the ceiling, figures) into `out`; returns the correlations."
     root = root if root is not None else Path(table).parent if not isinstance(table, pd.DataFrame) else None
     df = table if isinstance(table, pd.DataFrame) else read_analysis_table(table)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    corr = correlations(df, level, metrics, threshold, n_resamples)
+    undeclared = _undeclared_note(df)
+    corr = correlations(df, level, metrics, threshold, n_resamples, seed, ci)
     write_text_atomic(out / 'correlations.csv', corr.to_csv(index=False))
-    metrics = list(dict.fromkeys(corr.metric))
+    metrics = list(dict.fromkeys(corr.metric)) if level != 'image' else prepare_table(df, metrics, threshold)[1]
+    ceiling = None
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the correlations above have said it all
+        if level != 'image':
+            write_text_atomic(out / 'model_rates.csv', model_rates(df, metrics, threshold, n_resamples, seed=seed).to_csv(index=False))
         if labels is not None:
-            ceiling = noise_ceiling(labels, df)
+            ceiling = noise_ceiling(labels, df, seed=seed, n_resamples=n_resamples, threshold=0.5 if threshold is None else threshold, ci=ci)
             write_text_atomic(out / 'noise_ceiling.csv', ceiling.to_csv(index=False))
-            if figures: save_figure(plot_ceiling(image_level(df, metrics, threshold, per_model=False), ceiling), out / 'ceiling.png')
-        if figures:
-            if level in ('model', 'both'): save_figure(plot_model_scatter(df, metrics, threshold), out / 'model_scatter.png')
-            save_figure(plot_heatmap(df, metrics, threshold), out / 'heatmap.png')
-            save_html(interactive_scatter(df, metrics, root, threshold), out / 'scatter.html')
+    write_json_atomic(out / 'analysis.json', {
+        'n_resamples': n_resamples, 'ci_method': {'image': CI_METHODS[ci], 'model': MODEL_CI, 'per-model rates': CI_METHODS['one-way']},
+        'set_level_metrics': [m for m in metrics if metric_level(m) == 'set'], 'undeclared_columns': undeclared,
+        'notes': sorted({n for n in corr.note if n})})
+    if figures: _figures(df, out, level, metrics, threshold, root, ceiling)
     return corr
+
+# %% ../nbs/07_analysis.ipynb 103
+def _interval(v, lo, hi): return '' if pd.isna(v) else f'{v:.3f}' + ('' if pd.isna(lo) else f' [{lo:.3f}, {hi:.3f}]')
 
 def _cmd_analyze(args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         corr = analyze(args.table, args.out, args.level, args.metrics.split(',') if args.metrics else None,
-                       args.threshold, args.labels, not args.no_figures, args.resamples)
+                       args.threshold, args.labels, not args.no_figures, args.resamples, ci=args.ci, seed=args.seed)
     for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)): print(f'warning: {w}', file=sys.stderr)
-    show = corr[['level', 'metric', 'n', 'spearman', 'kendall', 'auc']].copy()
-    show['oriented'] = corr.orientation * corr.spearman
-    print(show.to_string(index=False, na_rep='', float_format=lambda v: f'{v:.3f}'))
+    show = corr[['level', 'metric', 'n']].copy()
+    o = corr.orientation
+    show['oriented spearman [95% CI]'] = [_interval(o[k] * r.spearman, *sorted((o[k] * r.spearman_lo, o[k] * r.spearman_hi)))
+                                          for k, r in corr.iterrows()]
+    show['auc [95% CI]'] = [_interval(r.auc, r.auc_lo, r.auc_hi) for _, r in corr.iterrows()]
+    show['interval'] = corr.ci_method.fillna('')
+    print(show.to_string(index=False))
+    for level, note in dict.fromkeys(zip(corr.level, corr.note.fillna(''))):
+        if note: print(f'{level} level: {note}')
     print(f"wrote {Path(args.out) / 'correlations.csv'}")
 
 def register_commands(sub):
@@ -589,6 +909,9 @@ def register_commands(sub):
     p.add_argument('--metrics', default=None, help='comma-separated metric columns (default: every known metric column)')
     p.add_argument('--threshold', type=float, default=None, help='recognised when the vote share is above this (default 0.5)')
     p.add_argument('--labels', default=None, help='raw labels (labels.sqlite, CSV or parquet) for the noise ceiling')
-    p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples at model level')
-    p.add_argument('--no-figures', action='store_true', help='write only the CSV files')
+    p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples for every interval (0: none)')
+    p.add_argument('--ci', default='two-way', choices=list(CI_METHODS),
+                   help='image-level resampling: two-way (models x originals), one-way (originals) or iid (rows)')
+    p.add_argument('--seed', type=int, default=0, help='bootstrap seed')
+    p.add_argument('--no-figures', action='store_true', help='write only the tables')
     p.set_defaults(func=_cmd_analyze)
