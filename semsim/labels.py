@@ -87,6 +87,11 @@ def _why_read_only(path: Path) -> str|None:
         return f'the directory {d} is read-only' + (' (a read-only mount)' if _read_only_mount(d) else '')
     return None
 
+def _disk_full(path: Path, spare: int=2**20) -> bool:
+    "Whether the disk holding `path` has less than `spare` bytes free."
+    d = next((p for p in (path.parent, *path.parents) if p.exists()), Path('/'))
+    return shutil.disk_usage(d).free < spare
+
 def _read_only_mount(d: Path) -> bool:
     try: return bool(os.statvfs(d).f_flag & os.ST_RDONLY)
     except OSError: return False
@@ -111,8 +116,14 @@ class LabelStore:
         if self.read_only: self._con = self._retry(self._open_read_only)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False)
-            self._retry(self._setup)
+            self._con = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None,
+                                        check_same_thread=False)
+            try: self._retry(self._setup)
+            except SemsimError:
+                if not _disk_full(self.path): raise
+                self._con.close()                       # a full disk still lets you read what is stored
+                self.why_read_only, self.read_only = 'no space left on the disk', True
+                self._con = self._retry(self._open_read_only)
 
     def __repr__(self): return f'LabelStore({str(self.path)!r}: {len(self)} rows{", read-only" if self.read_only else ""})'
     def close(self): self._con.close()
@@ -146,7 +157,7 @@ def _open_read_only(self: LabelStore):
             if self._check_columns(con): return con
             break
         except sqlite3.OperationalError as e:
-            if 'unable to open' not in str(e) and 'readonly' not in str(e): raise
+            if not any(k in str(e).lower() for k in ('unable to open', 'readonly', 'disk i/o', 'full')): raise
     con = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)  # nothing to read: no labels
     con.executescript(_SCHEMA)
     return con
@@ -154,7 +165,9 @@ def _open_read_only(self: LabelStore):
 @patch
 def _writable(self: LabelStore):
     "Raise the read-only error before any write is attempted."
-    if self.read_only: raise self._error(sqlite3.OperationalError('attempt to write a readonly database'))
+    if not self.read_only: return
+    full = self.why_read_only.startswith('no space')
+    raise self._error(sqlite3.OperationalError('database or disk is full' if full else 'attempt to write a readonly database'))
 
 # %% ../nbs/05_labels.ipynb 14
 @patch
@@ -168,7 +181,7 @@ def _error(self: LabelStore, e):
     why = self.why_read_only or _why_read_only(p)
     if 'readonly' in low or 'read-only' in low or ('unable to open' in low and why):
         return _read_only_error(p, why or msg)
-    if 'full' in low or ('i/o' in low and shutil.disk_usage(p.parent).free < 2**20):
+    if 'full' in low or ('i/o' in low and _disk_full(p)):
         return SemsimError(f"no space left on the disk holding the label database ({msg}); nothing was saved and the "
                            "labels already stored are intact", p, "free disk space, then answer again")
     return SemsimError(f"the label database cannot be read ({msg}); nothing was changed", p,
@@ -383,9 +396,15 @@ def _import_sessions(st, fmt, path) -> set:
             and json.loads(r.settings or '{}').get('format') == fmt and json.loads(r.settings or '{}').get('path') == want]
     return set(keep)
 
-def _select(st, source='auto', protocol=None, min_per_victim=AUTO_MIN_PER_VICTIM) -> tuple:
+def _select(run, source='auto', protocol=None, min_per_victim=AUTO_MIN_PER_VICTIM) -> tuple:
     "(source chosen, its effective labels, the humans' coverage) for a requested `source`."
-    cur, queue = st.current(protocol=protocol), _queue(st)
+    st = _store(run)
+    try: return _choose(st, st.current(protocol=protocol), source, min_per_victim)
+    finally:
+        if st is not run: st.close()        # a store opened here is closed here (a read-only mount stays unbusy)
+
+def _choose(st, cur, source, min_per_victim) -> tuple:
+    queue = _queue(st)
     humans = cur[cur.proxy == 0]
     hcov = _coverage(queue, humans)
     kinds = cur.annotator[cur.proxy == 1].map(_proxy_kind)
@@ -413,7 +432,7 @@ def source_labels(run,                      # run directory (or an open LabelSto
                   min_per_victim: int=AUTO_MIN_PER_VICTIM,  # `auto`: human-labelled reconstructions each victim needs
                  ) -> pd.DataFrame:
     "The effective labels of one label source (never a mixture, unless `all` is asked for)."
-    return _select(_store(run), source, protocol, min_per_victim)[1]
+    return _select(run, source, protocol, min_per_victim)[1]
 
 _labels = source_labels
 
@@ -441,7 +460,7 @@ def agreement(run,                      # run directory (or an open LabelStore)
     "Inter-annotator agreement: Fleiss' kappa, Krippendorff's alpha, and each annotator's agreement with the others."
     from statsmodels.stats.inter_rater import fleiss_kappa
     import krippendorff
-    src, cur, _ = _select(_store(run), source, protocol, min_per_victim)   # one source: its annotators only
+    src, cur, _ = _select(run, source, protocol, min_per_victim)   # one source: its annotators only
     rec = cur.pivot_table(index='annotator', columns='recon_id', values='recognized', aggfunc='last')
     out = dict(source=src, n_reconstructions=rec.shape[1], n_annotators=rec.shape[0], n_labels=len(cur),
                fleiss_kappa=float('nan'), krippendorff_alpha=float('nan'), krippendorff_alpha_answers=float('nan'))
@@ -491,9 +510,13 @@ def label_source(run,                 # run directory (or an open LabelStore)
                 ) -> dict:
     "The one label source used: its name, coverage (n of N reconstructions), annotators and a sentence saying so."
     st = _store(run)
+    try: return _describe(st, source, min_per_victim)
+    finally:
+        if st is not run: st.close()
+
+def _describe(st, source, min_per_victim) -> dict:
     src, cur, hcov = _select(st, source, None, min_per_victim)
-    queue = _queue(st)
-    n_cov = _coverage(queue, cur)
+    n_cov = _coverage(_queue(st), cur)
     humans, proxies = sorted(cur.annotator[cur.proxy == 0].unique()), sorted(cur.annotator[cur.proxy == 1].unique())
     out = dict(kind=src, source=src, requested=source, annotators=humans + proxies, humans=humans, proxies=proxies,
                n_labels=len(cur), n_reconstructions=n_cov['n'], n_total=n_cov['total'], human_coverage=hcov,
