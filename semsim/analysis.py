@@ -87,7 +87,7 @@ def _human(df: pd.DataFrame, threshold: float|None, where: str) -> pd.DataFrame:
     bad = rec.notna() & ~rec.isin([0, 1])
     if bad.any():
         k = bad.idxmax()
-        raise SemsimError(f"`recognized` must be 0 or 1; row {k} holds {df.loc[k, 'recognized']!r} ({int(bad.sum())} such rows)", where, fix01)
+        raise SemsimError(f"`recognized` must be 0 or 1; row {k} holds {rec[k]:g} ({int(bad.sum())} such rows)", where, fix01)
     df['recognized'] = rec
     if not has_votes: df['human_rate'] = rec
     return df
@@ -860,11 +860,11 @@ def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
     "Write `correlations.csv`, `model_rates.csv`, `analysis.json` (and the ceiling, figures) into `out`; returns the correlations."
     root = root if root is not None else Path(table).parent if not isinstance(table, pd.DataFrame) else None
     df = table if isinstance(table, pd.DataFrame) else read_analysis_table(table)
+    metrics = prepare_table(df, metrics, threshold, 'table' if isinstance(table, pd.DataFrame) else str(table))[1]
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     undeclared = _undeclared_note(df)
     corr = correlations(df, level, metrics, threshold, n_resamples, seed, ci)
     write_text_atomic(out / 'correlations.csv', corr.to_csv(index=False))
-    metrics = list(dict.fromkeys(corr.metric)) if level != 'image' else prepare_table(df, metrics, threshold)[1]
     ceiling = None
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the correlations above have said it all

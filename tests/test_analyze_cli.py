@@ -1,10 +1,11 @@
 "`semsim analyze`: big tables in seconds, CSV and parquet input, and clear answers to bad input."
-import argparse, time, warnings
+import argparse, json, subprocess, sys, time, warnings
+from pathlib import Path
 import numpy as np, pandas as pd, pytest
 import scipy.stats as stats
 from sklearn.metrics import roc_auc_score
 from semsim.core import SemsimError
-from semsim.analysis import register_commands, synthetic_study, CORRELATION_COLUMNS
+from semsim.analysis import register_commands, synthetic_study, CORRELATION_COLUMNS, CI_METHODS, MODEL_CI
 
 
 def analyze(*argv):
@@ -29,8 +30,11 @@ def test_big_parquet_in_seconds(tmp_path, capsys):
     assert elapsed < 30, f'analyze took {elapsed:.1f} s on {len(table)} rows'
     text = (tmp_path / 'analysis' / 'correlations.csv').read_text().splitlines()
     assert text[0] == ','.join(CORRELATION_COLUMNS)
-    assert text[1].startswith('model,psnr,25,1,') and text[1].endswith(',')  # no AUC at model level
+    assert text[1].startswith('model,psnr,25,1,')
     res = pd.read_csv(tmp_path / 'analysis' / 'correlations.csv')
+    assert res[res.level == 'model'][['auc', 'auc_lo', 'auc_hi']].isna().all().all()  # no AUC at model level
+    assert res.ci_method.tolist() == [MODEL_CI] * 5 + [CI_METHODS['two-way']] * 5
+    assert ((res.spearman_lo <= res.spearman) & (res.spearman <= res.spearman_hi)).all()
     assert res.level.tolist() == ['model'] * 5 + ['image'] * 5
     assert res.n.tolist() == [25] * 5 + [len(table)] * 5
     assert res.orientation.tolist() == [1, 1, -1, -1, -1] * 2
@@ -43,16 +47,21 @@ def test_big_parquet_in_seconds(tmp_path, capsys):
     assert img.loc['semsim', 'auc'] == pytest.approx(roc_auc_score(table.recognized, -table.semsim), abs=1e-9)
     assert img.pearson.isna().all()
     for f in ('heatmap.png', 'model_scatter.png', 'scatter.html'): assert (tmp_path / 'analysis' / f).stat().st_size > 1000
-    assert 'wrote' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'wrote' in out and CI_METHODS['two-way'] in out and MODEL_CI in out
+    line = next(l for l in out.splitlines() if l.split()[:2] == ['image', 'semsim'])
+    r = img.loc['semsim']
+    assert f"{-r.spearman:.3f} [{-r.spearman_hi:.3f}, {-r.spearman_lo:.3f}]" in line and f"{r.auc:.3f} [{r.auc_lo:.3f}" in line
 
 
 def test_csv_model_column_metrics_and_level(tmp_path, study):
     table = study[0].rename(columns={'model_id': 'model'})
     table.to_csv(tmp_path / 't.csv', index=False)
-    analyze(tmp_path / 't.csv', '--out', tmp_path / 'o', '--level', 'image', '--metrics', 'lpips,psnr', '--no-figures')
+    analyze(tmp_path / 't.csv', '--out', tmp_path / 'o', '--level', 'image', '--metrics', 'lpips,psnr', '--no-figures',
+            '--resamples', '200')
     res = pd.read_csv(tmp_path / 'o' / 'correlations.csv')
     assert res.level.tolist() == ['image', 'image'] and res.metric.tolist() == ['lpips', 'psnr']
-    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['correlations.csv']
+    assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['analysis.json', 'correlations.csv']
     assert res.spearman[0] == pytest.approx(stats.spearmanr(table.lpips, table.votes_recognized / table.votes_total).statistic, abs=1e-9)
 
 
@@ -159,3 +168,85 @@ def test_scatter_html_shows_thumbnail_on_hover_offline(tmp_path):
             return [i.src.slice(0, 22), i.naturalWidth]; }""")
         browser.close()
     assert shown == ['data:image/png;base64,', 28]
+
+
+def test_set_level_metrics_stay_at_model_level(tmp_path, study):
+    table = study[0].assign(feat_fid=lambda t: t.groupby('model_id').lpips.transform('mean') * 100)
+    table.to_csv(tmp_path / 't.csv', index=False)
+    analyze(tmp_path / 't.csv', '--out', tmp_path / 'o', '--no-figures', '--resamples', '200')
+    res = pd.read_csv(tmp_path / 'o' / 'correlations.csv')
+    assert res[res.metric == 'feat_fid'].level.tolist() == ['model']
+    assert 'feat_fid' in pd.read_csv(tmp_path / 'o' / 'model_rates.csv').columns
+    assert json.loads((tmp_path / 'o' / 'analysis.json').read_text())['set_level_metrics'] == ['feat_fid']
+
+
+def test_few_models_give_rates_not_p_values(tmp_path, study, capsys):
+    study[0][study[0].model_id.isin(['victim0', 'victim1', 'victim2', 'victim3'])].to_csv(tmp_path / 't.csv', index=False)
+    analyze(tmp_path / 't.csv', '--out', tmp_path / 'o', '--no-figures', '--resamples', '200')
+    res = pd.read_csv(tmp_path / 'o' / 'correlations.csv').set_index(['level', 'metric'])
+    model = res.loc['model']
+    assert model.spearman_p.isna().all() and model.spearman_lo.isna().all() and model.spearman.notna().all()
+    assert (model.note == 'too few models for a correlation (n = 4): see the per-model rates').all()
+    assert 'model level: too few models for a correlation (n = 4)' in capsys.readouterr().out
+    rates = pd.read_csv(tmp_path / 'o' / 'model_rates.csv')
+    assert len(rates) == 4 and (rates.human_rate_lo <= rates.human_rate).all() and (rates.human_rate <= rates.human_rate_hi).all()
+    assert rates.ci_method.unique().tolist() == [CI_METHODS['one-way']]
+
+
+def test_undeclared_numeric_column_is_reported(tmp_path, study, capsys):
+    study[0].assign(dreamsim=np.linspace(0, 1, len(study[0]))).to_csv(tmp_path / 't.csv', index=False)
+    analyze(tmp_path / 't.csv', '--out', tmp_path / 'o', '--no-figures', '--resamples', '0')
+    err = capsys.readouterr().err
+    assert "dreamsim hold numbers but no declared orientation" in err and "Column(-1)" in err
+    assert json.loads((tmp_path / 'o' / 'analysis.json').read_text())['undeclared_columns'] == ['dreamsim']
+    assert 'dreamsim' not in pd.read_csv(tmp_path / 'o' / 'correlations.csv').metric.tolist()
+
+
+@pytest.fixture(scope='module')
+def bad_runs(tmp_path_factory, study):
+    "Each bad table through the installed `semsim analyze` console script, all started at once: `{case: (path, process)}`."
+    d, t = tmp_path_factory.mktemp('bad'), study[0]
+    paths = {}
+    psnr = t.astype({'psnr': object}); psnr.loc[17, 'psnr'] = 'abc'
+    psnr.to_csv(paths.setdefault('psnr', d / 'psnr.csv'), index=False)
+    rec = t.drop(columns=['votes_recognized', 'votes_total']).astype({'recognized': object}); rec.loc[5, 'recognized'] = 'yes'
+    rec.to_csv(paths.setdefault('yes', d / 'yes.csv'), index=False)
+    for name in ('model_id', 'image_id'):
+        t.drop(columns=[name, 'status']).to_parquet(paths.setdefault(name, d / f'no_{name}.parquet'))
+    exe = str(Path(sys.executable).parent / 'semsim')
+    procs = {k: subprocess.Popen([exe, 'analyze', str(v), '--out', str(d / 'out' / k), '--no-figures'], text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for k, v in paths.items()}
+    out = {}
+    for k, p in procs.items():
+        so, se = p.communicate(timeout=600)
+        out[k] = (paths[k], subprocess.CompletedProcess(p.args, p.returncode, so, se))
+    return out
+
+
+def _one_clear_line(p):
+    assert p.returncode == 2, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    lines = [l for l in p.stderr.splitlines() if l.strip() and not l.startswith('warning:')]
+    assert len(lines) == 1 and 'Traceback' not in p.stderr and 'fix:' in lines[0], p.stderr
+    return lines[0]
+
+
+def test_cli_non_numeric_metric_value_is_an_error(bad_runs):
+    path, p = bad_runs['psnr']
+    line = _one_clear_line(p)
+    assert "column 'psnr' holds 'abc' in row 17" in line and str(path) in line and 'store a number' in line
+
+
+def test_cli_bad_recognized_value_is_an_error(bad_runs, tmp_path, study):
+    line = _one_clear_line(bad_runs['yes'][1])
+    assert "'recognized' holds 'yes' in row 5" in line and 'store 1 (recognised) or 0' in line
+    table = study[0].drop(columns=['votes_recognized', 'votes_total']); table.loc[5, 'recognized'] = 3
+    table.to_csv(tmp_path / 't.csv', index=False)
+    with pytest.raises(SemsimError, match='`recognized` must be 0 or 1; row 5 holds 3'):
+        analyze(tmp_path / 't.csv', '--out', tmp_path / 'o', '--no-figures')
+
+
+@pytest.mark.parametrize('case', ['model_id', 'image_id'])
+def test_cli_parquet_missing_columns_is_an_error(bad_runs, case):
+    path, p = bad_runs[case]
+    line = _one_clear_line(p)
+    assert f'no `{case}`' in line and str(path) in line
