@@ -10,15 +10,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from torch.func import functional_call, vmap, grad
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import SemsimError, RunDir, save_png, load_png, generator, recon_id, read_table, update_table, RECON_COLUMNS
 from .data import load_originals
-from .victims import build_model, load_victim, defend, parse_defense
+from .victims import build_model, load_victim, defend, parse_defense, Normalize
 
 # %% auto 0
-__all__ = ['ATTACKS', 'Attack', 'get_attack', 'target_gradients', 'target_norms', 'recover_labels', 'gradient_distance',
-           'total_variation', 'bn_statistics_loss', 'prepare_victim', 'calibrate', 'default_workers', 'AttackResult',
-           'attack_batch', 'attack_key', 'image_seed', 'run_attack', 'register_commands']
+__all__ = ['ATTACKS', 'PRIORS', 'Attack', 'get_attack', 'target_gradients', 'target_norms', 'recover_labels', 'gradient_distance',
+           'total_variation', 'bn_statistics_loss', 'attack_priors', 'prepare_victim', 'calibrate', 'default_workers',
+           'AttackResult', 'attack_batch', 'attack_key', 'image_seed', 'run_attack', 'register_commands']
 
 # %% ../nbs/03_attacks.ipynb 7
 @dataclass(frozen=True)
@@ -27,45 +28,72 @@ class Attack:
     name: str                  # the preset's name, the `attack_id` of its reconstructions
     optimizer: str = 'adam'    # 'adam' (the batched engine) or 'lbfgs' (one image at a time)
     distance: str = 'cosine'   # gradient distance: 'cosine' (over all layers at once) or 'l2' (squared)
-    label: str = 'known'       # 'known' (given), 'recover' (from the last layer's gradient) or 'learn' (soft label, L-BFGS)
+    label: str = 'known'       # 'known', 'idlg' (off the gradient), 'dlg' (soft label, L-BFGS), 'learned' (Adam)
     iterations: int = 1000     # optimiser steps (L-BFGS: steps of up to 20 evaluations each)
     lr: float = 0.1            # learning rate
     signed: bool = True        # step on the sign of the image gradient (Inverting Gradients)
-    boxed: bool = True         # clamp the image to [0, 1] after every step
-    tv: float = 0.0            # weight of the total-variation prior
-    l2: float = 0.0            # weight of the image's L2 norm
+    boxed: bool = True         # clamp to the image range after every step (x in [0, 1], or z in its image)
+    tv: float = 0.0            # weight of the total-variation prior (on the optimised variable)
+    l2: float = 0.0            # weight of the optimised variable's L2 norm
     bn: float = 0.0            # weight of BatchNorm-statistics matching (GradInversion)
-    restarts: int = 1          # independent trials per image; the one with the lowest gradient distance is kept
-    milestones: tuple = (3/8, 5/8, 7/8)  # fractions of `iterations` after which the learning rate is multiplied by 0.1
-    reference: str = ''        # where the attack comes from
+    group: float = 0.0         # weight of group consistency: each of an image's `restarts` pulled to their mean
+    restarts: int = 1          # candidates per image; the one with the lowest gradient distance is kept
+    milestones: tuple = (3/8, 5/8, 7/8)  # lr × 0.1 after each: a fraction m ≤ 1 of N steps, or N // m for m > 1
+    space: str = 'pixel'       # 'pixel' (optimise x in [0, 1]) or 'normalised' (z = (x − mean)/std)
+    reference: str = ''        # what it implements, after whom, and what it leaves out
 
+# %% ../nbs/03_attacks.ipynb 8
 ATTACKS = {a.name: a for a in [
-    Attack('dlg', 'lbfgs', 'l2', 'learn', 300, lr=1.0, signed=False, boxed=False, milestones=(),
-           reference='Zhu et al. 2019, Deep Leakage from Gradients: L-BFGS on image and soft label, squared L2'),
-    Attack('idlg', 'lbfgs', 'l2', 'recover', 300, lr=1.0, signed=False, boxed=False, milestones=(),
-           reference='Zhao et al. 2020, iDLG: the label read off the last layer, then DLG on the image'),
-    Attack('ig', tv=1e-4, reference='Geiping et al. 2020, Inverting Gradients; the fast default (1000 steps)'),
-    Attack('ig-paper', iterations=8000, tv=1e-4,
-           reference='Geiping et al. 2020 as run in the SemSim paper (CIFAR): 8000 steps, TV 1e-4'),
-    Attack('gradinversion', label='recover', tv=1e-4, l2=1e-4, bn=1e-2,
-           reference='Yin et al. 2021, GradInversion-style: IG + BatchNorm statistics + TV + L2, label recovered'),
+    Attack('dlg', 'lbfgs', 'l2', 'dlg', 300, lr=1.0, signed=False, boxed=False, milestones=(),
+           reference='Zhu et al. 2019, DLG: L-BFGS (lr 1) on the raw image and a soft label, squared L2 distance, '
+                     'all layers; its victim is `lenet-dlg`. Left out: nothing of the method'),
+    Attack('idlg', 'lbfgs', 'l2', 'idlg', 300, lr=1.0, signed=False, boxed=False, milestones=(),
+           reference="Zhao et al. 2020, iDLG: the label read off the output layer's gradient, then DLG on the image"),
+    Attack('ig', tv=1e-4, reference="Geiping et al. 2020's objective and optimiser (cosine distance, signed Adam, "
+           'TV 1e-4, boxed) in pixel space: x in [0, 1] starts at N(0, 1), TV on x, lr drops after 3/8, 5/8, 7/8; '
+           'measured stronger than `ig-paper` at equal budget (MEASURED). Not the paper: space, init, TV placement'),
+    Attack('ig-paper', iterations=8000, tv=1e-4, space='normalised', milestones=(2.667, 1.6, 1.142),
+           reference='Geiping et al. 2020 as the inversefed code runs it: z = (x - mean)/std from N(0, 1), boxed to '
+                     '[(0 - mean)/std, (1 - mean)/std], TV 1e-4 on z, signed Adam lr 0.1 dropping after N // 2.667, '
+                     'N // 1.6, N // 1.142; 8000 steps, label known. Left out: restarts, other cost functions'),
+    Attack('ig-semsim', iterations=8000, tv=1e-4, space='normalised', milestones=(2.667, 1.6, 1.142), label='learned',
+           reference="`ig-paper` with the SemSim paper's label mode: output layer frozen (not shared, not matched), "
+                     'a soft label learned with the image by the same Adam (unsigned for the label)'),
+    Attack('group-bn', distance='l2', label='idlg', signed=False, tv=1e-4, l2=1e-4, bn=1e-2, group=1e-2, restarts=4,
+           space='normalised', reference='After Yin et al. 2021 (GradInversion): squared L2 distance, plain Adam, '
+           'TV + L2 + BatchNorm-statistics priors, group consistency over 4 candidates, each pulled toward their '
+           'simple (unregistered) mean; label by iDLG\'s rule (batch label restoration at batch size 1). Missing: '
+           'image registration of the group, the fused final image (the best candidate is kept), their weights'),
 ]}
+
+# %% ../nbs/03_attacks.ipynb 9
+_CHOICES = dict(optimizer=('adam', 'lbfgs'), distance=('cosine', 'l2'), label=('known', 'idlg', 'dlg', 'learned'),
+                space=('pixel', 'normalised'))
 
 def get_attack(attack: str|Attack,         # a preset name or an `Attack`
                iterations: int|None=None,  # overrides the preset's iterations
               ) -> Attack:
-    "The `Attack` of a preset name (or the one given), with `iterations` overridden if given."
+    "The `Attack` of a preset name (or the one given), validated, with `iterations` overridden if given."
     if isinstance(attack, str):
         if attack not in ATTACKS: raise SemsimError(f"unknown attack {attack!r}", '--attack', f"use one of: {', '.join(ATTACKS)}")
         attack = ATTACKS[attack]
     if iterations is not None:
         if int(iterations) < 1: raise SemsimError(f"iterations must be >= 1, got {iterations}", '--iterations', "pass e.g. --iterations 1000")
         attack = replace(attack, iterations=int(iterations))
-    if attack.label == 'learn' and attack.optimizer != 'lbfgs':
-        raise SemsimError("a learned soft label needs the L-BFGS optimiser", 'attack', "use label='known' or 'recover' with Adam")
+    for k, ok in _CHOICES.items():
+        if getattr(attack, k) not in ok: raise SemsimError(f"{k} {getattr(attack, k)!r} unknown", f'attack.{k}', f"use one of: {', '.join(ok)}")
+    lbfgs = attack.optimizer == 'lbfgs'
+    if (attack.label == 'dlg') != lbfgs and attack.label in ('dlg', 'learned'):
+        raise SemsimError(f"label {attack.label!r} needs the {'L-BFGS' if attack.label == 'dlg' else 'Adam'} optimiser",
+                          'attack.label', "use label 'dlg' with L-BFGS, 'learned' with Adam")
+    if lbfgs and (attack.group or attack.space != 'pixel'):
+        raise SemsimError("L-BFGS attacks one candidate in pixel space: no group consistency, no normalised space",
+                          'attack', "use optimizer='adam' for group or space='normalised'")
+    if attack.restarts < 1 or (attack.group and attack.restarts < 2):
+        raise SemsimError(f"restarts {attack.restarts} too few", 'attack.restarts', "restarts >= 1, and >= 2 with group")
     return attack
 
-# %% ../nbs/03_attacks.ipynb 11
+# %% ../nbs/03_attacks.ipynb 13
 def _soft_ce(logits, y): return -(y * F.log_softmax(logits, -1)).sum()
 
 def _state(model):
@@ -94,7 +122,7 @@ def target_norms(grads: list) -> torch.Tensor:  # per-parameter gradients, each 
     "The L2 norm of each of the K gradients over all parameters."
     return sum(g.flatten(1).pow(2).sum(1) for g in grads).sqrt()
 
-# %% ../nbs/03_attacks.ipynb 16
+# %% ../nbs/03_attacks.ipynb 18
 def recover_labels(grads: list,        # per-parameter gradients, each K×(parameter shape)
                    num_classes: int,   # the classifier's number of classes
                   ) -> torch.Tensor:
@@ -106,7 +134,7 @@ def recover_labels(grads: list,        # per-parameter gradients, each K×(param
         if g.dim() == 3 and g.shape[1] == num_classes: return g.sum(2).argmin(1)  # a weight without bias
     raise SemsimError("no output layer found among the gradients", 'grads', f"pass the gradients of a classifier with {num_classes} outputs")
 
-# %% ../nbs/03_attacks.ipynb 20
+# %% ../nbs/03_attacks.ipynb 22
 def gradient_distance(g: list, t: list,  # candidate and target gradients (same shapes)
                       kind: str='cosine',  # 'cosine' or 'l2'
                       tnorm=None):         # |t|, if already known
@@ -128,7 +156,20 @@ def bn_statistics_loss(inputs: list, layers: list) -> torch.Tensor:  # what each
         out = out + (a.mean(dims) - m.running_mean).norm() + (a.var(dims, unbiased=False) - m.running_var).norm()
     return out
 
-# %% ../nbs/03_attacks.ipynb 24
+# %% ../nbs/03_attacks.ipynb 26
+PRIORS = {  # the Attack field holding the weight -> the prior at the optimised variable u
+    'tv': lambda u, aux: total_variation(u),
+    'l2': lambda u, aux: u.norm(),
+    'bn': lambda u, aux: aux['bn'],
+    'group': lambda u, aux: (u - aux['group']).norm(),   # distance to the mean of the image's candidates
+}
+
+def attack_priors(spec: Attack, u: torch.Tensor,  # the attack; the optimised image (x or z)
+                  aux: dict):                      # `bn`: the BatchNorm term, `group`: the candidates' mean
+    "The weighted sum of the attack's priors at u (0 when it has none)."
+    return sum(w * f(u, aux) for k, f in PRIORS.items() if (w := getattr(spec, k)))
+
+# %% ../nbs/03_attacks.ipynb 29
 class _EvalBatchNorm(nn.modules.batchnorm._BatchNorm):
     "A BatchNorm layer in eval mode, written as an elementwise scale and shift (same function and parameters)."
     def forward(self, x):
@@ -146,95 +187,127 @@ def prepare_victim(model: nn.Module) -> nn.Module:  # a victim (not changed)
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None: m.__class__ = _EvalBatchNorm
     return model
 
-# %% ../nbs/03_attacks.ipynb 27
+# %% ../nbs/03_attacks.ipynb 32
+def _output_layer(model) -> set:
+    "The parameter names of the model's last linear layer."
+    last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1:]
+    return {f'{last[0]}.{k}' for k, _ in model.get_submodule(last[0]).named_parameters()} if last else set()
+
 class _Objective:
-    "The attack objective of one model and attack; `batched` (vmap) and `sequential` (autograd) image gradients."
+    "The attack objective of one model and attack; `batched` (vmap) and `sequential` (autograd) gradients."
     def __init__(self, model, spec: Attack):
-        self.model, self.spec = model, spec
-        self.params, self.buffers = _state(model)
+        self.spec, self.learned = spec, spec.label == 'learned'
+        norm = model[0] if isinstance(model, nn.Sequential) and isinstance(model[0], Normalize) else None
+        z = norm is not None and spec.space == 'normalised'   # optimise z: attack the layers after Normalize
+        self.model = model[1:] if z else model
+        self.mean, self.std = (norm.mean[0], norm.std[0]) if z else (None, None)
+        self.box = ((0 - self.mean) / self.std, (1 - self.mean) / self.std) if z else (0, 1)
+        params, self.buffers = _state(self.model)
+        frozen = _output_layer(self.model) if self.learned else set()   # the SemSim code's frozen output layer
+        self.names = list(params)
+        self.params = {k: v for k, v in params.items() if k not in frozen}
+        self.fixed = {k: v for k, v in params.items() if k in frozen}
         self.bn_layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if spec.bn else []
         self._seen = []
-        self._vstep = vmap(grad(self._one, has_aux=True))
+        self._vstep = vmap(grad(self._one, argnums=(0, 1) if self.learned else 0, has_aux=True))
 
-    def _forward(self, params, x, y):
+    def observed(self, t: list) -> list: return [g for k, g in zip(self.names, t) if k in self.params]
+    def to_image(self, u): return u if self.mean is None else u * self.std + self.mean
+
+    def _forward(self, params, u, y):
         self._seen.clear()
         hooks = [m.register_forward_pre_hook(lambda m, inp: self._seen.append(inp[0])) for m in self.bn_layers]
-        try: out = functional_call(self.model, (params, self.buffers), (x[None],))
+        try: out = functional_call(self.model, (params, self.fixed, self.buffers), (u[None],))
         finally:
             for h in hooks: h.remove()
         bn = bn_statistics_loss(self._seen, self.bn_layers) if self.bn_layers else out.new_zeros(())
         self._seen.clear()
         return _soft_ce(out, y[None]), bn
 
-    def _score(self, g, bn, x, t, tnorm):
-        s = self.spec
-        rec = gradient_distance(g, t, s.distance, tnorm)
-        total = rec + (s.tv * total_variation(x) if s.tv else 0) + (s.l2 * x.norm() if s.l2 else 0) + (s.bn * bn if s.bn else 0)
-        return total, rec
+    def _score(self, g, bn, u, t, tnorm, gm):
+        rec = gradient_distance(g, t, self.spec.distance, tnorm)
+        return rec + attack_priors(self.spec, u, dict(bn=bn, group=gm)), rec
 
-    def _one(self, x, y, t, tnorm):
-        g, bn = grad(self._forward, has_aux=True)(self.params, x, y)
-        total, rec = self._score([g[k] for k in self.params], bn, x, t, tnorm)
+    def _one(self, u, y, t, tnorm, gm):
+        g, bn = grad(self._forward, has_aux=True)(self.params, u, F.softmax(y, -1) if self.learned else y)
+        total, rec = self._score([g[k] for k in self.params], bn, u, t, tnorm, gm)
         return total, (total, rec)
 
-    def batched(self, x, y, t, tnorm):
-        "Image gradients, objective values and gradient distances of K candidates, in one vmap."
-        gx, (total, rec) = self._vstep(x, y, t, tnorm)
-        return gx, total.detach(), rec.detach()
+# %% ../nbs/03_attacks.ipynb 33
+@patch
+def batched(self: _Objective, u, y, t, tnorm, gm):
+    "Gradients for the images (and learned labels), objective values and gradient distances of K candidates, in one vmap."
+    g, (total, rec) = self._vstep(u, y, t, tnorm, gm)
+    gu, gy = g if self.learned else (g, None)
+    return gu, gy, total.detach(), rec.detach()
 
-    def sequential(self, x, y, t, tnorm):
-        "The same, one candidate at a time with plain autograd."
-        if not hasattr(self, '_plist'): self._plist = [v.clone().requires_grad_() for v in self.params.values()]
-        plist, pdict = self._plist, dict(zip(self.params, self._plist))
-        out = []
-        for k in range(len(x)):
-            xk = x[k].detach().requires_grad_()
-            loss, bn = self._forward(pdict, xk, y[k])
-            g = torch.autograd.grad(loss, plist, create_graph=True, materialize_grads=True)
-            total, rec = self._score(g, bn, xk, [tt[k] for tt in t], tnorm[k])
-            gx, = torch.autograd.grad(total, xk)
-            out.append((gx, total.detach(), rec.detach()))
-        return tuple(torch.stack(z) for z in zip(*out))
+@patch
+def sequential(self: _Objective, u, y, t, tnorm, gm):
+    "The same, one candidate at a time with plain autograd."
+    if not hasattr(self, '_plist'): self._plist = [v.clone().requires_grad_() for v in self.params.values()]
+    plist, pdict, out = self._plist, dict(zip(self.params, self._plist)), []
+    for k in range(len(u)):
+        uk, yk = u[k].detach().requires_grad_(), (y[k].detach().requires_grad_() if self.learned else y[k])
+        loss, bn = self._forward(pdict, uk, F.softmax(yk, -1) if self.learned else yk)
+        g = torch.autograd.grad(loss, plist, create_graph=True, materialize_grads=True)
+        total, rec = self._score(g, bn, uk, [tt[k] for tt in t], tnorm[k], gm[k])
+        gs = torch.autograd.grad(total, [uk, yk] if self.learned else [uk])
+        out.append((gs[0], gs[-1], total.detach(), rec.detach()))
+    gu, gy, total, rec = (torch.stack(z) for z in zip(*out))
+    return gu, gy if self.learned else None, total, rec
 
-    def step(self, x, y, t, tnorm, batched: bool):
-        return (self.batched if batched else self.sequential)(x, y, t, tnorm)
+@patch
+def step(self: _Objective, u, y, t, tnorm, batched: bool, gm=None):
+    "`batched` or `sequential`; `gm`: each candidate's group mean (only read with a group prior)."
+    return (self.batched if batched else self.sequential)(u, y, t, tnorm, u if gm is None else gm)
 
-# %% ../nbs/03_attacks.ipynb 32
+# %% ../nbs/03_attacks.ipynb 38
 def _lr_at(spec: Attack, i: int, iterations: int) -> float:
-    return spec.lr * 0.1 ** sum(i >= int(m * iterations) for m in spec.milestones)
+    return spec.lr * 0.1 ** sum(i >= (int(iterations // m) if m > 1 else int(m * iterations)) for m in spec.milestones)
 
+def _adam_step(p, g, m, v, act, i: int, lr: float, b1=0.9, b2=0.999, eps=1e-8):
+    "Adam (torch's formula) on the rows `act` of p: updates the moments m, v in place, returns the new rows."
+    m[act] = b1 * m[act] + (1 - b1) * g
+    v[act] = b2 * v[act] + (1 - b2) * g * g
+    return p[act] - lr / (1 - b1 ** (i + 1)) * m[act] / ((v[act].sqrt() / math.sqrt(1 - b2 ** (i + 1))) + eps)
+
+def _group_means(x, alive, G: int):
+    "Each candidate's group mean over the group's live candidates (groups: G consecutive candidates)."
+    xs, w = x.view(-1, G, *x.shape[1:]), alive.to(x.dtype).view(-1, G, *[1] * (x.dim() - 1))
+    return ((xs * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1)).expand_as(xs).reshape(x.shape)
+
+# %% ../nbs/03_attacks.ipynb 39
 def _adam_chunk(objective: _Objective, x, y, t, tnorm, iterations: int, batched: bool, bar=None):
-    "Optimise the candidates `x` (k×C×H×W) together; returns images, status, distance, iterations done."
+    "Optimise the candidates `x` (k×C×H×W) together; returns images, status, distance, iterations done, labels."
     spec, k = objective.spec, len(x)
-    x, m, v = x.clone(), torch.zeros_like(x), torch.zeros_like(x)
+    G = spec.restarts if spec.group else 1
+    x, m, v, y, my, vy = x.clone(), torch.zeros_like(x), torch.zeros_like(x), y.clone(), torch.zeros_like(y), torch.zeros_like(y)
     diverged, done = torch.zeros(k, dtype=torch.bool), torch.full((k,), iterations)
-    b1, b2, eps = 0.9, 0.999, 1e-8
+    def fin(z): return torch.isfinite(z).flatten(1).all(1)
     for i in range(iterations):
         act = (~diverged).nonzero().flatten()
         if not len(act): break
         sub = (lambda z: z) if len(act) == k else (lambda z: z[act])   # no copies while all candidates are active
-        gx, total, _ = objective.step(sub(x), sub(y), [sub(tt) for tt in t], sub(tnorm), batched)
-        bad = (~(torch.isfinite(total) & torch.isfinite(gx).flatten(1).all(1))).cpu()
+        gm = None if G == 1 else sub(_group_means(x, ~diverged, G))
+        gx, gy, total, _ = objective.step(sub(x), sub(y), [sub(tt) for tt in t], sub(tnorm), batched, gm)
+        bad = (~(torch.isfinite(total) & fin(gx) & (fin(gy) if gy is not None else True))).cpu()
         diverged[act[bad]], done[act[bad]] = True, i
         act, gx = act[~bad], gx[~bad]
-        if spec.signed: gx = gx.sign()
-        m[act] = b1 * m[act] + (1 - b1) * gx
-        v[act] = b2 * v[act] + (1 - b2) * gx * gx
-        step = _lr_at(spec, i, iterations) / (1 - b1 ** (i + 1))
-        new = x[act] - step * m[act] / ((v[act].sqrt() / math.sqrt(1 - b2 ** (i + 1))) + eps)
-        if spec.boxed: new = new.clamp(0, 1)
-        x[act] = new
+        lr = _lr_at(spec, i, iterations)
+        x[act] = _adam_step(x, gx.sign() if spec.signed else gx, m, v, act, i, lr)
+        if spec.boxed: x[act] = torch.clamp(x[act], *objective.box)
+        if gy is not None: y[act] = _adam_step(y, gy[~bad], my, vy, act, i, lr)   # the label's step is never signed
         if bar is not None: bar.set_postfix(loss=f'{total[~bad].mean().item():.4f}' if (~bad).any() else 'nan', refresh=False); bar.update(1)
     rec = torch.full((k,), float('nan'))
     ok = (~diverged).nonzero().flatten()
     if len(ok):
-        _, total, r = objective.step(x[ok], y[ok], [tt[ok] for tt in t], tnorm[ok], batched)
+        gm = None if G == 1 else _group_means(x, ~diverged, G)[ok]
+        _, _, total, r = objective.step(x[ok], y[ok], [tt[ok] for tt in t], tnorm[ok], batched, gm)
         rec[ok] = r.cpu()
-        late = ok[~torch.isfinite(total).cpu()]
-        diverged[late] = True
-    return x, diverged, rec, done
+        diverged[ok[~torch.isfinite(total).cpu()]] = True
+    return x, diverged, rec, done, y
 
-# %% ../nbs/03_attacks.ipynb 34
+# %% ../nbs/03_attacks.ipynb 41
 _CALIBRATION = {}
 
 def _timed(f):
@@ -246,8 +319,9 @@ def calibrate(objective: _Objective, x, y, t, tnorm,   # an objective and the ca
               verbose: bool=False,
              ) -> int:
     "The chunk size that optimises candidates fastest: 1 (sequential) or a vmap chunk size."
-    key = (tuple((k, tuple(v.shape)) for k, v in objective.params.items()), tuple(x.shape[1:]),
-           objective.spec.distance, bool(objective.spec.bn), min(max_chunk, len(x)), str(x.device), torch.get_num_threads())
+    s = objective.spec
+    key = (tuple((k, tuple(v.shape)) for k, v in objective.params.items()), tuple(x.shape[1:]), s.distance,
+           bool(s.bn), s.label == 'learned', s.space, min(max_chunk, len(x)), str(x.device), torch.get_num_threads())
     if key in _CALIBRATION: return _CALIBRATION[key]
     def run(n, batched):
         idx = torch.arange(n) % len(x)
@@ -269,7 +343,7 @@ def calibrate(objective: _Objective, x, y, t, tnorm,   # an objective and the ca
     if complete: _CALIBRATION[key] = best
     return best
 
-# %% ../nbs/03_attacks.ipynb 36
+# %% ../nbs/03_attacks.ipynb 43
 def default_workers(device) -> int:
     "How many chunks to optimise at the same time: one per torch CPU thread (at most 8) on a CPU, 1 on a GPU."
     return 1 if torch.device(device).type != 'cpu' else max(1, min(torch.get_num_threads(), 8))
@@ -282,10 +356,10 @@ def _torch_threads(n: int):
     try: yield
     finally: torch.set_num_threads(old)
 
-def _slices(n: int, chunk: int, workers: int=1, fill: bool=False) -> list:
-    "Chunks of `chunk` candidates out of `n`; with `fill`, smaller chunks where that gives every worker one."
+def _slices(n: int, chunk: int, workers: int=1, fill: bool=False, unit: int=1) -> list:
+    "Chunks of `chunk` candidates out of `n` (a multiple of `unit`); with `fill`, smaller ones so every worker has one."
     if fill: chunk = min(chunk, math.ceil(n / workers))
-    chunk = max(1, chunk)
+    chunk = max(unit, chunk // unit * unit)
     return [slice(a, min(a + chunk, n)) for a in range(0, n, chunk)]
 
 class _LockedBar:
@@ -297,19 +371,21 @@ class _LockedBar:
         with self.lock: self.bar.set_postfix(**kw)
 
 def _optimise(objectives: list, x, y, t, tnorm, iterations: int, slices: list, batched: bool, bar=None):
-    "Optimise the candidates chunk by chunk, one chunk per objective (worker thread) at a time; `_adam_chunk`'s outputs and seconds per candidate."
+    "Optimise the candidates chunk by chunk, one chunk per worker thread at a time; `_adam_chunk`'s outputs, seconds each."
     n, workers = len(x), len(objectives)
     out, diverged, rec, done, secs = x.clone(), torch.zeros(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n, dtype=torch.long), torch.zeros(n)
+    yout = y.clone()
     bar = _LockedBar(bar) if bar is not None and workers > 1 else bar
     def work(w):
         for s in slices[w::workers]:
             t0 = time.perf_counter()
-            out[s], diverged[s], rec[s], done[s] = _adam_chunk(objectives[w], x[s], y[s], [tt[s] for tt in t], tnorm[s], iterations, batched, bar)
+            out[s], diverged[s], rec[s], done[s], yout[s] = _adam_chunk(objectives[w], x[s], y[s], [tt[s] for tt in t], tnorm[s],
+                                                                       iterations, batched, bar)
             secs[s] = (time.perf_counter() - t0) / (s.stop - s.start) / min(workers, len(slices))   # a share of the wall-clock time
     if workers == 1: work(0)
     else:
         with ThreadPoolExecutor(workers) as pool: list(pool.map(work, range(workers)))
-    return out, diverged, rec, done, secs
+    return out, diverged, rec, done, secs, yout
 
 # ## L-BFGS attacks: DLG and iDLG
 #
@@ -317,23 +393,21 @@ def _optimise(objectives: list, x, y, t, tnorm, iterations: int, slices: list, b
 # on the squared L2 gradient distance; iDLG recovers the label first and optimises the image only. L-BFGS's line
 # search couples all its variables, so these run one image at a time.
 
-# %% ../nbs/03_attacks.ipynb 37
-def _lbfgs_one(model, spec: Attack, x0, y, t, ylogit0=None, bar=None):
-    "One L-BFGS attack; returns image, diverged, distance, iterations done, label used."
-    params, buffers = _state(model)
-    plist = [p.clone().requires_grad_() for p in params.values()]
-    pdict = dict(zip(params, plist))
+# %% ../nbs/03_attacks.ipynb 44
+def _lbfgs_one(objective: _Objective, x0, y, t, ylogit0=None, bar=None):
+    "One L-BFGS attack with the objective's distance and priors; returns image, diverged, distance, iterations, label."
+    spec = objective.spec
+    plist = [p.clone().requires_grad_() for p in objective.params.values()]
+    pdict = dict(zip(objective.params, plist))
     x = x0.clone().requires_grad_()
     ylogit = None if ylogit0 is None else ylogit0.clone().requires_grad_()
     opt = torch.optim.LBFGS([x] + ([ylogit] if ylogit is not None else []), lr=spec.lr)
     last = [x.detach().clone(), None]
     def closure():
         opt.zero_grad()
-        yy = F.softmax(ylogit, -1) if ylogit is not None else y
-        loss = _soft_ce(functional_call(model, (pdict, buffers), (x[None],)), yy[None])
+        loss, bn = objective._forward(pdict, x, F.softmax(ylogit, -1) if ylogit is not None else y)
         g = torch.autograd.grad(loss, plist, create_graph=True, materialize_grads=True)
-        rec = gradient_distance(g, t, spec.distance)
-        total = rec + (spec.tv * total_variation(x) if spec.tv else 0) + (spec.l2 * x.norm() if spec.l2 else 0)
+        total, rec = objective._score(g, bn, x, t, None, None)
         total.backward()
         last[1] = rec.detach()
         return total
@@ -349,7 +423,21 @@ def _lbfgs_one(model, spec: Attack, x0, y, t, ylogit0=None, bar=None):
     label = int(ylogit.detach().argmax()) if ylogit is not None else int(y.argmax())
     return last[0], diverged, float(rec), done, label
 
-# %% ../nbs/03_attacks.ipynb 39
+def _attack_lbfgs(model, spec, x0, y, t, gens, verbose):
+    "DLG/iDLG on K images, one candidate at a time: reconstructions, status, distance, iterations, seconds, labels."
+    K, R, nc = x0.shape[0], x0.shape[1], y.shape[-1]
+    objective, out = _Objective(model, spec), []
+    with tqdm(total=K * R * spec.iterations, desc=spec.name, disable=not verbose, leave=False) as bar:
+        for i in range(K):
+            best, t0 = None, time.perf_counter()
+            for r in range(R):
+                ylog = torch.randn(nc, generator=gens[i]) if spec.label == 'dlg' else None
+                res = _lbfgs_one(objective, x0[i, r], y[i], [tt[i] for tt in t], ylog, bar)
+                if best is None or (not res[1] and (best[1] or res[2] < best[2])): best = res
+            out.append((best[0].clamp(0, 1), 'diverged' if best[1] else 'ok', best[2], best[3], time.perf_counter() - t0, best[4]))
+    return out
+
+# %% ../nbs/03_attacks.ipynb 46
 @dataclass
 class AttackResult:
     "What an attack returns for K images."
@@ -377,67 +465,81 @@ def attack_batch(model: nn.Module,          # the victim (its parameters are not
     if images.dim() != 4 or len(images) != len(labels):
         raise SemsimError(f"images must be K×C×H×W with K labels, got {tuple(images.shape)} and {len(labels)} labels", 'images', "stack the images into one tensor")
     model = model.eval()
-    K, R, it = len(images), spec.restarts, spec.iterations
+    K, R = len(images), spec.restarts
     seeds = [int(seed) + i for i in range(K)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
     t = target_gradients(model, images, labels, defense, seeds)
     nc = t[-1].shape[-1]
-    used = labels.long() if spec.label != 'recover' else recover_labels(t, nc)
+    used = recover_labels(t, nc) if spec.label == 'idlg' else labels.long()
     y = F.one_hot(used, nc).to(images.dtype)
     gens = [generator(s) for s in seeds]
     x0 = torch.stack([torch.stack([torch.randn(images.shape[1:], generator=g) for _ in range(R)]) for g in gens]).to(images.device)  # K×R×C×H×W
-    recons, status = images.new_zeros(images.shape), ['ok'] * K
-    loss, done, secs = np.full(K, np.nan), np.zeros(K, dtype=int), np.zeros(K)
-    if spec.optimizer == 'lbfgs':
-        used = used.clone()
-        with tqdm(total=K * R * it, desc=spec.name, disable=not verbose, leave=False) as bar:
-            for i in range(K):
-                best = None
-                for r in range(R):
-                    t0 = time.perf_counter()
-                    ylog = torch.randn(nc, generator=gens[i]) if spec.label == 'learn' else None
-                    out = _lbfgs_one(model, spec, x0[i, r], y[i], [tt[i] for tt in t], ylog, bar)
-                    secs[i] += time.perf_counter() - t0
-                    if best is None or (not out[1] and (best[1] or out[2] < best[2])): best = out
-                recons[i], status[i], loss[i], done[i], used[i] = best[0].clamp(0, 1), 'diverged' if best[1] else 'ok', best[2], best[3], best[4]
-        return AttackResult(recons, status, loss, done, secs, used, 1)
-    # Adam: K×R candidates, chunked
-    xc = x0.flatten(0, 1)
-    owner = torch.arange(K).repeat_interleave(R)
-    yc, tc = (y, t) if R == 1 else (y[owner], [tt[owner] for tt in t])
-    tnorm = target_norms(tc)
-    W = default_workers(images.device) if workers is None else int(workers)
+    if spec.optimizer == 'lbfgs': out, chunk = _attack_lbfgs(model, spec, x0, y, t, gens, verbose), 1
+    else:
+        if spec.label == 'learned': y = torch.stack([torch.randn(R, nc, generator=g) for g in gens]).flatten(0, 1).to(images.device)
+        out, chunk = _attack_adam(model, spec, x0, y, t, workers, batch, verbose)
+    recons, status, loss, done, secs, used = zip(*out)
+    return AttackResult(torch.stack(recons), list(status), np.array(loss, dtype=float), np.array(done), np.array(secs),
+                        torch.tensor(used), chunk)
+
+# %% ../nbs/03_attacks.ipynb 47
+def _attack_adam(model, spec, x0, y, t, workers, batch, verbose):
+    "The batched engine on K images × R candidates (y: one label row per image, or per candidate if learned)."
+    K, R, it = x0.shape[0], x0.shape[1], spec.iterations
+    xc, owner = x0.flatten(0, 1), torch.arange(K).repeat_interleave(R)
+    W = default_workers(x0.device) if workers is None else int(workers)
     if W < 1: raise SemsimError(f"workers must be >= 1, got {workers}", '--workers', "pass e.g. --workers 2, or leave it out")
-    threads = torch.get_num_threads()
     objectives = [_Objective(prepare_victim(model), spec)]
+    t = objectives[0].observed(t)
+    yc = y if R == 1 or spec.label == 'learned' else y[owner]
+    tc = t if R == 1 else [tt[owner] for tt in t]
+    tnorm, threads = target_norms(tc), torch.get_num_threads()
     with _torch_threads(threads // W):
         chunk = int(batch) if batch is not None else calibrate(objectives[0], xc, yc, tc, tnorm, it)
-    slices = _slices(len(xc), min(chunk, len(xc)), W, fill=batch is None)
-    chunk = slices[0].stop
+    slices = _slices(len(xc), min(chunk, len(xc)), W, fill=batch is None, unit=R if spec.group else 1)
+    batched, chunk = (min(chunk, len(xc)) if spec.group else slices[0].stop) > 1, slices[0].stop
     objectives += [_Objective(prepare_victim(model), spec) for _ in range(min(W, len(slices)) - 1)]
     with _torch_threads(threads // len(objectives)):   # fewer chunks than workers: more threads each
         desc = f'{spec.name} ×{chunk}' + (f' on {len(objectives)} threads' if len(objectives) > 1 else '')
         with tqdm(total=len(slices) * it, desc=desc, disable=not verbose, leave=False) as bar:
-            cx, cdiv, crec, cdone, csecs = _optimise(objectives, xc, yc, tc, tnorm, it, slices, chunk > 1, bar)
-    np.add.at(secs, owner.numpy(), csecs.numpy())
+            cx, cdiv, crec, cdone, csecs, cy = _optimise(objectives, xc, yc, tc, tnorm, it, slices, batched, bar)
+    out = []
     for i in range(K):
         rs = range(i * R, (i + 1) * R)
         ok = [r for r in rs if not cdiv[r]]
         b = min(ok, key=lambda r: crec[r].item()) if ok else rs[0]
-        recons[i], status[i], loss[i], done[i] = cx[b].clamp(0, 1), 'ok' if ok else 'diverged', crec[b].item(), cdone[b].item()
-    return AttackResult(recons, status, loss, done, secs, used, chunk)
+        label = int(cy[b].argmax()) if spec.label == 'learned' else int(yc[b].argmax())
+        out.append((objectives[0].to_image(cx[b]).clamp(0, 1), 'ok' if ok else 'diverged', crec[b].item(), cdone[b].item(),
+                    csecs[owner == i].sum().item(), label))
+    return out, chunk
 
-# %% ../nbs/03_attacks.ipynb 61
+# %% ../nbs/03_attacks.ipynb 84
 def attack_key(attack: str|Attack,  # a preset name or an `Attack`
                defense=None,         # a defense spec, e.g. 'noise:0.01'
               ) -> str:
-    "The `attack_id` of reconstructions: the attack's name, plus `+name value` for every defense."
+    "The `attack_id` of reconstructions: the attack's name, plus `+name value` for every defense (never rounded)."
     name = attack if isinstance(attack, str) else attack.name
-    return name + ''.join(f'+{n}{v:g}' for n, v in parse_defense(defense))
+    return name + ''.join(f'+{n}{_exact(v)}' for n, v in parse_defense(defense))
+
+def _exact(v: float) -> str:
+    "The shortest spelling that reads back as exactly v: 0.7 -> '0.7', 1.0 -> '1', 0.9999999 -> '0.9999999'."
+    s = repr(float(v)); return s[:-2] if s.endswith('.0') else s
 
 def image_seed(image_id: str, seed: int=0) -> int:
     "A seed derived from an image's id (stable across runs and machines)."
     return zlib.crc32(image_id.encode()) + int(seed)
 
+def _load_originals(run: RunDir, originals: pd.DataFrame, shape: tuple) -> dict:
+    "Every original as a float tensor by image_id, each checked to have the victim's shape (C, H, W) — before any attack."
+    out = {}
+    for r in originals.itertuples():
+        x = load_png(run.path/r.path)
+        if tuple(x.shape) != tuple(shape):
+            raise SemsimError(f"original {r.image_id} is {'×'.join(map(str, x.shape))}, the victim takes {'×'.join(map(str, shape))}",
+                              run.path/r.path, "re-export the run's originals (semsim data export) or use a victim of this size")
+        out[r.image_id] = x
+    return out
+
+# %% ../nbs/03_attacks.ipynb 85
 def run_attack(run,                          # the run directory (path or `RunDir`)
                model_id: str,                # a victim of the run
                attack_id: str|Attack='ig',   # a preset of `ATTACKS` (or an `Attack`)
@@ -460,6 +562,7 @@ def run_attack(run,                          # the run directory (path or `RunDi
         if missing: raise SemsimError(f"images not among the run's originals: {', '.join(missing[:5])}", '--images', f"see {run.originals_csv}")
         originals = originals[originals.image_id.isin(set(image_ids))]
     model, meta = load_victim(run, model_id)
+    pixels = _load_originals(run, originals, (meta['info']['channels'], *meta['info']['size']))
     table, _ = read_table(run.reconstructions)
     finished = set(table.recon_id[table.status.isin(['ok', 'diverged'])]) if len(table) else set()
     todo = [r for r in originals.itertuples() if not (recon_id(model_id, aid, r.image_id) in finished
@@ -469,7 +572,7 @@ def run_attack(run,                          # the run directory (path or `RunDi
             group = todo[a:a + int(batch)]
             rows, t0 = [], time.perf_counter()
             try:
-                x = torch.stack([load_png(run.path/r.path) for r in group])
+                x = torch.stack([pixels[r.image_id] for r in group])
                 y = torch.tensor([int(r.class_id) for r in group])
                 res = attack_batch(model, x, y, spec, defense=defense, seed=[image_seed(r.image_id, seed) for r in group],
                                    verbose=verbose, workers=workers)
@@ -482,7 +585,7 @@ def run_attack(run,                          # the run directory (path or `RunDi
                 if res is not None: save_png(res.recons[i], png)
                 rows.append(dict(recon_id=recon_id(model_id, aid, r.image_id), dataset=r.dataset, model_id=model_id, attack_id=aid,
                                  image_id=r.image_id, class_id=int(r.class_id), original_path=str(r.path),
-                                 recon_path=str(png.relative_to(run.path)) if res is not None else '',
+                                 recon_path=str(png.relative_to(run.path)) if res is not None else None,
                                  status=res.status[i] if res is not None else 'failed',
                                  attack_loss=float(res.loss[i]) if res is not None else float('nan'),
                                  iterations=int(res.iterations[i]) if res is not None else 0,
@@ -492,7 +595,7 @@ def run_attack(run,                          # the run directory (path or `RunDi
     table, _ = read_table(run.reconstructions)
     return table[(table.model_id == model_id) & (table.attack_id == aid)].reset_index(drop=True)
 
-# %% ../nbs/03_attacks.ipynb 68
+# %% ../nbs/03_attacks.ipynb 92
 def _cmd_attack(args):
     from semsim.victims import list_victims
     models = list_victims(args.run) if args.model == 'all' else [m for m in args.model.split(',') if m]
@@ -503,6 +606,9 @@ def _cmd_attack(args):
         counts = t.status.value_counts().to_dict()
         print(f"{m}/{t.attack_id.iloc[0] if len(t) else args.attack}: {len(t)} reconstructions {counts}, "
               f"mean gradient distance {t.attack_loss.mean():.4g}, {t.seconds.mean():.2f} s per image")
+        if not counts.get('ok'):
+            raise SemsimError(f"{m}/{args.attack}: no usable reconstruction ({counts})", '--model',
+                              "see the message above for why; fix it and run the same command again (finished images are kept)")
 
 def register_commands(sub):
     "Add the `attack` command to the `semsim` parser."

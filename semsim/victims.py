@@ -13,16 +13,17 @@ import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+from safetensors import SafetensorError
 from safetensors.torch import save as safetensors_save, load as safetensors_load
 from tqdm.auto import tqdm
 from .core import SemsimError, RunDir, seed_everything, generator, package_versions, write_bytes_atomic, write_json_atomic
 from .data import DatasetInfo, load_dataset
 
 # %% auto 0
-__all__ = ['ARCHS', 'ATS_OPS', 'ATS_POLICIES', 'VARIANTS', 'DEFENSES', 'ZOO_KEYS', 'Normalize', 'LeNet', 'ConvNet', 'CifarResNet',
-           'check_arch', 'default_width', 'build_model', 'parse_variant', 'augment', 'parse_defense', 'defend',
-           'model_id', 'evaluate', 'train_victim', 'save_victim', 'list_victims', 'load_victim', 'expand_zoo',
-           'train_zoo', 'load_zoo_config', 'register_commands']
+__all__ = ['ARCHS', 'RAW_INPUT', 'MAX_PARAMETERS', 'ATS_OPS', 'ATS_POLICIES', 'VARIANTS', 'DEFENSES', 'ZOO_KEYS', 'Normalize',
+           'LeNet', 'ConvNet', 'CifarResNet', 'check_arch', 'default_width', 'build_model', 'parse_variant', 'augment',
+           'parse_defense', 'defend', 'model_id', 'evaluate', 'check_training', 'train_victim', 'save_victim',
+           'list_victims', 'load_victim', 'expand_zoo', 'train_zoo', 'load_zoo_config', 'register_commands']
 
 # %% ../nbs/02_victims.ipynb 5
 class Normalize(nn.Module):
@@ -91,10 +92,20 @@ class CifarResNet(nn.Module):
 # %% ../nbs/02_victims.ipynb 9
 ARCHS = {
     'lenet':      (lambda c, k, s, w: LeNet(c, k, s, w), 12, "DLG's LeNet, sigmoid activations (width = channels, 12)"),
+    'lenet-dlg':  (lambda c, k, s, w: _dlg_init(LeNet(c, k, s, w)), 12, "DLG's LeNet as DLG runs it: weights U(-0.5, 0.5), raw inputs"),
     'convnet':    (lambda c, k, s, w: ConvNet(c, k, s, w), 64, "Inverting Gradients' ConvNet with BatchNorm (width 64 in the paper)"),
     'resnet20_4': (lambda c, k, s, w: CifarResNet(c, k, (3, 3, 3), w), 64, "CIFAR ResNet-20 with base width 64 (= 4 × 16)"),
     'resnet18':   (lambda c, k, s, w: CifarResNet(c, k, (2, 2, 2, 2), w), 64, "ResNet-18 with the CIFAR stem (3×3 conv, no max-pool)"),
 }
+
+RAW_INPUT = {'lenet-dlg'}   # architectures without a normalisation layer
+MAX_PARAMETERS = 200_000_000
+
+def _dlg_init(net: nn.Module) -> nn.Module:
+    "DLG's initialisation: every weight and bias uniform in (-0.5, 0.5)."
+    with torch.no_grad():
+        for p in net.parameters(): p.uniform_(-0.5, 0.5)
+    return net
 
 def check_arch(arch: str):
     "Raise a `SemsimError` listing the architectures unless `arch` is one."
@@ -112,7 +123,11 @@ def build_model(arch: str,            # a name in `ARCHS`
     check_arch(arch)
     width = default_width(arch) if width is None else int(width)
     if width < 1: raise SemsimError(f"width must be positive, got {width}", '--width', "pass e.g. --width 16")
+    with torch.device('meta'): n = sum(p.numel() for p in ARCHS[arch][0](info.channels, info.num_classes, tuple(info.size), width).parameters())
+    if n > MAX_PARAMETERS: raise SemsimError(f"{arch} of width {width} would have {n:,} parameters (at most {MAX_PARAMETERS:,})",
+                                             '--width', f"pass a smaller width, e.g. the default {default_width(arch)}")
     net = ARCHS[arch][0](info.channels, info.num_classes, tuple(info.size), width)
+    if arch in RAW_INPUT: return nn.Sequential(OrderedDict(net=net))
     return nn.Sequential(OrderedDict(norm=Normalize(info.mean, info.std), net=net))
 
 # %% ../nbs/02_victims.ipynb 13
@@ -131,7 +146,7 @@ VARIANTS = {
 
 def _number(s: str) -> str:
     "The shortest spelling of a number: `0.001` -> `1e-3`, `70.0` -> `70`."
-    v = float(s); g = f'{v:g}'
+    v = float(s); g = repr(v).removesuffix('.0')   # exact: 99.99999 stays 99.99999
     e = f'{v:.0e}'.replace('e-0', 'e-').replace('e+0', 'e').replace('e+', 'e')
     return e if float(e) == v and len(e) < len(g) else g
 
@@ -265,6 +280,20 @@ def evaluate(model: nn.Module,   # a victim
             correct += int((model(x).argmax(1) == labels[i:i + batch_size]).sum())
     return correct / max(len(labels), 1)
 
+# %% ../nbs/02_victims.ipynb 30
+def check_training(batch_size: int=64, lr: float=0.1, momentum: float=0.9, weight_decay: float=5e-4,
+                   max_train: int|None=None, max_test: int|None=None, epochs: int=1):  # `train_victim`'s settings
+    "Raise a `SemsimError` naming the first training setting out of range."
+    def bad(name, v, want): return SemsimError(f"{name.replace('_', '-')} {v!r} is out of range", f"--{name.replace('_', '-')}", want)
+    if int(epochs) < 0: raise SemsimError(f"epochs must be >= 0, got {epochs}", '--epochs', "use 0 for an untrained victim")
+    if int(batch_size) < 1: raise bad('batch_size', batch_size, "pass a batch size >= 1, e.g. --batch-size 64")
+    if not (math.isfinite(lr) and lr > 0): raise bad('lr', lr, "pass a finite learning rate > 0, e.g. --lr 0.01")
+    for name, v in (('momentum', momentum), ('weight_decay', weight_decay)):
+        if not (math.isfinite(v) and v >= 0): raise bad(name, v, f"pass a finite {name} >= 0")
+    for name, v in (('max_train', max_train), ('max_test', max_test)):
+        if v is not None and int(v) < 1: raise bad(name, v, f"pass {name.replace('_', '-')} >= 1, or leave it out for all images")
+
+# %% ../nbs/02_victims.ipynb 31
 def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                  arch: str,              # a name in `ARCHS`
                  variant: str='none',    # a training variant, see `VARIANTS`
@@ -282,7 +311,7 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
     "Train a victim; returns `(model in eval mode, meta)` with the test accuracy and the training log in `meta`."
     check_arch(arch)
     v = parse_variant(variant)
-    if int(epochs) < 0: raise SemsimError(f"epochs must be >= 0, got {epochs}", '--epochs', "use 0 for an untrained victim")
+    check_training(batch_size, lr, momentum, weight_decay, max_train, max_test, epochs)
     t0 = time.time()
     train, test = load_dataset(dataset, 'train'), load_dataset(dataset, 'test')
     seed_everything(seed)
@@ -307,6 +336,8 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                 if len(b) < 2: continue  # BatchNorm cannot train on a single image
                 x = augment(images[b].float() / 255, v['name']).contiguous(memory_format=torch.channels_last)
                 out = model(x); loss = F.cross_entropy(out, labels[b])
+                if not torch.isfinite(loss): raise SemsimError(f"training diverged: loss {loss.item()} in epoch {epoch + 1}, "
+                                                               f"step {i // batch_size + 1}; nothing was saved", '--lr', "lower the learning rate")
                 opt.zero_grad(set_to_none=True); loss.backward()
                 if grad_defense:
                     params = [p for p in model.parameters() if p.grad is not None]
@@ -330,7 +361,7 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                 created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
     return model.eval(), meta
 
-# %% ../nbs/02_victims.ipynb 36
+# %% ../nbs/02_victims.ipynb 38
 def save_victim(run,             # the run directory (path or `RunDir`)
                 model: nn.Module,  # a victim from `build_model`/`train_victim`
                 meta: dict,        # its meta from `train_victim` (needs `model_id`)
@@ -375,12 +406,12 @@ def load_victim(run,                        # the run directory
     info = DatasetInfo(i['name'], i['classes'], tuple(i['size']), i['channels'], tuple(i['mean']), tuple(i['std']))
     model = build_model(meta['arch'], info, meta['width'])
     try: model.load_state_dict(safetensors_load((d/'model.safetensors').read_bytes()))
-    except RuntimeError as e:
+    except (RuntimeError, SafetensorError, ValueError, OSError) as e:
         raise SemsimError(f"weights of {model_id!r} do not fit a {meta['arch']} of width {meta['width']}: {str(e)[:200]}",
                           d/'model.safetensors', "retrain the victim (delete its directory)") from e
     return model.eval(), meta
 
-# %% ../nbs/02_victims.ipynb 41
+# %% ../nbs/02_victims.ipynb 43
 ZOO_KEYS = ('arch', 'variant', 'epochs', 'width', 'seed', 'batch_size', 'lr', 'momentum', 'weight_decay', 'max_train', 'max_test')
 
 def expand_zoo(zoo: list,  # entries (dicts); list values expand into one entry per value
@@ -447,7 +478,7 @@ def load_zoo_config(path,  # a YAML file
     if bad: raise SemsimError(f"unknown training setting(s) {sorted(bad)} in {path}", path, f"use: {', '.join(ZOO_KEYS)}")
     return dict(dataset=cfg.get('dataset'), train=train, zoo=expand_zoo(cfg['zoo']))
 
-# %% ../nbs/02_victims.ipynb 46
+# %% ../nbs/02_victims.ipynb 48
 def _cmd_train(args):
     entry = {k: v for k, v in dict(arch=args.arch, width=args.width, variant=args.variant, epochs=args.epochs, seed=args.seed,
                                    batch_size=args.batch_size, lr=args.lr, max_train=args.max_train).items() if v is not None}

@@ -41,7 +41,7 @@ def test_zoo_resumes(tmp_path, capsys):
 
 
 def test_bad_input(tmp_path, capsys):
-    with pytest.raises(SemsimError, match='lenet, convnet'):
+    with pytest.raises(SemsimError, match='lenet, lenet-dlg, convnet'):
         semsim(capsys, 'victims', 'train', '--run', tmp_path, '--arch', 'vgg', '--quiet')
     with pytest.raises(SemsimError, match='too small'):
         semsim(capsys, 'victims', 'train', '--run', tmp_path, '--dataset', 'digits', '--arch', 'convnet', '--epochs', 0, '--quiet')
@@ -51,3 +51,28 @@ def test_bad_input(tmp_path, capsys):
     with pytest.raises(SemsimError, match='depth'):
         semsim(capsys, 'victims', 'zoo', '--run', tmp_path, '--config', tmp_path/'bad.yaml')
     assert 'resnet18' in semsim(capsys, 'victims', 'list')
+
+
+def cli(*argv):
+    import subprocess, sys
+    from pathlib import Path
+    p = subprocess.run([str(Path(sys.executable).parent/'semsim'), *map(str, argv)], capture_output=True, text=True, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.mark.parametrize('option, value', [('--lr', 'nan'), ('--lr', '-0.1'), ('--max-train', -5), ('--max-train', 0),
+                                           ('--batch-size', 0), ('--width', 1000000)])
+def test_bad_training_settings_are_refused(tmp_path, option, value):
+    rc, out, err = cli('victims', 'train', '--run', tmp_path/'run', '--dataset', 'digits', '--arch', 'lenet', '--epochs', 1,
+                       option, value, '--quiet')
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert rc == 2 and len(lines) == 1 and 'Traceback' not in err, (rc, err)
+    assert option in lines[0] and 'fix:' in lines[0], lines[0]
+    assert list_victims(tmp_path/'run') == []                 # nothing saved as trained
+
+
+def test_diverging_training_saves_nothing(tmp_path, capsys):
+    with pytest.raises(SemsimError, match='diverged'):
+        semsim(capsys, 'victims', 'train', '--run', tmp_path, '--dataset', 'digits', '--arch', 'lenet', '--width', 4,
+               '--epochs', 1, '--max-train', 128, '--lr', 1e38, '--quiet')
+    assert list_victims(tmp_path) == []
