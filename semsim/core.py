@@ -38,6 +38,7 @@ def check_id(value,               # a model, attack, image or SemSim id that bec
                           "the ends)", what, "rename it with letters, digits and . _ - only")
     return s
 
+# %% ../nbs/00_core.ipynb 10
 class RunDir:
     "The directory of one experiment run and the paths of everything in it (never outside it)."
     def __init__(self,
@@ -73,7 +74,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 
-# %% ../nbs/00_core.ipynb 15
+# %% ../nbs/00_core.ipynb 16
 @contextlib.contextmanager
 def atomic_write(path: str|Path,  # final destination
                  mode: str='wb'):  # 'wb' or 'w'
@@ -104,7 +105,7 @@ def write_json_atomic(path, obj, **kw):
     "Write `obj` as indented JSON to `path` atomically."
     write_text_atomic(path, json.dumps(obj, indent=2, default=str, **kw) + '\n')
 
-# %% ../nbs/00_core.ipynb 20
+# %% ../nbs/00_core.ipynb 21
 @contextlib.contextmanager
 def file_lock(path: str|Path):  # the file to lock (a `.lock` sibling is used)
     "Hold an exclusive inter-process lock on `path` for the duration of the block."
@@ -115,7 +116,7 @@ def file_lock(path: str|Path):  # the file to lock (a `.lock` sibling is used)
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/00_core.ipynb 23
+# %% ../nbs/00_core.ipynb 24
 def to_uint8(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] (values outside are clipped) or uint8
             ) -> np.ndarray:
     "An image as a uint8 `H×W` (1 channel) or `H×W×3` array."
@@ -146,7 +147,7 @@ def save_png(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] or uint8 
     write_bytes_atomic(path, buf.getvalue())
     return Path(path)
 
-# %% ../nbs/00_core.ipynb 25
+# %% ../nbs/00_core.ipynb 26
 def _eight_bit(im: Image.Image, path) -> np.ndarray:
     "A decoded image as uint8 `H×W` (gray) or `H×W×3` (colour), by the rules above."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
@@ -181,7 +182,7 @@ def load_png(path: str|Path,           # a PNG written by `save_png` (or any ima
     if channels == 3 and arr.ndim == 2: arr = np.repeat(arr[..., None], 3, axis=2)
     return to_tensor(arr)
 
-# %% ../nbs/00_core.ipynb 31
+# %% ../nbs/00_core.ipynb 32
 def seed_everything(seed: int):  # the seed for python, numpy and torch
     "Seed every random number generator the project uses."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
@@ -190,7 +191,7 @@ def generator(seed: int) -> torch.Generator:  # the seed
     "A torch CPU generator seeded with `seed`."
     return torch.Generator().manual_seed(int(seed))
 
-# %% ../nbs/00_core.ipynb 34
+# %% ../nbs/00_core.ipynb 35
 def package_versions(names=('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics',
                             'scipy', 'scikit-learn', 'pandas')) -> dict:
     "Installed versions of the packages that shape results, plus Python's."
@@ -200,7 +201,7 @@ def package_versions(names=('semsim', 'torch', 'torchvision', 'numpy', 'scikit-i
         except importlib.metadata.PackageNotFoundError: out[n] = None
     return out
 
-# %% ../nbs/00_core.ipynb 38
+# %% ../nbs/00_core.ipynb 39
 RECON_COLUMNS = ['recon_id', 'dataset', 'model_id', 'attack_id', 'image_id', 'class_id', 'original_path',
                  'recon_path', 'status', 'attack_loss', 'iterations', 'seconds']
 
@@ -227,7 +228,7 @@ def read_table(path: str|Path,            # a reconstructions parquet
                                               "restore the table from a backup or re-run the attack step") from e
     return t.to_pandas(), meta
 
-# %% ../nbs/00_core.ipynb 39
+# %% ../nbs/00_core.ipynb 40
 def write_table(path: str|Path, df, meta: dict|None=None):
     "Write `df` (and `meta` as JSON under the `semsim` key) to a parquet file atomically."
     import pyarrow as pa, pyarrow.parquet as pq, io

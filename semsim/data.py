@@ -69,7 +69,8 @@ def read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if str(path).endswith('.gz') else open
     with opener(path, 'rb') as f: data = f.read()
     zero, dtype, ndim = struct.unpack('>HBB', data[:4])
-    if zero != 0 or dtype != 0x08: raise SemsimError(f"not a uint8 IDX file: {path}", path, "re-install the dataset package")
+    if zero != 0 or dtype != 0x08: raise SemsimError(f"not a uint8 IDX file: {path}", path,
+                                                     "re-install the dataset package")
     shape = struct.unpack('>' + 'I' * ndim, data[4:4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
@@ -127,7 +128,8 @@ def _lfw_faces(split):
     y = torch.tensor([0] * 100 + [1] * 100)
     tr, te = _split_indices(len(y))
     idx = tr if split == 'train' else te
-    info = DatasetInfo('lfw_faces', ['face', 'non-face'], (25, 25), 1, (0.45,), (0.25,), "scikit-image (bundled LFW subset)")
+    info = DatasetInfo('lfw_faces', ['face', 'non-face'], (25, 25), 1, (0.45,), (0.25,),
+                       "scikit-image (bundled LFW subset)")
     return ImageSet(info, split, y[idx], images=x[idx])
 
 def _cifar(split, hundred=False):
@@ -155,11 +157,13 @@ def _torchvision_folder(name, split, size=64):
         labels, classes = torch.tensor(ds.y), list(ds.categories)
         tr, te = _split_indices(len(labels)); idx = tr if split == 'train' else te
     elif name == 'imagenette':
-        ds = _torchvision_download(torchvision.datasets.Imagenette, 'Imagenette', split='train' if split == 'train' else 'val', size='160px')
+        ds = _torchvision_download(torchvision.datasets.Imagenette, 'Imagenette',
+                                   split='train' if split == 'train' else 'val', size='160px')
         labels, classes = torch.tensor([t for _, t in ds._samples]), [c[0] for c in ds.classes]
         idx = np.arange(len(labels))
     else:
-        ds = _torchvision_download(torchvision.datasets.CelebA, 'CelebA', split='train' if split == 'train' else 'test', target_type='identity')
+        ds = _torchvision_download(torchvision.datasets.CelebA, 'CelebA',
+                                   split='train' if split == 'train' else 'test', target_type='identity')
         labels = ds.identity[:, 0] - 1; classes = [f'identity {i + 1}' for i in range(int(labels.max()) + 1)]
         idx = np.arange(len(labels))
     info = DatasetInfo(name, classes, (size, size), 3, IMAGENET_MEAN, IMAGENET_STD, "torchvision")
@@ -170,16 +174,19 @@ IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.we
 def _folder(path: str, split, size=32, channels=3):
     "Any ImageFolder tree (`root/<class>/<image>`, optionally under `train/` and `test/`), resized to `size`."
     root = Path(path).expanduser()
-    if not root.is_dir(): raise SemsimError(f"folder dataset not found: {root}", root, "pass folder:<path to a folder of class sub-folders>")
+    if not root.is_dir(): raise SemsimError(f"folder dataset not found: {root}", root,
+                                            "pass folder:<path to a folder of class sub-folders>")
     if (root/'train').is_dir() and (root/'test').is_dir(): root = root/split
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     files = [(f, c) for c, name in enumerate(classes) for f in sorted((root/name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-    if not files: raise SemsimError(f"no images in class sub-folders of {root}", root, "put images under <root>/<class name>/")
+    if not files: raise SemsimError(f"no images in class sub-folders of {root}", root,
+                                    "put images under <root>/<class name>/")
     def fetch(i):
         f = files[i][0]
         try:
             with Image.open(f) as im: return _resized(im, (size, size), channels, f)
-        except (OSError, ValueError, SyntaxError) as e: raise SemsimError(f"unreadable image {f}: {e}", f, "remove or replace the file") from e
+        except (OSError, ValueError, SyntaxError) as e: raise SemsimError(f"unreadable image {f}: {e}", f,
+                                                                          "remove or replace the file") from e
     info = DatasetInfo(f'folder:{path}', classes, (size, size), channels,
                        IMAGENET_MEAN[:channels] if channels == 3 else (0.5,), IMAGENET_STD[:channels] if channels == 3 else (0.25,), str(root))
     return ImageSet(info, split, torch.tensor([c for _, c in files]), fetch=fetch)
@@ -209,7 +216,8 @@ def load_dataset(name: str,           # a registry name or `folder:<path>`
     if key in _CACHE: return _CACHE[key]
     if name.startswith('folder:'): ds = _folder(name[len('folder:'):], split, size, channels)
     elif name in DATASETS: ds = DATASETS[name][0](split)
-    else: raise SemsimError(f"unknown dataset {name!r}", '--dataset', f"use one of: {', '.join(DATASETS)} or folder:<path>")
+    else: raise SemsimError(f"unknown dataset {name!r}", '--dataset',
+                            f"use one of: {', '.join(DATASETS)} or folder:<path>")
     _CACHE[key] = ds
     return ds
 
@@ -230,7 +238,8 @@ def choose_images(labels: torch.Tensor,        # class id per image
                  ) -> list:
     "Indices of `n` images chosen reproducibly."
     labels = np.asarray(labels)
-    if not 0 < n <= len(labels): raise SemsimError(f"cannot choose {n} of {len(labels)} images", '--n', f"use 1..{len(labels)}")
+    if not 0 < n <= len(labels): raise SemsimError(f"cannot choose {n} of {len(labels)} images", '--n',
+                                                   f"use 1..{len(labels)}")
     perm = np.random.default_rng(seed).permutation(len(labels))
     if not one_per_class_first: return sorted(perm[:n].tolist())
     first, seen = [], set()
@@ -268,7 +277,8 @@ def export_originals(dataset: str,       # registry name
     _check_out(run)
     ds = load_dataset(dataset, split)
     idx = choose_images(ds.labels, n, seed, one_per_class_first)
-    rows = [dict(image_id=image_id(dataset, split, i), dataset=dataset, split=split, index=i, class_id=int(ds.labels[i]),
+    rows = [dict(image_id=image_id(dataset, split, i), dataset=dataset, split=split, index=i,
+                 class_id=int(ds.labels[i]),
                  class_name=ds.info.classes[int(ds.labels[i])], path=f'originals/{image_id(dataset, split, i)}.png') for i in idx]
     table = pd.DataFrame(rows)
     if run.originals_csv.exists():
@@ -290,7 +300,8 @@ def load_originals(run: str|Path|RunDir) -> pd.DataFrame:
     "The run's `originals.csv` as a table."
     run = RunDir(run)
     if not run.originals_csv.exists():
-        raise SemsimError(f"no originals in {run.path}", run.originals_csv, f"run: semsim data export --dataset NAME --n 64 --out {run.path}")
+        raise SemsimError(f"no originals in {run.path}", run.originals_csv,
+                          f"run: semsim data export --dataset NAME --n 64 --out {run.path}")
     return pd.read_csv(run.originals_csv)
 
 # %% ../nbs/01_data.ipynb 24

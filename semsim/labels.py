@@ -40,7 +40,8 @@ def normalise_answer(protocol: str,  # 'class' or 'binary'
                      answer,         # class id (int or digits), 'cannot'/-1; or yes/no/y/n/1/0/True/False
                     ) -> str:
     "The answer as stored: a class id as text (`'-1'` = cannot recognise) or `'yes'`/`'no'`."
-    if protocol not in PROTOCOLS: raise SemsimError(f"unknown protocol {protocol!r}", 'protocol', f"use one of: {', '.join(PROTOCOLS)}")
+    if protocol not in PROTOCOLS: raise SemsimError(f"unknown protocol {protocol!r}", 'protocol',
+                                                    f"use one of: {', '.join(PROTOCOLS)}")
     s = str(answer).strip().lower()
     if protocol == 'binary':
         if s in ('yes', 'y', '1', 'true'): return 'yes'
@@ -48,7 +49,8 @@ def normalise_answer(protocol: str,  # 'class' or 'binary'
         raise SemsimError(f"not a yes/no answer: {answer!r}", 'answer', "answer yes or no")
     if s in ('cannot', 'cannot recognise', 'cannot recognize', 'none'): return str(CANNOT)
     if isinstance(answer, bool) or not re.fullmatch(r'-?\d+', s) or int(s) < CANNOT:
-        raise SemsimError(f"not a class answer: {answer!r}", 'answer', "answer a class id (0, 1, ...) or -1 / 'cannot' for cannot recognise")
+        raise SemsimError(f"not a class answer: {answer!r}", 'answer',
+                          "answer a class id (0, 1, ...) or -1 / 'cannot' for cannot recognise")
     return str(int(s))
 
 # %% ../nbs/05_labels.ipynb 11
@@ -77,6 +79,7 @@ _EFFECTIVE = (f"answer != 'undo' AND {_NOT_UNDONE.format(t='l')} AND l.id = (SEL
               f"m.recon_id = l.recon_id AND m.annotator = l.annotator AND m.protocol = l.protocol AND m.answer != 'undo' "
               f"AND {_NOT_UNDONE.format(t='m')})")
 
+# %% ../nbs/05_labels.ipynb 12
 def _now(): return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='milliseconds')
 
 def _why_read_only(path: Path) -> str|None:
@@ -101,7 +104,7 @@ def _read_only_error(path, why) -> SemsimError:
                        "make the run writable (remount it read-write or fix its permissions), or label a writable copy "
                        "of the run; reading it works as it is")
 
-# %% ../nbs/05_labels.ipynb 12
+# %% ../nbs/05_labels.ipynb 13
 class LabelStore:
     "Every label ever given, in an append-only SQLite table; each answer is committed the moment it is given."
     def __init__(self, path: str|Path,        # the database, e.g. `runs/NAME/labels.sqlite` (created if missing)
@@ -131,21 +134,26 @@ class LabelStore:
     def __exit__(self, *a): self.close()
     def __len__(self): return int(self._retry(lambda: self._con.execute('SELECT COUNT(*) FROM labels').fetchone()[0]))
 
-    def _setup(self):
-        c = self._con
-        c.execute(f'PRAGMA busy_timeout={int(self.timeout * 1000)}')
-        c.execute('PRAGMA journal_mode=WAL')
-        c.execute('PRAGMA synchronous=FULL')
-        if not self._check_columns(c): c.executescript(_SCHEMA)
+# %% ../nbs/05_labels.ipynb 14
+@patch
+def _setup(self: LabelStore):
+    "Set the connection's journal and durability, and create the schema in a new database."
+    c = self._con
+    c.execute(f'PRAGMA busy_timeout={int(self.timeout * 1000)}')
+    c.execute('PRAGMA journal_mode=WAL')
+    c.execute('PRAGMA synchronous=FULL')
+    if not self._check_columns(c): c.executescript(_SCHEMA)
 
-    def _check_columns(self, c) -> bool:
-        have = [r[1] for r in c.execute('PRAGMA table_info(labels)')]
-        if have and have != LABEL_COLUMNS:
-            raise SemsimError(f"{self.path} holds a `labels` table with columns {have}, not semsim's; nothing was changed",
-                              self.path, "use another file for semsim labels (or export the old ones to CSV and import them)")
-        return bool(have)
+@patch
+def _check_columns(self: LabelStore, c) -> bool:
+    "Whether semsim's `labels` table exists; another program's `labels` table is refused."
+    have = [r[1] for r in c.execute('PRAGMA table_info(labels)')]
+    if have and have != LABEL_COLUMNS:
+        raise SemsimError(f"{self.path} holds a `labels` table with columns {have}, not semsim's; nothing was changed",
+                          self.path, "use another file for semsim labels (or export the old ones to CSV and import them)")
+    return bool(have)
 
-# %% ../nbs/05_labels.ipynb 13
+# %% ../nbs/05_labels.ipynb 15
 @patch
 def _open_read_only(self: LabelStore):
     "Open the database for reading (`mode=ro`, else `immutable` when no WAL index can be made); empty when absent."
@@ -153,7 +161,8 @@ def _open_read_only(self: LabelStore):
     for opts in ('?mode=ro', '?mode=ro&immutable=1'):
         if not self.path.exists(): break
         try:
-            con = sqlite3.connect(uri + opts, uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            con = sqlite3.connect(uri + opts, uri=True, timeout=self.timeout, isolation_level=None,
+                                  check_same_thread=False)
             if self._check_columns(con): return con
             break
         except sqlite3.OperationalError as e:
@@ -169,7 +178,7 @@ def _writable(self: LabelStore):
     full = self.why_read_only.startswith('no space')
     raise self._error(sqlite3.OperationalError('database or disk is full' if full else 'attempt to write a readonly database'))
 
-# %% ../nbs/05_labels.ipynb 14
+# %% ../nbs/05_labels.ipynb 16
 @patch
 def _error(self: LabelStore, e):
     "The SemsimError that says what is actually wrong: locked, read-only, no space, or unreadable."
@@ -205,7 +214,7 @@ def _retry(self: LabelStore, fn, *args):
 def _query(self: LabelStore, sql, args=()):
     return self._retry(lambda: pd.read_sql_query(sql, self._con, params=args))
 
-# %% ../nbs/05_labels.ipynb 16
+# %% ../nbs/05_labels.ipynb 18
 _AUTO = object()
 _INSERT = ('INSERT INTO labels(recon_id, annotator, protocol, answer, recognized, created_at, session, proxy, supersedes) '
            'VALUES (?,?,?,?,?,?,?,?,?)')
@@ -228,7 +237,7 @@ def _row(self, recon_id, annotator, answer, protocol='class', recognized=None, p
                 recognized=None if recognized is None else int(bool(recognized)),
                 proxy=int(bool(proxy) or annotator.startswith('proxy:')))
 
-# %% ../nbs/05_labels.ipynb 17
+# %% ../nbs/05_labels.ipynb 19
 def _state(self, recon_id, annotator, protocol):
     "The annotator's effective row (id, answer) for a reconstruction: an answer or a skip; None if none."
     return self._con.execute(f"SELECT id, answer FROM labels l WHERE recon_id=? AND annotator=? AND protocol=? "
@@ -246,7 +255,8 @@ def _insert(self, rows, keep_same=False):
                 st = _state(self, r['recon_id'], r['annotator'], r['protocol'])
                 if keep_same and st is not None and st[1] == r['answer']: ids.append(st[0]); continue
                 sup = None if st is None else st[0]
-            cur = c.execute(_INSERT, (r['recon_id'], r['annotator'], r['protocol'], r['answer'], r['recognized'], _now(),
+            cur = c.execute(_INSERT,
+                            (r['recon_id'], r['annotator'], r['protocol'], r['answer'], r['recognized'], _now(),
                                       self.session, r['proxy'], sup))
             ids.append(cur.lastrowid)
         c.execute('COMMIT')
@@ -255,7 +265,7 @@ def _insert(self, rows, keep_same=False):
         raise
     return ids
 
-# %% ../nbs/05_labels.ipynb 18
+# %% ../nbs/05_labels.ipynb 20
 @patch
 def add(self: LabelStore, recon_id: str,        # the reconstruction labelled
         annotator: str,              # who answered
@@ -288,7 +298,7 @@ def skip(self: LabelStore, recon_id: str, annotator: str, protocol: str='class')
     self._writable()
     return self._retry(_insert, self, [_row(self, recon_id, annotator, SKIP, protocol)])[0]
 
-# %% ../nbs/05_labels.ipynb 19
+# %% ../nbs/05_labels.ipynb 21
 @patch
 def undo(self: LabelStore, annotator: str,  # whose last answer (or skip) to take back
          protocol: str|None=None,           # only this protocol's
@@ -313,7 +323,7 @@ def undo(self: LabelStore, annotator: str,  # whose last answer (or skip) to tak
         return None if r is None else dict(id=r[0], recon_id=r[1], protocol=r[2], answer=r[3])
     return self._retry(tx)
 
-# %% ../nbs/05_labels.ipynb 20
+# %% ../nbs/05_labels.ipynb 22
 @patch
 def rows(self: LabelStore) -> pd.DataFrame:
     "Every row ever written (answers, skips, undos), oldest first."
@@ -345,7 +355,7 @@ def sessions(self: LabelStore) -> pd.DataFrame:
     "Every session's settings, oldest first."
     return self._query('SELECT * FROM sessions ORDER BY started_at')
 
-# %% ../nbs/05_labels.ipynb 22
+# %% ../nbs/05_labels.ipynb 24
 def labelable(table: pd.DataFrame) -> pd.Series:
     "Which reconstructions can be shown to an annotator: the attack ended `ok` and wrote an image."
     path = table.recon_path if 'recon_path' in table.columns else pd.Series('', index=table.index)
@@ -363,7 +373,7 @@ def open_labels(run: str|Path|RunDir,    # the run directory
     return LabelStore(run.labels_db, truth=dict(zip(table.recon_id, table.class_id)), timeout=timeout, session=session,
                       read_only=read_only)
 
-# %% ../nbs/05_labels.ipynb 30
+# %% ../nbs/05_labels.ipynb 34
 AUTO_MIN_PER_VICTIM = 20   # `auto` uses humans when every victim has this many human-labelled reconstructions
 
 def _store(run) -> LabelStore: return run if isinstance(run, LabelStore) else open_labels(run)
@@ -388,7 +398,7 @@ def _coverage(queue, labels) -> dict:
     per = hit.groupby(queue.model_id).sum()
     return dict(n=int(hit.sum()), total=len(queue), least_per_victim=int(per.min()) if len(per) else 0)
 
-# %% ../nbs/05_labels.ipynb 31
+# %% ../nbs/05_labels.ipynb 35
 def _import_sessions(st, fmt, path) -> set:
     "Sessions that imported `path` in format `fmt`."
     s, want = st.sessions(), str(Path(path).expanduser().resolve())
@@ -403,7 +413,9 @@ def _select(run, source='auto', protocol=None, min_per_victim=AUTO_MIN_PER_VICTI
     finally:
         if st is not run: st.close()        # a store opened here is closed here (a read-only mount stays unbusy)
 
+# %% ../nbs/05_labels.ipynb 36
 def _choose(st, cur, source, min_per_victim) -> tuple:
+    "Pick the one source `source` names (resolving `auto` by the humans' coverage) and its labels."
     queue = _queue(st)
     humans = cur[cur.proxy == 0]
     hcov = _coverage(queue, humans)
@@ -436,7 +448,7 @@ def source_labels(run,                      # run directory (or an open LabelSto
 
 _labels = source_labels
 
-# %% ../nbs/05_labels.ipynb 32
+# %% ../nbs/05_labels.ipynb 37
 def votes(run,                      # run directory (or an open LabelStore)
           threshold: float=0.5,     # recognised when more than this fraction of votes say so
           source: str='auto',       # 'auto', 'humans', 'proxy:<kind>', 'import:<format>:<path>' or 'all'
@@ -451,7 +463,7 @@ def votes(run,                      # run directory (or an open LabelStore)
     v['recognized'] = (v.votes_recognized > threshold * v.votes_total).astype(int)
     return v[['recon_id', 'votes_recognized', 'votes_total', 'recognized', 'proxy']]
 
-# %% ../nbs/05_labels.ipynb 36
+# %% ../nbs/05_labels.ipynb 41
 def agreement(run,                      # run directory (or an open LabelStore)
               source: str='auto',       # whose labels (see `votes`)
               protocol: str|None=None,  # only this protocol's labels
@@ -490,7 +502,7 @@ def agreement(run,                      # run directory (or an open LabelStore)
     out['per_annotator'] = pd.DataFrame(per, columns=['annotator', 'n', 'agreement'])
     return out
 
-# %% ../nbs/05_labels.ipynb 41
+# %% ../nbs/05_labels.ipynb 46
 def _statement(src, n_cov, hcov, annotators, requested) -> str:
     "One sentence: the source, its coverage, who; and, when `auto` passed the humans over, their coverage."
     if src == 'none': return "no labels yet"
@@ -515,6 +527,7 @@ def label_source(run,                 # run directory (or an open LabelStore)
         if st is not run: st.close()
 
 def _describe(st, source, min_per_victim) -> dict:
+    "The `label_source` record for an open store."
     src, cur, hcov = _select(st, source, None, min_per_victim)
     n_cov = _coverage(_queue(st), cur)
     humans, proxies = sorted(cur.annotator[cur.proxy == 0].unique()), sorted(cur.annotator[cur.proxy == 1].unique())
@@ -527,7 +540,7 @@ def _describe(st, source, min_per_victim) -> dict:
     out['note'] = _statement(src, n_cov, hcov, out['annotators'], source)
     return out
 
-# %% ../nbs/05_labels.ipynb 45
+# %% ../nbs/05_labels.ipynb 50
 def _class_names(table, originals) -> dict:
     "dataset -> list of class names (the registry's when it loads, else those seen in originals.csv)."
     out = {}
@@ -560,9 +573,11 @@ class Labeller:
                  order: list|None=None,           # recon_ids in the order to show (default: seeded random, all)
                  timeout: float=30.0):            # seconds to wait for other writers
         self.run, self.annotator, self.protocol = RunDir(run), check_annotator(annotator), protocol
-        if protocol not in PROTOCOLS: raise SemsimError(f"unknown protocol {protocol!r}", 'protocol', f"use one of: {', '.join(PROTOCOLS)}")
+        if protocol not in PROTOCOLS: raise SemsimError(f"unknown protocol {protocol!r}", 'protocol',
+                                                        f"use one of: {', '.join(PROTOCOLS)}")
         table, _ = read_table(self.run.reconstructions, required=RECON_COLUMNS)
-        if not len(table): raise SemsimError(f"no reconstructions to label in {self.run.path}", self.run.reconstructions, "run an attack (or import reconstructions) first")
+        if not len(table): raise SemsimError(f"no reconstructions to label in {self.run.path}",
+                                             self.run.reconstructions, "run an attack (or import reconstructions) first")
         self.table = table.set_index('recon_id')
         self.classes = _class_names(table, load_originals(self.run))
         self.show_original = protocol == 'binary' if show_original is None else bool(show_original)
@@ -571,7 +586,8 @@ class Labeller:
             ids = [ids[i] for i in np.random.default_rng([seed, zlib.crc32(annotator.encode())]).permutation(len(ids))]
         else:
             unknown = [r for r in order if r not in self.table.index]
-            if unknown: raise SemsimError(f"{len(unknown)} ids in `order` are not in the run, e.g. {unknown[0]!r}", 'order', "pass recon_ids of reconstructions.parquet")
+            if unknown: raise SemsimError(f"{len(unknown)} ids in `order` are not in the run, e.g. {unknown[0]!r}",
+                                          'order', "pass recon_ids of reconstructions.parquet")
             failed = [r for r in order if r not in set(ids)]
             if failed: raise SemsimError(f"{len(failed)} ids in `order` are failed reconstructions (no image), "
                                          f"e.g. {failed[0]!r}", 'order',
@@ -579,7 +595,9 @@ class Labeller:
             ids = list(dict.fromkeys(order))
         self.order = ids
         self.store = open_labels(self.run, timeout)
-        self.store.start_session(annotator, protocol, dict(seed=seed, show_original=self.show_original, order='given' if order is not None else 'seeded', n=len(ids)))
+        self.store.start_session(annotator, protocol,
+                                 dict(seed=seed, show_original=self.show_original,
+                                      order='given' if order is not None else 'seeded', n=len(ids)))
         self.current = self._next()
 
     def _done(self):
@@ -611,7 +629,8 @@ class Labeller:
 
     def answer(self, answer):  # class id / 'cannot' / -1 (class) or yes / no (binary)
         "Store an answer for the current reconstruction and move on; returns the row id."
-        if self.current is None: raise SemsimError("every reconstruction is labelled", 'answer', "undo to change an answer")
+        if self.current is None: raise SemsimError("every reconstruction is labelled", 'answer',
+                                                   "undo to change an answer")
         rid = self.store.add(self.current, self.annotator, answer, self.protocol)
         self.current = self._next()
         return rid
@@ -633,7 +652,7 @@ class Labeller:
         row = self.table.loc[self.current]
         return upscaled_png(self.run.file(row.recon_path if which == 'recon' else row.original_path), size)
 
-# %% ../nbs/05_labels.ipynb 49
+# %% ../nbs/05_labels.ipynb 54
 KEYS = {'class': {**{str(i): i for i in range(10)}, 'n': 'cannot', 's': SKIP, 'u': UNDO},
         'binary': {'y': 'yes', 'n': 'no', 's': SKIP, 'u': UNDO}}
 
@@ -723,7 +742,8 @@ class LabellingWidget(Labeller):
         "Click the button for `answer`: a class id or name, 'cannot', 'yes', 'no', 'skip' or 'undo'."
         tag = answer
         if self.protocol == 'class' and isinstance(answer, str) and answer in self.class_names(): tag = self.class_names().index(answer)
-        if tag not in self.buttons: raise SemsimError(f"no button {answer!r}", 'answer', f"use one of: {', '.join(map(str, self.buttons))}")
+        if tag not in self.buttons: raise SemsimError(f"no button {answer!r}", 'answer',
+                                                      f"use one of: {', '.join(map(str, self.buttons))}")
         self.buttons[tag].click()
 
     def _repr_mimebundle_(self, **kw): return self.ui._repr_mimebundle_(**kw)
@@ -740,7 +760,7 @@ def labelling_widget(run: str|Path|RunDir,      # the run whose reconstructions 
     "The labelling widget for one annotator; display it as a cell's last expression."
     return LabellingWidget(run, annotator, protocol, show_original, seed, order, timeout, size=size)
 
-# %% ../nbs/05_labels.ipynb 53
+# %% ../nbs/05_labels.ipynb 58
 OBSERVER_ARCHS = ('mlp', 'cnn', 'cnn-wide')
 
 class _Normalise(nn.Module):
@@ -757,9 +777,11 @@ def observer_model(arch: str,  # one of OBSERVER_ARCHS
     if arch == 'mlp': body = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 256), nn.ReLU(), nn.Linear(256, k))
     elif arch in ('cnn', 'cnn-wide'):
         m = 16 if arch == 'cnn' else 32
-        body = nn.Sequential(nn.Conv2d(c, m, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(m, 2 * m, 3, padding=1),
+        body = nn.Sequential(nn.Conv2d(c, m, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(m, 2 * m, 3, padding=1),
                              nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * m, k))
-    else: raise SemsimError(f"unknown observer architecture {arch!r}", 'arch', f"use one of: {', '.join(OBSERVER_ARCHS)}")
+    else: raise SemsimError(f"unknown observer architecture {arch!r}", 'arch',
+                            f"use one of: {', '.join(OBSERVER_ARCHS)}")
     return nn.Sequential(_Normalise(info.mean, info.std), body)
 
 def proxy_panel(dataset: str,                   # registry name
@@ -798,7 +820,8 @@ def proxy_panel(dataset: str,                   # registry name
             test = load_dataset(dataset, 'test'); t = torch.arange(min(1000, len(test)))
             model.eval()
             with torch.no_grad(): acc = (model(test.floats(t)).argmax(1) == test.labels[t]).float().mean().item()
-            meta = dict(member=i, arch=arch, seed=s, n_train=len(idx), epochs=epochs, test_accuracy=round(acc, 4), dataset=dataset)
+            meta = dict(member=i, arch=arch, seed=s, n_train=len(idx), epochs=epochs, test_accuracy=round(acc, 4),
+                        dataset=dataset)
             write_bytes_atomic(stem.with_suffix('.safetensors'), save(model.state_dict()))
             write_json_atomic(stem.with_suffix('.json'), meta)
         meta = {**meta, 'threshold': float(lo + (hi - lo) * i / max(1, panel_size - 1))}
@@ -819,7 +842,8 @@ def label_with_proxies(run: str|Path|RunDir,  # the run to label
     "Label every reconstruction with a `proxy:panel` of observer classifiers (stored with proxy=1); returns the labels."
     run = RunDir(run)
     table, _ = read_table(run.reconstructions, required=RECON_COLUMNS)
-    if not len(table): raise SemsimError(f"no reconstructions to label in {run.path}", run.reconstructions, "run an attack (or import reconstructions) first")
+    if not len(table): raise SemsimError(f"no reconstructions to label in {run.path}", run.reconstructions,
+                                         "run an attack (or import reconstructions) first")
     store, out = open_labels(run), []
     metas = []
     for ds, part in table.groupby('dataset'):
@@ -835,7 +859,8 @@ def label_with_proxies(run: str|Path|RunDir,  # the run to label
             with torch.no_grad():
                 for i, (model, meta) in enumerate(panel):
                     p = model(x).softmax(1); conf, cls = p.max(1)
-                    preds[i, start + sel] = torch.where(conf >= meta['threshold'], cls, torch.full_like(cls, CANNOT)).numpy()
+                    preds[i, start + sel] = torch.where(conf >= meta['threshold'], cls,
+                                                        torch.full_like(cls, CANNOT)).numpy()
         for i, (_, meta) in enumerate(panel):
             metas.append(meta)
             out += [dict(recon_id=r, annotator=f'proxy:panel:{i}', protocol='class', answer=int(a), proxy=1)
@@ -846,7 +871,7 @@ def label_with_proxies(run: str|Path|RunDir,  # the run to label
     store.add_many(labels, keep_same=True)
     return labels.assign(recognized=[int(a == store.truth[r]) for r, a in zip(labels.recon_id, labels.answer)])
 
-# %% ../nbs/05_labels.ipynb 60
+# %% ../nbs/05_labels.ipynb 65
 def active_order(run,                    # run directory
                  by: str='auto',          # 'disagreement', 'uncertainty' or 'auto'
                  annotator: str|None=None,  # unlabelled by this annotator (default: by any human)
@@ -861,11 +886,13 @@ def active_order(run,                    # run directory
     cols = metrics or [c for c in metric_columns(table, level='image', numeric=True) if c != 'semsim']
     if by == 'auto': by = 'uncertainty' if 'semsim' in table.columns and table.semsim.notna().any() else 'disagreement'
     if by == 'disagreement':
-        if len(cols) < 2: raise SemsimError(f"need two metric columns to measure disagreement, found {cols}", run.reconstructions, "compute metrics first: semsim metrics --run RUN")
+        if len(cols) < 2: raise SemsimError(f"need two metric columns to measure disagreement, found {cols}",
+                                            run.reconstructions, "compute metrics first: semsim metrics --run RUN")
         ranks = pd.DataFrame({c: (orientation(c) * table[c]).rank(pct=True) for c in cols}).set_index(table.recon_id)
         todo['score'] = ranks.loc[todo.recon_id].var(axis=1).to_numpy()
     elif by == 'uncertainty':
-        if 'semsim' not in table.columns: raise SemsimError("no `semsim` column for uncertainty", run.reconstructions, "score the learned metric first, or use by='disagreement'")
+        if 'semsim' not in table.columns: raise SemsimError("no `semsim` column for uncertainty", run.reconstructions,
+                                                            "score the learned metric first, or use by='disagreement'")
         v = votes(open_labels(run), source='humans').merge(table[['recon_id', 'semsim']], on='recon_id').dropna()
         s = todo.semsim.to_numpy(dtype=float)
         if v.recognized.nunique() == 2:
@@ -876,7 +903,7 @@ def active_order(run,                    # run directory
     else: raise SemsimError(f"unknown selection {by!r}", 'by', "use disagreement, uncertainty or auto")
     return todo.sort_values('score', ascending=False, kind='stable')[['recon_id', 'score']].reset_index(drop=True)
 
-# %% ../nbs/05_labels.ipynb 65
+# %% ../nbs/05_labels.ipynb 70
 def read_answers(path: str|Path,         # a `_gt.txt` file
                  n_answers: int=5,       # answers expected
                  n_classes: int|None=None,  # the dataset's number of classes: larger answers are refused
@@ -895,11 +922,12 @@ def read_answers(path: str|Path,         # a `_gt.txt` file
                                   f"answers are class ids ({top}), or -1 for cannot recognise")
             found.append(int(tok))
     if len(found) != n_answers:
-        raise SemsimError(f"{path}:{max(line, 1)}: {len(found)} answers, expected {n_answers}", f'{path}:{max(line, 1)}',
+        raise SemsimError(f"{path}:{max(line, 1)}: {len(found)} answers, expected {n_answers}",
+                          f'{path}:{max(line, 1)}',
                           f"give exactly {n_answers} answers (or pass n_answers / --answers)")
     return found
 
-# %% ../nbs/05_labels.ipynb 67
+# %% ../nbs/05_labels.ipynb 72
 def release_fixture(dest: str|Path,            # folder to create
                     n_images: int=4,           # originals
                     dataset: str='fashion_mnist',
@@ -920,7 +948,7 @@ def release_fixture(dest: str|Path,            # folder to create
             rows.append(dict(model=model, idx=i, cls=c, answers=answers))
     return pd.DataFrame(rows)
 
-# %% ../nbs/05_labels.ipynb 69
+# %% ../nbs/05_labels.ipynb 74
 def _safe(name: str,             # a folder or file-name part that becomes an id
           where: str|Path='',    # the file it came from, for the message
          ) -> str:
@@ -946,6 +974,7 @@ def _recon_row(run, dataset, model, attack, iid, cls):
                 class_id=int(cls), original_path=f'originals/{iid}.png', recon_path=str(png.relative_to(run.path)),
                 status='ok', attack_loss=float('nan'), iterations=float('nan'), seconds=float('nan'))
 
+# %% ../nbs/05_labels.ipynb 75
 def _write_import(run, originals, recons, labels, copies, fmt, src) -> dict:
     "Write what an importer gathered (image copies, originals.csv, table rows, labels), all inside the run."
     targets = [(Path(s), run.file(d)) for s, d in copies]     # every destination checked before anything is written
@@ -957,9 +986,11 @@ def _write_import(run, originals, recons, labels, copies, fmt, src) -> dict:
         _merge_originals(run, originals)
         update_table(run.reconstructions, pd.DataFrame(recons))
     except OSError as e:
-        raise SemsimError(f"cannot write into the run {run.path} ({e.strerror}); no labels were added", e.filename or run.path,
+        raise SemsimError(f"cannot write into the run {run.path} ({e.strerror}); no labels were added",
+                          e.filename or run.path,
                           "free disk space or make the run writable, then import again") from e
-    return dict(originals=len(originals), reconstructions=len(recons), labels_added=_add_imported(run, labels, fmt, src))
+    return dict(originals=len(originals), reconstructions=len(recons),
+                labels_added=_add_imported(run, labels, fmt, src))
 
 def _add_imported(run, labels, fmt, src) -> int:
     "Add imported labels in a session that records the format and file (the `import:<format>:<path>` source)."
@@ -973,7 +1004,7 @@ def _classes_of(dataset):
     try: return list(dataset_info(dataset).classes)
     except Exception: return None
 
-# %% ../nbs/05_labels.ipynb 70
+# %% ../nbs/05_labels.ipynb 76
 def _release_originals(src, dataset, names) -> tuple:
     "The release's originals (index -> row) and their image copies."
     originals, copies = {}, []
@@ -989,6 +1020,7 @@ def _release_originals(src, dataset, names) -> tuple:
         copies.append((f, f'originals/{iid}.png'))
     return originals, copies
 
+# %% ../nbs/05_labels.ipynb 77
 def import_semsim_release(src: str|Path,         # folder holding img/ and original-img/
                           run: str|Path|RunDir,  # run to create or add to
                           dataset: str='cifar100',  # dataset the images come from
@@ -1006,19 +1038,24 @@ def import_semsim_release(src: str|Path,         # folder holding img/ and origi
         model = _safe(mdir.name, mdir)
         for f in sorted(mdir.glob('*_rec.png')):
             m = re.fullmatch(r'(\d+)_(\d+)_rec\.png', f.name)
-            if not m: raise SemsimError(f"unexpected reconstruction name {f.name}", f, "name reconstructions <idx>_<cls>_rec.png")
+            if not m: raise SemsimError(f"unexpected reconstruction name {f.name}", f,
+                                        "name reconstructions <idx>_<cls>_rec.png")
             i, c = int(m[1]), int(m[2])
-            if i not in originals: raise SemsimError(f"{f}: no original {i}_{c}_ori.png", src/'original-img', "add the original or remove the reconstruction")
+            if i not in originals: raise SemsimError(f"{f}: no original {i}_{c}_ori.png", src/'original-img',
+                                                     "add the original or remove the reconstruction")
             gt = f.with_name(f'{i}_{c}_gt.txt')
-            if not gt.exists(): raise SemsimError(f"{f}: no answers file {gt.name}", gt, "add the _gt.txt file with the annotators' answers")
+            if not gt.exists(): raise SemsimError(f"{f}: no answers file {gt.name}", gt,
+                                                  "add the _gt.txt file with the annotators' answers")
             answers, iid = read_answers(gt, n_answers, len(names) if names else None), originals[i]['image_id']
             r = _recon_row(run, dataset, model, attack_id, iid, c); recons.append(r); copies.append((f, r['recon_path']))
-            labels += [dict(recon_id=r['recon_id'], annotator=f'release:{j}', protocol='class', answer=a, recognized=int(a == c))
+            labels += [dict(recon_id=r['recon_id'], annotator=f'release:{j}', protocol='class', answer=a,
+                            recognized=int(a == c))
                        for j, a in enumerate(answers)]
-    if not recons: raise SemsimError(f"no reconstructions found under {src/'img'}", src/'img', "expect img/<model>/<idx>_<cls>_rec.png")
+    if not recons: raise SemsimError(f"no reconstructions found under {src/'img'}", src/'img',
+                                     "expect img/<model>/<idx>_<cls>_rec.png")
     return _write_import(run, list(originals.values()), recons, labels, copies, 'semsim-release', src)
 
-# %% ../nbs/05_labels.ipynb 74
+# %% ../nbs/05_labels.ipynb 81
 def export_semsim_train(run: str|Path|RunDir,  # the run
                         out: str|Path,          # folder to write train_with_ori/ and others/ into
                         threshold: float=0.5,   # majority threshold (see `votes`)
@@ -1026,7 +1063,8 @@ def export_semsim_train(run: str|Path|RunDir,  # the run
                        ) -> dict:
     "Write the run's majority votes in SemSim's `train_with_ori` layout; returns counts."
     run, out = RunDir(run), Path(out)
-    if out.exists() and not out.is_dir(): raise SemsimError(f"{out} is a file", out, "give --out a folder to write into")
+    if out.exists() and not out.is_dir(): raise SemsimError(f"{out} is a file", out,
+                                                            "give --out a folder to write into")
     table, _ = read_table(run.reconstructions)
     v = votes(run, threshold, source).merge(table, on='recon_id')
     v = v[labelable(v)]
@@ -1043,6 +1081,7 @@ def export_semsim_train(run: str|Path|RunDir,  # the run
                 write_bytes_atomic(out/'others'/f'{iid}_{name}', data)
     return n
 
+# %% ../nbs/05_labels.ipynb 82
 def _image_key(key, dataset, where=''):
     return image_id(dataset, 'release', int(key)) if key.isdigit() else _safe(key, where)
 
@@ -1064,7 +1103,8 @@ def import_semsim_train(src: str|Path,          # a folder holding train_with_or
     if root.is_dir():
         for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith('-')):
             ori = [f for f in imgs(d) if f.stem.endswith('_ori')]
-            if len(ori) != 1: raise SemsimError(f"{d} holds {len(ori)} originals (*_ori.png), expected 1", d, "put exactly one <idx>_<cls>_ori.png in each recognised folder")
+            if len(ori) != 1: raise SemsimError(f"{d} holds {len(ori)} originals (*_ori.png), expected 1", d,
+                                                "put exactly one <idx>_<cls>_ori.png in each recognised folder")
             groups[d.name] = (ori[0], [f for f in imgs(d) if f != ori[0]], imgs(root/f'-{d.name}'))
         orphans = [p.name for p in root.iterdir() if p.is_dir() and p.name.startswith('-') and p.name[1:] not in groups]
     elif (src/'img').is_dir() and (src/'img0').is_dir():
@@ -1072,13 +1112,16 @@ def import_semsim_train(src: str|Path,          # a folder holding train_with_or
             k = f.stem.split('_')[0]
             groups[k] = (f, imgs(src/'img0'/k), imgs(src/'img1'/f'-{k}'))
         orphans = [p.name for p in (src/'img1').iterdir() if p.is_dir() and p.name[1:] not in groups] if (src/'img1').is_dir() else []
-    else: raise SemsimError(f"{src} is not a SemSim training layout", src, "expect train_with_ori/<idx>/ (+ -<idx>/) or img/, img0/<idx>/, img1/-<idx>/")
-    if orphans: raise SemsimError(f"unrecognised folder(s) without an original: {orphans[:3]}", root if root.is_dir() else src/'img1', "add the matching <idx>/ folder with its *_ori.png")
+    else: raise SemsimError(f"{src} is not a SemSim training layout", src,
+                            "expect train_with_ori/<idx>/ (+ -<idx>/) or img/, img0/<idx>/, img1/-<idx>/")
+    if orphans: raise SemsimError(f"unrecognised folder(s) without an original: {orphans[:3]}",
+                                  root if root.is_dir() else src/'img1', "add the matching <idx>/ folder with its *_ori.png")
     originals, recons, labels, copies = [], [], [], []
     for k, (ori, pos, neg) in groups.items():
         iid, parts = _image_key(k, dataset, ori.parent), ori.stem.split('_')
         c = int(parts[-2]) if len(parts) >= 3 and re.fullmatch(r'\d+', parts[-2]) else -1
-        originals.append(dict(image_id=iid, dataset=dataset, split='release', index=int(k) if k.isdigit() else -1, class_id=c,
+        originals.append(dict(image_id=iid, dataset=dataset, split='release', index=int(k) if k.isdigit() else -1,
+                              class_id=c,
                               class_name=names[c] if names and 0 <= c < len(names) else f'class {c}', path=f'originals/{iid}.png'))
         copies.append((ori, f'originals/{iid}.png'))
         for files, yes in ((pos, 'yes'), (neg, 'no')):
@@ -1088,7 +1131,7 @@ def import_semsim_train(src: str|Path,          # a folder holding train_with_or
                 labels.append(dict(recon_id=r['recon_id'], annotator='semsim-train', protocol='binary', answer=yes))
     return _write_import(run, originals, recons, labels, copies, 'semsim-train', src)
 
-# %% ../nbs/05_labels.ipynb 78
+# %% ../nbs/05_labels.ipynb 86
 def export_labels(run: str|Path|RunDir,   # the run
                   out: str|Path,           # CSV file to write
                   raw: bool=False,         # one row per label instead of per reconstruction
@@ -1107,6 +1150,7 @@ def export_labels(run: str|Path|RunDir,   # the run
     write_text_atomic(out, df.to_csv(index=False))
     return df
 
+# %% ../nbs/05_labels.ipynb 87
 def import_labels_csv(path: str|Path,         # CSV with recon_id, annotator, answer[, protocol, recognized, proxy]
                       run: str|Path|RunDir,   # run whose label store receives them
                      ) -> int:
@@ -1130,7 +1174,7 @@ def import_labels_csv(path: str|Path,         # CSV with recon_id, annotator, an
         except SemsimError as e: raise SemsimError(f"{path}:{line}: {e.what}", f'{path}:{line}', e.fix) from e
     return _add_imported(run, df, 'csv', path)
 
-# %% ../nbs/05_labels.ipynb 82
+# %% ../nbs/05_labels.ipynb 91
 IMPORT_FORMATS = ('semsim-release', 'semsim-train', 'csv')
 
 def import_labels(run: str|Path|RunDir,  # the run to import into (created if missing)
@@ -1145,7 +1189,7 @@ def import_labels(run: str|Path|RunDir,  # the run to import into (created if mi
     if format == 'csv': return dict(labels_added=import_labels_csv(path, run))
     raise SemsimError(f"unknown import format {format!r}", 'format', f"use one of: {', '.join(IMPORT_FORMATS)}")
 
-# %% ../nbs/05_labels.ipynb 85
+# %% ../nbs/05_labels.ipynb 94
 _SOURCE_HELP = ("whose labels: auto (humans when every victim has >= 20 human labels or all are labelled, else the "
                 "proxies), humans, proxy:<kind> (e.g. proxy:panel), import:<format>:<path>, or all (a mixture)")
 
@@ -1175,7 +1219,7 @@ def _cmd_proxies(a):
     df = label_with_proxies(a.run, panel_size=a.panel, seed=a.seed, n_train=a.n_train, epochs=a.epochs, verbose=True)
     print(f"proxy:panel of {a.panel} observers (not people): {len(df)} labels, {df.recognized.mean():.1%} recognised")
 
-# %% ../nbs/05_labels.ipynb 86
+# %% ../nbs/05_labels.ipynb 95
 def register_commands(sub):
     "Add the `labels` subcommands to the `semsim` parser."
     p = sub.add_parser('labels', help='human (and proxy) labels: import, export, agreement, proxies')
@@ -1192,7 +1236,8 @@ def register_commands(sub):
     e.add_argument('--out', required=True, help='CSV file, or folder for semsim-train')
     e.add_argument('--format', default='csv', choices=['csv', 'semsim-train'], help='what to write')
     e.add_argument('--raw', action='store_true', help='one row per label instead of per reconstruction')
-    e.add_argument('--threshold', type=float, default=0.5, help='recognised when more than this fraction of votes say so')
+    e.add_argument('--threshold', type=float, default=0.5,
+                   help='recognised when more than this fraction of votes say so')
     e.add_argument('--source', default='auto', help=_SOURCE_HELP)
     e.set_defaults(func=_cmd_export)
     g = s.add_parser('agreement', help="inter-annotator agreement (Fleiss' kappa, Krippendorff's alpha)")
