@@ -60,6 +60,32 @@ def oriented_columns(df: pd.DataFrame) -> list:  # any table
     "The numeric columns of `df` whose name has a declared orientation (the default metric columns)."
     return metric_columns(df, numeric=True)
 
+def _human(df: pd.DataFrame, threshold: float|None, where: str) -> pd.DataFrame:
+    "`df` with numeric human columns, `human_rate` (vote share or 0/1) and `recognized` (0/1)."
+    has_votes = {'votes_recognized', 'votes_total'} <= set(df.columns)
+    if not has_votes and 'recognized' not in df.columns:
+        raise SemsimError(f"no human columns among {list(df.columns)[:12]}", where,
+                          "add `recognized` (0/1) or `votes_recognized` + `votes_total` "
+                          "(e.g. from semsim.labels.votes)")
+    if has_votes:
+        total = _numbers(df, 'votes_total', where, "store the number of annotators who judged each row")
+        recognised = _numbers(df, 'votes_recognized', where, "store how many recognised it")
+        df['human_rate'] = recognised / total.where(total > 0)
+        if threshold is not None or 'recognized' not in df.columns:
+            majority = df['human_rate'] > (0.5 if threshold is None else threshold)
+            df['recognized'] = majority.astype(float).where(df['human_rate'].notna())
+    fix01 = "store 1 (recognised) or 0 (not), empty for no judgement; or give votes_recognized + votes_total"
+    rec = _numbers(df, 'recognized', where, fix01)
+    bad = rec.notna() & ~rec.isin([0, 1])
+    if bad.any():
+        k = bad.idxmax()
+        raise SemsimError(f"`recognized` must be 0 or 1; row {k} holds {rec[k]:g} ({int(bad.sum())} such rows)",
+                          where, fix01)
+    df['recognized'] = rec
+    if not has_votes: df['human_rate'] = rec
+    return df
+
+# %% ../nbs/07_analysis.ipynb 10
 def _numbers(df: pd.DataFrame, col: str, where: str, fix: str) -> pd.Series:
     "Column `col` as floats; the first value that is not a number raises an error naming it and its row."
     if pd.api.types.is_numeric_dtype(df[col]): return df[col].astype(float)
@@ -71,74 +97,66 @@ def _numbers(df: pd.DataFrame, col: str, where: str, fix: str) -> pd.Series:
                           f"not a number ({int(bad.sum())} such rows)", where, fix)
     return v.astype(float)
 
-def _human(df: pd.DataFrame, threshold: float|None, where: str) -> pd.DataFrame:
-    "`df` with numeric human columns, `human_rate` (vote share or 0/1) and `recognized` (0/1)."
-    has_votes = {'votes_recognized', 'votes_total'} <= set(df.columns)
-    if not has_votes and 'recognized' not in df.columns:
-        raise SemsimError(f"no human columns among {list(df.columns)[:12]}", where,
-                          "add `recognized` (0/1) or `votes_recognized` + `votes_total` (e.g. from semsim.labels.votes)")
-    if has_votes:
-        total = _numbers(df, 'votes_total', where, "store the number of annotators who judged each row")
-        df['human_rate'] = _numbers(df, 'votes_recognized', where, "store how many recognised it") / total.where(total > 0)
-        if threshold is not None or 'recognized' not in df.columns:
-            df['recognized'] = (df['human_rate'] > (0.5 if threshold is None else threshold)).astype(float).where(df['human_rate'].notna())
-    fix01 = "store 1 (recognised) or 0 (not), empty for no judgement; or give votes_recognized + votes_total"
-    rec = _numbers(df, 'recognized', where, fix01)
-    bad = rec.notna() & ~rec.isin([0, 1])
-    if bad.any():
-        k = bad.idxmax()
-        raise SemsimError(f"`recognized` must be 0 or 1; row {k} holds {rec[k]:g} ({int(bad.sum())} such rows)", where, fix01)
-    df['recognized'] = rec
-    if not has_votes: df['human_rate'] = rec
-    return df
-
-# %% ../nbs/07_analysis.ipynb 10
 def _has_numbers(v: pd.Series, name: str) -> bool:
     "Whether a column named like a metric holds any number; a column of text only is left out with a warning."
-    if pd.api.types.is_numeric_dtype(v) or v.isna().all() or pd.to_numeric(v, errors='coerce').notna().any(): return True
-    warnings.warn(f"column {name!r} is named like a metric but holds no numbers (e.g. {v.dropna().iloc[0]!r}); left out")
+    if pd.api.types.is_numeric_dtype(v) or v.isna().all() or pd.to_numeric(v, errors='coerce').notna().any():
+        return True
+    warnings.warn(f"column {name!r} is named like a metric but holds no numbers (e.g. {v.dropna().iloc[0]!r}); "
+                  "left out")
     return False
 
 # %% ../nbs/07_analysis.ipynb 11
+def _metric_list(df: pd.DataFrame, metrics: list|None, where: str) -> list:
+    "The metric columns asked for, checked; None: every column named by a declared metric that holds numbers."
+    if metrics is None:
+        metrics = [m for m in metric_columns(df) if not pd.api.types.is_bool_dtype(df[m]) and _has_numbers(df[m], m)]
+        if not metrics: raise SemsimError(f"no metric columns in {where}", where,
+                                          "add columns named by a metric (psnr, ssim, lpips, ...) or pass --metrics")
+    else:
+        metrics = list(metrics)
+        absent = [m for m in metrics if m not in df.columns]
+        if absent: raise SemsimError(f"unknown metric column(s) {absent}", '--metrics',
+                                     f"use columns of {where}: {', '.join(c for c in df.columns if _known(c))}")
+        for m in metrics:
+            if not _known(m):
+                raise SemsimError(f"{m!r} is not a metric with a declared orientation", '--metrics',
+                                  f"use metric columns of {where}: {', '.join(oriented_columns(df)) or 'none found'}")
+    return metrics
+
+# %% ../nbs/07_analysis.ipynb 12
 def prepare_table(df: pd.DataFrame,        # a table per the analysis contract
                   metrics: list|None=None,  # metric columns; None: every column with a declared orientation
-                  threshold: float|None=None,  # recognised when vote share > threshold; None: keep `recognized` if given, else 0.5
+                  threshold: float|None=None,  # recognised when vote share > threshold; None: `recognized`, else 0.5
                   where: str='table',       # how to name the table in messages
                  ) -> tuple:
-    "The table checked and completed with `recognized`, `human_rate` and `unit`, and its metric columns: `(df, metrics)`."
+    "The table checked and completed with `recognized`, `human_rate` and `unit`, and its metrics: `(df, metrics)`."
     df = df.copy()
     if 'model_id' not in df.columns:
         if 'model' not in df.columns:
-            raise SemsimError("no `model_id` (or `model`) column", where, "add a column naming the victim model of each row")
+            raise SemsimError("no `model_id` (or `model`) column", where,
+                              "add a column naming the victim model of each row")
         df = df.rename(columns={'model': 'model_id'})
     if 'image_id' not in df.columns:
-        raise SemsimError("no `image_id` column", where, "add a column naming the original each reconstruction was made from")
+        raise SemsimError("no `image_id` column", where,
+                          "add a column naming the original each reconstruction was made from")
     df['model_id'], df['image_id'] = df['model_id'].astype(str), df['image_id'].astype(str)
     df = _human(df, threshold, where)
     missing = df['human_rate'].isna() | df['recognized'].isna()
     if missing.any():
         warnings.warn(f"{missing.sum()} of {len(df)} rows have no human judgement and were dropped")
         df = df[~missing]
-    if metrics is None:
-        metrics = [m for m in metric_columns(df) if not pd.api.types.is_bool_dtype(df[m]) and _has_numbers(df[m], m)]
-        if not metrics: raise SemsimError(f"no metric columns in {where}", where, "add columns named by a metric (psnr, ssim, lpips, ...) or pass --metrics")
-    else:
-        metrics = list(metrics)
-        absent = [m for m in metrics if m not in df.columns]
-        if absent: raise SemsimError(f"unknown metric column(s) {absent}", '--metrics', f"use columns of {where}: {', '.join(c for c in df.columns if _known(c))}")
-        for m in metrics:
-            if not _known(m): raise SemsimError(f"{m!r} is not a metric with a declared orientation", '--metrics',
-                                                f"use metric columns of {where}: {', '.join(oriented_columns(df)) or 'none found'}")
+    metrics = _metric_list(df, metrics, where)
     for m in metrics:
         df[m] = _numbers(df, m, where, f"store a number in every row of {m!r}, or leave the cell empty (NaN)")
-        if (k := int(df[m].isna().sum())): warnings.warn(f"metric {m!r}: {k} of {len(df)} rows are NaN and are left out of its numbers")
+        if (k := int(df[m].isna().sum())):
+            warnings.warn(f"metric {m!r}: {k} of {len(df)} rows are NaN and are left out of its numbers")
     if len(df) == 0: raise SemsimError(f"no usable rows in {where}", where, "check the human columns")
     unit = df['model_id']
     if 'attack_id' in df.columns and df['attack_id'].nunique() > 1: unit = unit + '/' + df['attack_id'].astype(str)
     df['unit'] = unit
     return df.reset_index(drop=True), metrics
 
-# %% ../nbs/07_analysis.ipynb 17
+# %% ../nbs/07_analysis.ipynb 18
 def _constant(v): return len(v) < 2 or np.nanmax(v) == np.nanmin(v)
 
 def correlate(x: np.ndarray,       # metric values
@@ -160,7 +178,7 @@ def correlate(x: np.ndarray,       # metric values
         out[c], out[f'{c}_p'] = float(r.statistic), float(r.pvalue)
     return out
 
-# %% ../nbs/07_analysis.ipynb 21
+# %% ../nbs/07_analysis.ipynb 22
 def _pearson_v(x, y, axis=-1):
     x = x - x.mean(axis, keepdims=True); y = y - y.mean(axis, keepdims=True)
     with np.errstate(invalid='ignore', divide='ignore'):
@@ -193,7 +211,7 @@ def bootstrap_ci(x: np.ndarray, y: np.ndarray,  # paired samples
                             confidence_level=confidence, method=method, rng=np.random.default_rng(seed))
     return float(r.confidence_interval.low), float(r.confidence_interval.high)
 
-# %% ../nbs/07_analysis.ipynb 26
+# %% ../nbs/07_analysis.ipynb 27
 CI_METHODS = {'two-way': 'two-way cluster bootstrap (models x originals)',
               'one-way': 'cluster bootstrap of originals',
               'iid': 'iid bootstrap of reconstructions (ignores the crossed design)'}
@@ -205,7 +223,8 @@ def resample_weights(models: np.ndarray,     # integer code of each row's model 
                      rng=None,               # a numpy Generator or a seed
                     ) -> np.ndarray:
     "How often each row appears in each resample, `(n_resamples, rows)`: models and originals drawn independently."
-    if method not in CI_METHODS: raise SemsimError(f"unknown resampling {method!r}", '--ci', f"use one of: {', '.join(CI_METHODS)}")
+    if method not in CI_METHODS:
+        raise SemsimError(f"unknown resampling {method!r}", '--ci', f"use one of: {', '.join(CI_METHODS)}")
     rng, models, images = np.random.default_rng(rng), np.asarray(models), np.asarray(images)
     counts = lambda k: rng.multinomial(k, np.full(k, 1 / k), size=n_resamples).astype(float)
     if method == 'iid': return counts(len(models))
@@ -221,10 +240,11 @@ def weighted_ranks(x: np.ndarray,  # values, shape (rows,)
     g = np.take(w, order, axis=1)
     if len(starts) < len(x): g = np.add.reduceat(g, starts, axis=1)
     rank = np.cumsum(g, 1); rank -= (g - 1) / 2
-    where = np.empty(len(x), int)  # each row's place in `rank`: its tie group (its position in sorted order without ties)
+    where = np.empty(len(x), int)  # each row's place in `rank`: its tie group (its sorted position without ties)
     where[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(x)]))
     return np.take(rank, where, axis=1)
 
+# %% ../nbs/07_analysis.ipynb 28
 def _wsum(w, *v):
     "Per resample, the sum over rows of `w` times the product of `v` (each of shape (rows,) or (resamples, rows))."
     return np.einsum(','.join(['bn'] + ['bn' if np.ndim(u) == 2 else 'n' for u in v]) + '->b', w, *v)
@@ -232,12 +252,13 @@ def _wsum(w, *v):
 def weighted_pearson(a: np.ndarray, b: np.ndarray,  # values, shape (resamples, rows) or (rows,)
                      w: np.ndarray) -> np.ndarray:  # weights, shape (resamples, rows)
     "Pearson correlation of `a` and `b` in each resample, rows counted `w` times."
-    sw = w.sum(1); ma, mb = _wsum(w, a) / sw, _wsum(w, b) / sw
+    sw = w.sum(1)
     with np.errstate(invalid='ignore', divide='ignore'):
+        ma, mb = _wsum(w, a) / sw, _wsum(w, b) / sw
         cov, va, vb = _wsum(w, a, b) / sw - ma * mb, _wsum(w, a, a) / sw - ma * ma, _wsum(w, b, b) / sw - mb * mb
         return cov / np.sqrt(va * vb)
 
-# %% ../nbs/07_analysis.ipynb 27
+# %% ../nbs/07_analysis.ipynb 29
 def weighted_spearman(x: np.ndarray, y: np.ndarray,  # paired values, shape (rows,)
                       w: np.ndarray) -> np.ndarray:  # weights, shape (resamples, rows)
     "Spearman correlation in each resample: Pearson of the weighted midranks, with the weights."
@@ -261,8 +282,10 @@ def percentile_ci(draws: np.ndarray, confidence: float=0.95) -> tuple:  # resamp
     lo, hi = np.percentile(v, [50 - 50 * confidence, 50 + 50 * confidence])
     return float(lo), float(hi)
 
-# %% ../nbs/07_analysis.ipynb 30
-def _codes(d: pd.DataFrame) -> tuple: return pd.factorize(d['unit'], sort=True)[0], pd.factorize(d['image_id'], sort=True)[0]
+# %% ../nbs/07_analysis.ipynb 32
+def _codes(d: pd.DataFrame) -> tuple:
+    "Integer codes of each row's unit and original (sorted, as `groupby` orders them)."
+    return pd.factorize(d['unit'], sort=True)[0], pd.factorize(d['image_id'], sort=True)[0]
 
 def resampled_image_stats(x: dict,            # name -> oriented metric values (NaN: left out), shape (rows,)
                           human: np.ndarray,  # vote share per row
@@ -287,6 +310,7 @@ def resampled_image_stats(x: dict,            # name -> oriented metric values (
             out[k][1].append(weighted_auc(recognized[ok], v[ok], wk, r))
     return {k: (np.concatenate(a), np.concatenate(b)) for k, (a, b) in out.items()}
 
+# %% ../nbs/07_analysis.ipynb 33
 def _unit_means(d: pd.DataFrame, metrics: list, n_resamples: int, seed: int, batch: int=25):
     "Batches of `(pick, human, means)`: units drawn with replacement, per-unit means over originals drawn once for all."
     units, images = _codes(d)
@@ -299,10 +323,11 @@ def _unit_means(d: pd.DataFrame, metrics: list, n_resamples: int, seed: int, bat
         wi = rng.multinomial(n_img, np.full(n_img, 1 / n_img), size=b).astype(float)[:, images]
         pick = rng.integers(0, len(starts), (b, len(starts)))
         with np.errstate(invalid='ignore', divide='ignore'):
-            mean = lambda v: np.add.reduceat(wi * np.nan_to_num(v), starts, 1) / np.add.reduceat(wi * ~np.isnan(v), starts, 1)
+            sums = lambda v: np.add.reduceat(wi * v, starts, 1)
+            mean = lambda v: sums(np.nan_to_num(v)) / sums(~np.isnan(v))
             yield pick, mean(vals['recognized']), {m: mean(vals[m]) for m in metrics}
 
-# %% ../nbs/07_analysis.ipynb 39
+# %% ../nbs/07_analysis.ipynb 42
 MIN_MODELS = 5  # fewer models: no model-level p-values or intervals, only per-model rates
 MODEL_CI = 'bootstrap of models, and of originals within them'
 
@@ -339,7 +364,7 @@ def _oriented(row, o, kinds):
         if f'{c}_lo' in row: row[f'{c}_or_lo'], row[f'{c}_or_hi'] = (lo, hi) if o > 0 else (-hi, -lo)
     return row
 
-# %% ../nbs/07_analysis.ipynb 40
+# %% ../nbs/07_analysis.ipynb 43
 def model_level(df: pd.DataFrame,              # a table per the contract
                 metrics: list|None=None,        # metric columns (default: all known)
                 threshold: float|None=None,     # vote threshold, as in `prepare_table`
@@ -347,11 +372,12 @@ def model_level(df: pd.DataFrame,              # a table per the contract
                 confidence: float=0.95,         # interval coverage
                 seed: int=0,                    # bootstrap seed
                ) -> pd.DataFrame:
-    "Per metric: correlations of per-model means with the recognition rate, p-values, intervals (method named), raw and oriented."
+    "Per metric: correlations of model means with the recognition rate, p-values, intervals (method named), oriented."
     df, metrics = prepare_table(df, metrics, threshold)
     mt, kinds = model_table(df, metrics), ('spearman', 'kendall', 'pearson')
     if len(mt) < 3:
-        raise SemsimError(f"model-level correlation needs at least 3 models, the table has {len(mt)} ({', '.join(mt.index)})",
+        raise SemsimError(f"model-level correlation needs at least 3 models, the table has {len(mt)} "
+                          f"({', '.join(mt.index)})",
                           'model_id', "analyse more models, or use the image level (--level image)")
     few = len(mt) < MIN_MODELS
     boot = resampled_model_stats(df, metrics, kinds, n_resamples, seed) if n_resamples and not few else {}
@@ -368,7 +394,7 @@ def model_level(df: pd.DataFrame,              # a table per the contract
         rows.append(_oriented(row, row['orientation'], kinds))
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 41
+# %% ../nbs/07_analysis.ipynb 44
 def model_rates(df: pd.DataFrame,            # a table per the contract
                 metrics: list|None=None,     # metric columns (default: all known)
                 threshold: float|None=None,  # vote threshold, as in `prepare_table`
@@ -381,13 +407,15 @@ def model_rates(df: pd.DataFrame,            # a table per the contract
     out = model_table(df, metrics)[['n', 'human_rate'] + metrics]
     draws = [(h, means) for _, h, means in _unit_means(df, metrics, n_resamples, seed)] if n_resamples else []
     for c in ['human_rate'] + metrics:
-        v = np.concatenate([h if c == 'human_rate' else means[c] for h, means in draws]) if draws else np.full((0, len(out)), np.nan)
+        v = (np.concatenate([h if c == 'human_rate' else means[c] for h, means in draws]) if draws
+             else np.full((0, len(out)), np.nan))
         ci = [percentile_ci(v[:, k], confidence) for k in range(len(out))]
-        out.insert(out.columns.get_loc(c) + 1, f'{c}_lo', [a for a, _ in ci]); out.insert(out.columns.get_loc(c) + 2, f'{c}_hi', [b for _, b in ci])
+        out.insert(out.columns.get_loc(c) + 1, f'{c}_lo', [a for a, _ in ci])
+        out.insert(out.columns.get_loc(c) + 2, f'{c}_hi', [b for _, b in ci])
     out['ci_method'] = CI_METHODS['one-way'] if draws else 'none (n_resamples = 0)'
     return out.reset_index()
 
-# %% ../nbs/07_analysis.ipynb 48
+# %% ../nbs/07_analysis.ipynb 51
 def auc(recognized: np.ndarray,  # 0/1 human verdicts
         score: np.ndarray,       # oriented metric (higher = more leakage)
         name: str='metric',      # named in warnings
@@ -395,11 +423,15 @@ def auc(recognized: np.ndarray,  # 0/1 human verdicts
     "ROC AUC of `score` for `recognized`; NaN with a warning when only one class is present."
     y, s = np.asarray(recognized, float), np.asarray(score, float)
     ok = ~(np.isnan(y) | np.isnan(s)); y, s = y[ok], s[ok]
-    if len(s) and _constant(s):
+    if not len(s):
+        warnings.warn(f"{name}: no values, AUC undefined (NaN)")
+        return np.nan
+    if _constant(s):
         warnings.warn(f"{name}: metric is constant, AUC undefined (NaN)")
         return np.nan
     if len(np.unique(y)) < 2:
-        warnings.warn(f"{name}: every reconstruction is {'recognised' if len(y) and y[0] else 'unrecognised'}, AUC undefined (NaN)")
+        kind = 'recognised' if y[0] else 'unrecognised'
+        warnings.warn(f"{name}: every reconstruction is {kind}, AUC undefined (NaN)")
         return np.nan
     return float(roc_auc_score(y, s))
 
@@ -414,26 +446,33 @@ def image_metrics(metrics: list) -> list:  # metric columns
     "The metrics with one value per reconstruction: set-level ones (FID) are compared at model level only."
     return [m for m in metrics if metric_level(m) == 'image']
 
-# %% ../nbs/07_analysis.ipynb 49
+# %% ../nbs/07_analysis.ipynb 52
 def _image_rows(d, unit, metrics, method, n_resamples, confidence, seed):
     "The image-level rows of one group of reconstructions."
     models, images = _codes(d)
     x = {m: orientation(m) * d[m].values.astype(float) for m in metrics}
-    boot = resampled_image_stats(x, d.human_rate.values, d.recognized.values, models, images, method, n_resamples, seed) if n_resamples else {}
+    boot = (resampled_image_stats(x, d.human_rate.values, d.recognized.values, models, images, method,
+                                  n_resamples, seed) if n_resamples else {})
     rows = []
     for m in metrics:
         o, name = orientation(m), m if unit == 'all' else f'{m} ({unit})'
-        row = {'model': unit, 'metric': m, 'orientation': o} | correlate(d[m], d.human_rate, name, ('spearman', 'kendall'))
+        row = {'model': unit, 'metric': m, 'orientation': o}
+        row |= correlate(d[m], d.human_rate, name, ('spearman', 'kendall'))
         sp, au = boot.get(m, ([], []))
         lo, hi = percentile_ci(sp, confidence) if boot else (np.nan, np.nan)
         row['spearman_lo'], row['spearman_hi'] = (lo, hi) if o > 0 else (-hi, -lo)
         row['auc'] = auc(d.recognized, o * d[m], name)
         row['auc_lo'], row['auc_hi'] = percentile_ci(au, confidence) if boot else (np.nan, np.nan)
         row['ci_method'] = CI_METHODS[method] if boot else ''
-        row['note'] = 'correlation undefined' if np.isnan(row['spearman']) else '' if boot else 'no intervals asked for (n_resamples = 0)'
+        k = len(np.unique(models))
+        row['note'] = ('correlation undefined' if np.isnan(row['spearman']) else
+                       'no intervals asked for (n_resamples = 0)' if not boot else
+                       f"few models (n = {k}): the two-way interval is rough" if method == 'two-way' and k < MIN_MODELS
+                       else '')
         rows.append(_oriented(row, o, ('spearman', 'kendall')))
     return rows
 
+# %% ../nbs/07_analysis.ipynb 53
 def image_level(df: pd.DataFrame,            # a table per the contract
                 metrics: list|None=None,      # metric columns (default: all known; set-level ones are left out)
                 threshold: float|None=None,   # vote threshold, as in `prepare_table`
@@ -443,17 +482,19 @@ def image_level(df: pd.DataFrame,            # a table per the contract
                 ci: str='two-way',            # pooled rows: 'two-way', 'one-way' or 'iid' (per unit: originals, or iid)
                 seed: int=0,                  # bootstrap seed
                ) -> pd.DataFrame:
-    "Per metric (and unit): Spearman and Kendall against the vote share, oriented ROC AUC against `recognized`, with intervals."
+    "Per metric (and unit): Spearman, Kendall against the vote share, oriented AUC for `recognized`, with intervals."
     df, metrics = prepare_table(df, metrics, threshold)
-    if ci not in CI_METHODS: raise SemsimError(f"unknown resampling {ci!r}", '--ci', f"use one of: {', '.join(CI_METHODS)}")
+    if ci not in CI_METHODS:
+        raise SemsimError(f"unknown resampling {ci!r}", '--ci', f"use one of: {', '.join(CI_METHODS)}")
     if not (metrics := image_metrics(metrics)):
-        raise SemsimError("only set-level metrics (one value per set) were given", '--metrics', "compare them at model level")
+        raise SemsimError("only set-level metrics (one value per set) were given", '--metrics',
+                          "compare them at model level")
     rows = _image_rows(df, 'all', metrics, ci, n_resamples, confidence, seed)
     for unit, d in (df.groupby('unit', sort=True) if per_model else []):
         rows += _image_rows(d, unit, metrics, 'iid' if ci == 'iid' else 'one-way', n_resamples, confidence, seed)
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 55
+# %% ../nbs/07_analysis.ipynb 59
 CORRELATION_COLUMNS = ['level', 'metric', 'n', 'orientation', 'spearman', 'spearman_p', 'spearman_lo', 'spearman_hi',
                        'kendall', 'kendall_p', 'pearson', 'pearson_p', 'auc', 'auc_lo', 'auc_hi', 'ci_method', 'note']
 
@@ -466,43 +507,52 @@ def correlations(df: pd.DataFrame,            # a table per the contract
                  ci: str='two-way',           # image-level resampling: 'two-way', 'one-way' or 'iid'
                 ) -> pd.DataFrame:
     "The correlations table (`CORRELATION_COLUMNS`) at model level, image level (pooled, image-level metrics) or both."
-    if level not in ('model', 'image', 'both'): raise SemsimError(f"unknown level {level!r}", '--level', "use model, image or both")
+    if level not in ('model', 'image', 'both'):
+        raise SemsimError(f"unknown level {level!r}", '--level', "use model, image or both")
     parts = []
     if level in ('model', 'both'):
-        parts.append(model_level(df, metrics, threshold, n_resamples, seed=seed).assign(level='model', auc=np.nan, auc_lo=np.nan, auc_hi=np.nan))
+        parts.append(model_level(df, metrics, threshold, n_resamples, seed=seed)
+                     .assign(level='model', auc=np.nan, auc_lo=np.nan, auc_hi=np.nan))
     if level in ('image', 'both'):
         parts.append(image_level(df, metrics, threshold, per_model=False, n_resamples=n_resamples, ci=ci, seed=seed)
                      .assign(level='image', pearson=np.nan, pearson_p=np.nan))
     return pd.concat(parts, ignore_index=True)[CORRELATION_COLUMNS]
 
-# %% ../nbs/07_analysis.ipynb 60
+# %% ../nbs/07_analysis.ipynb 64
 def read_labels(labels) -> pd.DataFrame:  # DataFrame, a `LabelStore`, or path to labels.sqlite / .csv / .parquet
     "The raw labels as a DataFrame with at least `recon_id, annotator, recognized`."
     from semsim.labels import LabelStore
     if isinstance(labels, LabelStore): labels = labels.current()
     elif not isinstance(labels, pd.DataFrame):
         path = Path(labels)
-        if not path.exists(): raise SemsimError(f"labels not found: {path}", path, "pass labels.sqlite of the run, or a CSV/parquet of labels")
+        if not path.exists():
+            raise SemsimError(f"labels not found: {path}", path,
+                              "pass labels.sqlite of the run, or a CSV/parquet of labels")
         if path.suffix in ('.sqlite', '.db'):
             with LabelStore(path) as store: labels = store.current()
         elif path.suffix == '.parquet': labels = pd.read_parquet(path)
         else: labels = pd.read_csv(path)
     missing = {'recon_id', 'annotator', 'recognized'} - set(labels.columns)
-    if missing: raise SemsimError(f"labels lack column(s) {sorted(missing)}", 'labels', "give one row per label: recon_id, annotator, recognized")
+    if missing: raise SemsimError(f"labels lack column(s) {sorted(missing)}", 'labels',
+                                  "give one row per label: recon_id, annotator, recognized")
     if 'created_at' in labels.columns: labels = labels.sort_values('created_at', kind='stable')
     return labels.dropna(subset=['recognized']).groupby(['recon_id', 'annotator'], as_index=False).recognized.last()
 
+# %% ../nbs/07_analysis.ipynb 65
 def _label_matrix(labels, table: pd.DataFrame|None) -> tuple:
     "Votes as a (reconstructions, annotators) array with NaN where missing, and each row's unit and original codes."
     lab = read_labels(labels)
     if (k := lab.annotator.nunique()) < 2:
-        raise SemsimError(f"the noise ceiling needs at least 2 annotators, the labels have {k}", 'labels', "collect labels from more annotators")
+        raise SemsimError(f"the noise ceiling needs at least 2 annotators, the labels have {k}", 'labels',
+                          "collect labels from more annotators")
     if table is not None:
         t = (table if 'unit' in table.columns else prepare_table(table, metrics=[])[0]).set_index('recon_id')
     else:
         ids = pd.Index(lab.recon_id.unique())
-        t = pd.DataFrame({'unit': [r.rsplit('/', 1)[0] for r in ids], 'image_id': [r.rsplit('/', 1)[-1] for r in ids]}, ids)
-    wide = lab[lab.recon_id.isin(t.index)].pivot(index='recon_id', columns='annotator', values='recognized').astype(float)
+        t = pd.DataFrame({'unit': [r.rsplit('/', 1)[0] for r in ids], 'image_id': [r.rsplit('/', 1)[-1] for r in ids]},
+                         ids)
+    lab = lab[lab.recon_id.isin(t.index)]
+    wide = lab.pivot(index='recon_id', columns='annotator', values='recognized').astype(float)
     return wide.values, _codes(t.loc[wide.index])
 
 def _halves(votes: np.ndarray, half: np.ndarray) -> tuple:
@@ -512,13 +562,13 @@ def _halves(votes: np.ndarray, half: np.ndarray) -> tuple:
         return np.nanmean(votes[:, half], 1), np.nanmean(votes[:, ~half], 1)
 
 def _brown(r):
-    "Spearman–Brown: the reliability of the whole panel from the agreement of its halves, and its square root (the ceiling)."
+    "Spearman–Brown: the panel's reliability from the agreement of its halves, and its square root (the ceiling)."
     rel = 2 * r / (1 + r)
     return rel, np.sqrt(np.clip(rel, 0, 1))
 
-# %% ../nbs/07_analysis.ipynb 61
+# %% ../nbs/07_analysis.ipynb 66
 def _split_scores(votes, half, units, threshold):
-    "One split: image-level Spearman of the halves, AUC of each half's share for the other's majority (mean), model-level Spearman."
+    "One split: image-level Spearman of the halves, AUC of a half's share for the other's majority, model Spearman."
     a, b = _halves(votes, half); ok = ~(np.isnan(a) | np.isnan(b)); a, b, u = a[ok], b[ok], units[ok]
     ma, mb = a > threshold, b > threshold
     img = float(_spearman_v(a, b)) if not (_constant(a) or _constant(b)) else np.nan
@@ -530,7 +580,7 @@ def _split_scores(votes, half, units, threshold):
     return img, au, mod
 
 def _ceiling_draws(votes, units, images, threshold, method, n_resamples, n_splits, seed):
-    "Resampled image and AUC ceilings (models and originals as `method`, one random split per batch) and model ceilings."
+    "Resampled image, AUC and model ceilings (models and originals as `method`, a random split per batch)."
     rng, img, au, mod = np.random.default_rng(seed), [], [], []
     k = max(1, n_resamples // min(n_splits, 20))
     for start in range(0, n_resamples, k):
@@ -540,17 +590,19 @@ def _ceiling_draws(votes, units, images, threshold, method, n_resamples, n_split
         img.append(_brown(weighted_spearman(a, b, w))[1])
         d = np.nanmean([2 * weighted_auc((y > threshold).astype(float), s, w) - 1 for y, s in ((b, a), (a, b))], 0)
         au.append((1 + _brown(d)[1]) / 2)
-        d = pd.DataFrame({'unit': units[ok], 'image_id': images[ok], 'recognized': (a > threshold) * 1.0, 'b': (b > threshold) * 1.0})
+        d = pd.DataFrame({'unit': units[ok], 'image_id': images[ok], 'recognized': (a > threshold) * 1.0,
+                          'b': (b > threshold) * 1.0})
         for pick, ra, means in _unit_means(d, ['b'], min(k, n_resamples - start), int(rng.integers(2**31))):
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
-                mod.append(_brown(_spearman_v(np.take_along_axis(ra, pick, 1), np.take_along_axis(means['b'], pick, 1)))[1])
+                r = _spearman_v(np.take_along_axis(ra, pick, 1), np.take_along_axis(means['b'], pick, 1))
+                mod.append(_brown(r)[1])
     cat = lambda v: np.concatenate(v) if v else np.array([])
     return cat(img), cat(au), cat(mod)
 
-# %% ../nbs/07_analysis.ipynb 62
+# %% ../nbs/07_analysis.ipynb 67
 def noise_ceiling(labels,                    # raw labels (see `read_labels`)
-                  table: pd.DataFrame|None=None,  # analysis table mapping recon_id to unit and original; None: from 'm/a/i' ids
+                  table: pd.DataFrame|None=None,  # table mapping recon_id to unit and original; None: from 'm/a/i' ids
                   n_splits: int=200,         # random annotator splits
                   seed: int=0,               # split and resampling seed
                   n_resamples: int=1000,     # bootstrap resamples for the interval (0: none)
@@ -558,7 +610,7 @@ def noise_ceiling(labels,                    # raw labels (see `read_labels`)
                   threshold: float=0.5,      # a half recognises a reconstruction when its vote share is above this
                   ci: str='two-way',         # image-level resampling, as for the metrics
                  ) -> pd.DataFrame:
-    "Split-half reliability of the annotators, Spearman–Brown corrected, at image and model level, with its AUC analogue."
+    "Split-half reliability of the annotators, Spearman–Brown corrected, at image and model level; its AUC analogue."
     votes, (units, images) = _label_matrix(labels, table)
     rng = np.random.default_rng(seed)
     with warnings.catch_warnings():
@@ -569,7 +621,9 @@ def noise_ceiling(labels,                    # raw labels (see `read_labels`)
     rows, n_units = [], len(np.unique(units))
     for level, col, n in (('model', 2, n_units), ('image', 0, len(votes))):
         r = s[np.isfinite(s[:, col]), col]
-        if not len(r): warnings.warn(f"noise ceiling at {level} level undefined (NaN): too few or constant halves"); r = np.full(1, np.nan)
+        if not len(r):
+            warnings.warn(f"noise ceiling at {level} level undefined (NaN): too few or constant halves")
+            r = np.full(1, np.nan)
         rel, c = _brown(r)
         d = s[np.isfinite(s[:, 1]), 1] * 2 - 1 if level == 'image' else np.full(1, np.nan)
         few = level == 'model' and n_units < MIN_MODELS
@@ -578,12 +632,15 @@ def noise_ceiling(labels,                    # raw labels (see `read_labels`)
         rows.append({'level': level, 'n': n, 'annotators': votes.shape[1], 'splits': len(r), 'split_half': r.mean(),
                      'reliability': rel.mean(), 'ceiling': c.mean(), 'spread_lo': np.percentile(c, 2.5),
                      'spread_hi': np.percentile(c, 97.5), 'ceiling_lo': lo, 'ceiling_hi': hi,
-                     'auc_ceiling': np.mean((1 + _brown(d)[1]) / 2) if len(d) else np.nan, 'auc_ceiling_lo': alo, 'auc_ceiling_hi': ahi,
-                     'ci_method': '' if boot is None or few else (CI_METHODS[ci] if level == 'image' else MODEL_CI) + ', annotator splits',
-                     'note': f"too few models for an interval (n = {n_units})" if few else '' if boot is not None else 'no interval asked for'})
+                     'auc_ceiling': np.mean((1 + _brown(d)[1]) / 2) if len(d) else np.nan,
+                     'auc_ceiling_lo': alo, 'auc_ceiling_hi': ahi,
+                     'ci_method': '' if boot is None or few else
+                                  (CI_METHODS[ci] if level == 'image' else MODEL_CI) + ', annotator splits',
+                     'note': f"too few models for an interval (n = {n_units})" if few else
+                             '' if boot is not None else 'no interval asked for'})
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 69
+# %% ../nbs/07_analysis.ipynb 74
 def plot_ceiling(image_corr: pd.DataFrame,  # `image_level(...)` rows (the pooled `all` rows are used)
                  ceiling: pd.DataFrame,     # `noise_ceiling(...)`
                  level: str='image',        # which ceiling to draw
@@ -597,7 +654,8 @@ def plot_ceiling(image_corr: pd.DataFrame,  # `image_level(...)` rows (the poole
     fig, ax = plt.subplots(figsize=(1 + 0.9 * len(d), 3))
     ax.bar(d.metric, d.spearman_or, color='tab:blue')
     ax.axhspan(lo, hi, color='gray', alpha=0.25,
-               label=f'noise ceiling, 95 % interval ({c.ci_method})' if boot else 'noise ceiling, spread over annotator splits')
+               label=f'noise ceiling, 95 % interval ({c.ci_method})' if boot else
+                     'noise ceiling, spread over annotator splits')
     ax.axhline(c.ceiling, color='k', ls='--')
     ax.set_ylabel('oriented Spearman'); ax.set_ylim(min(0, d.spearman_or.min()) - 0.05, 1)
     ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
@@ -605,13 +663,13 @@ def plot_ceiling(image_corr: pd.DataFrame,  # `image_level(...)` rows (the poole
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_analysis.ipynb 73
+# %% ../nbs/07_analysis.ipynb 78
 def _paired(draws_a, draws_b, confidence, point):
     "Interval of the difference `a - b` of paired resampled statistics, and whether it excludes 0."
     lo, hi = percentile_ci(np.asarray(draws_a) - np.asarray(draws_b), confidence)
     return {'diff': point, 'lo': lo, 'hi': hi, 'excludes_zero': bool(lo > 0 or hi < 0)}
 
-# %% ../nbs/07_analysis.ipynb 74
+# %% ../nbs/07_analysis.ipynb 79
 def compare_metrics(df: pd.DataFrame,          # a table per the contract
                     a: str, b: str,            # the two metric columns
                     level: str='model',        # 'model' or 'image'
@@ -622,16 +680,18 @@ def compare_metrics(df: pd.DataFrame,          # a table per the contract
                     threshold: float|None=None,  # vote threshold, as in `prepare_table`
                     ci: str='two-way',         # image-level resampling: 'two-way', 'one-way' or 'iid'
                    ) -> dict:
-    "Oriented correlations (and image-level AUCs) of `a` and `b`, their differences `a - b`, paired intervals (method named)."
+    "Oriented correlations (and image-level AUCs) of `a` and `b`, differences `a - b`, paired intervals, method named."
     if level not in ('model', 'image'): raise SemsimError(f"unknown level {level!r}", 'level', "use model or image")
     df, _ = prepare_table(df, [a, b], threshold)
     if level == 'image' and (s := [m for m in (a, b) if metric_level(m) == 'set']):
-        raise SemsimError(f"{s[0]!r} is a set-level metric (one value per model/attack set)", 'level', "compare it at level='model'")
+        raise SemsimError(f"{s[0]!r} is a set-level metric (one value per model/attack set)", 'level',
+                          "compare it at level='model'")
     if level == 'image' and kind != 'spearman':
         raise SemsimError(f"the image-level comparison resamples Spearman, not {kind}", 'kind', "use kind='spearman'")
     d = model_table(df, [a, b]) if level == 'model' else df
     d = d[d[[a, b, 'human_rate']].notna().all(1)]
-    if len(d) < 3: raise SemsimError(f"comparison needs at least 3 {level}s, got {len(d)}", 'level', "analyse more models or use level='image'")
+    if len(d) < 3: raise SemsimError(f"comparison needs at least 3 {level}s, got {len(d)}", 'level',
+                                     "analyse more models or use level='image'")
     oa, ob, f = orientation(a), orientation(b), STATISTICS[kind]
     xa, xb, h = oa * d[a].values, ob * d[b].values, d.human_rate.values
     ra, rb = float(f(xa, h)), float(f(xb, h))
@@ -640,15 +700,17 @@ def compare_metrics(df: pd.DataFrame,          # a table per the contract
         boot = resampled_image_stats({a: xa, b: xb}, h, d.recognized.values, *_codes(d), ci, n_resamples, seed)
         out |= _paired(boot[a][0], boot[b][0], confidence, ra - rb)
         aa, ab = auc(d.recognized, xa, a), auc(d.recognized, xb, b)
-        out |= {'auc_a': aa, 'auc_b': ab} | {f'auc_{k}': v for k, v in _paired(boot[a][1], boot[b][1], confidence, aa - ab).items()}
+        out |= {'auc_a': aa, 'auc_b': ab}
+        out |= {f'auc_{k}': v for k, v in _paired(boot[a][1], boot[b][1], confidence, aa - ab).items()}
         return out | {'ci_method': CI_METHODS[ci], 'note': ''}
     if len(d) < MIN_MODELS:
         return out | {'diff': ra - rb, 'lo': np.nan, 'hi': np.nan, 'excludes_zero': False, 'ci_method': '',
                       'note': f"too few models for a comparison (n = {len(d)})"}
     boot = resampled_model_stats(df[df.unit.isin(d.index)], [a, b], (kind,), n_resamples, seed)
-    return out | _paired(oa * boot[a][kind], ob * boot[b][kind], confidence, ra - rb) | {'ci_method': MODEL_CI, 'note': ''}
+    out |= _paired(oa * boot[a][kind], ob * boot[b][kind], confidence, ra - rb)
+    return out | {'ci_method': MODEL_CI, 'note': ''}
 
-# %% ../nbs/07_analysis.ipynb 79
+# %% ../nbs/07_analysis.ipynb 84
 def _tie_pairs(v):
     c = np.unique(v, return_counts=True)[1]
     return float((c * (c - 1) / 2).sum())
@@ -678,7 +740,7 @@ def contradictions(df: pd.DataFrame,           # a table per the contract
             disc[i, j] = disc[j, i] = discordant_share(x, y)
     return {'kendall': pd.DataFrame(tau, names, names), 'discordant': pd.DataFrame(disc, names, names)}
 
-# %% ../nbs/07_analysis.ipynb 84
+# %% ../nbs/07_analysis.ipynb 89
 def disagreements(df: pd.DataFrame,          # a table per the contract
                   metric: str,               # the metric column
                   n: int=6,                  # rows of each kind
@@ -692,7 +754,7 @@ def disagreements(df: pd.DataFrame,          # a table per the contract
     miss = df[df.recognized == 1].sort_values(['metric_pct', 'human_rate'], ascending=[True, False]).head(n).assign(kind='humans recognise, metric not')
     return pd.concat([leak, miss], ignore_index=True)
 
-# %% ../nbs/07_analysis.ipynb 88
+# %% ../nbs/07_analysis.ipynb 93
 def plot_gallery(rows: pd.DataFrame,       # rows with `original_path`, `recon_path` (e.g. from `disagreements`)
                  root: str|Path='.',        # directory the paths are relative to (the run)
                  metric: str|None=None,     # metric value to print under each pair
@@ -715,7 +777,7 @@ def plot_gallery(rows: pd.DataFrame,       # rows with `original_path`, `recon_p
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_analysis.ipynb 92
+# %% ../nbs/07_analysis.ipynb 97
 def plot_model_scatter(df: pd.DataFrame,         # a table per the contract
                        metrics: list|None=None,  # metric columns (default: all known)
                        threshold: float|None=None,  # vote threshold, as in `prepare_table`
@@ -756,7 +818,7 @@ def save_figure(fig,                  # a matplotlib figure
     plt.close(fig)
     return Path(path)
 
-# %% ../nbs/07_analysis.ipynb 97
+# %% ../nbs/07_analysis.ipynb 102
 _HOVER_JS = """
 var gd = document.getElementById('{plot_id}');
 var tip = document.createElement('img');
@@ -811,12 +873,13 @@ def save_html(fig,                 # a plotly figure from `interactive_scatter`
     write_text_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True, post_script=_HOVER_JS))
     return Path(path)
 
-# %% ../nbs/07_analysis.ipynb 101
+# %% ../nbs/07_analysis.ipynb 106
 def read_analysis_table(path: str|Path) -> pd.DataFrame:  # a .csv or .parquet table
     "Read an analysis table from CSV or parquet, with a clear error for anything else."
     path = Path(path)
     if not path.is_file():
-        raise SemsimError(f"table not found: {path}", path, "pass a CSV or parquet file, e.g. runs/NAME/reconstructions.parquet")
+        raise SemsimError(f"table not found: {path}", path,
+                          "pass a CSV or parquet file, e.g. runs/NAME/reconstructions.parquet")
     try:
         if path.suffix == '.parquet': return pd.read_parquet(path)
         if path.suffix in ('.csv', '.tsv', '.txt'): return pd.read_csv(path, sep='\t' if path.suffix == '.tsv' else ',')
@@ -828,8 +891,9 @@ def _undeclared_note(df: pd.DataFrame) -> list:
     "Numeric columns without a declared orientation, said in a warning with how to declare them."
     cols = [c for c in undeclared_columns(df) if c not in ('unit', 'human_rate')]
     if cols:
-        warnings.warn(f"column(s) {', '.join(cols)} hold numbers but no declared orientation and are not analysed; declare "
-                      f"each in semsim.metrics.METRICS, e.g. Metric('{cols[0]}', {{'{cols[0]}': Column(-1)}}, ...) "
+        warnings.warn(f"column(s) {', '.join(cols)} hold numbers but no declared orientation and are not analysed; "
+                      f"declare each in semsim.metrics.METRICS, "
+                      f"e.g. Metric('{cols[0]}', {{'{cols[0]}': Column(-1)}}, ...) "
                       "(Column(1): higher = more leakage, Column(-1): lower = more leakage), or drop the column")
     return cols
 
@@ -839,12 +903,14 @@ def _figures(df, out, level, metrics, threshold, root, ceiling):
         warnings.simplefilter('ignore')
         img = image_metrics(metrics)
         if ceiling is not None and img:
-            save_figure(plot_ceiling(image_level(df, img, threshold, per_model=False, n_resamples=0), ceiling), out / 'ceiling.png')
-        if level in ('model', 'both'): save_figure(plot_model_scatter(df, metrics, threshold), out / 'model_scatter.png')
+            il = image_level(df, img, threshold, per_model=False, n_resamples=0)
+            save_figure(plot_ceiling(il, ceiling), out / 'ceiling.png')
+        if level in ('model', 'both'):
+            save_figure(plot_model_scatter(df, metrics, threshold), out / 'model_scatter.png')
         save_figure(plot_heatmap(df, img or metrics, threshold), out / 'heatmap.png')
         save_html(interactive_scatter(df, metrics, root, threshold), out / 'scatter.html')
 
-# %% ../nbs/07_analysis.ipynb 102
+# %% ../nbs/07_analysis.ipynb 107
 def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
             out: str|Path,                 # output directory
             level: str='both',             # model, image or both
@@ -857,7 +923,7 @@ def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
             ci: str='two-way',             # image-level resampling: 'two-way', 'one-way' or 'iid'
             seed: int=0,                   # bootstrap seed
            ) -> pd.DataFrame:
-    "Write `correlations.csv`, `model_rates.csv`, `analysis.json` (and the ceiling, figures) into `out`; returns the correlations."
+    "Write `correlations.csv`, `model_rates.csv`, `analysis.json` (ceiling, figures) into `out`; returns the table."
     root = root if root is not None else Path(table).parent if not isinstance(table, pd.DataFrame) else None
     df = table if isinstance(table, pd.DataFrame) else read_analysis_table(table)
     metrics = prepare_table(df, metrics, threshold, 'table' if isinstance(table, pd.DataFrame) else str(table))[1]
@@ -869,18 +935,21 @@ def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the correlations above have said it all
         if level != 'image':
-            write_text_atomic(out / 'model_rates.csv', model_rates(df, metrics, threshold, n_resamples, seed=seed).to_csv(index=False))
+            rates = model_rates(df, metrics, threshold, n_resamples, seed=seed)
+            write_text_atomic(out / 'model_rates.csv', rates.to_csv(index=False))
         if labels is not None:
-            ceiling = noise_ceiling(labels, df, seed=seed, n_resamples=n_resamples, threshold=0.5 if threshold is None else threshold, ci=ci)
+            ceiling = noise_ceiling(labels, df, seed=seed, n_resamples=n_resamples, ci=ci,
+                                    threshold=0.5 if threshold is None else threshold)
             write_text_atomic(out / 'noise_ceiling.csv', ceiling.to_csv(index=False))
     write_json_atomic(out / 'analysis.json', {
-        'n_resamples': n_resamples, 'ci_method': {'image': CI_METHODS[ci], 'model': MODEL_CI, 'per-model rates': CI_METHODS['one-way']},
+        'n_resamples': n_resamples,
+        'ci_method': {'image': CI_METHODS[ci], 'model': MODEL_CI, 'per-model rates': CI_METHODS['one-way']},
         'set_level_metrics': [m for m in metrics if metric_level(m) == 'set'], 'undeclared_columns': undeclared,
         'notes': sorted({n for n in corr.note if n})})
     if figures: _figures(df, out, level, metrics, threshold, root, ceiling)
     return corr
 
-# %% ../nbs/07_analysis.ipynb 103
+# %% ../nbs/07_analysis.ipynb 108
 def _interval(v, lo, hi): return '' if pd.isna(v) else f'{v:.3f}' + ('' if pd.isna(lo) else f' [{lo:.3f}, {hi:.3f}]')
 
 def _cmd_analyze(args):
@@ -888,11 +957,12 @@ def _cmd_analyze(args):
         warnings.simplefilter('always')
         corr = analyze(args.table, args.out, args.level, args.metrics.split(',') if args.metrics else None,
                        args.threshold, args.labels, not args.no_figures, args.resamples, ci=args.ci, seed=args.seed)
-    for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)): print(f'warning: {w}', file=sys.stderr)
+    for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
+        print(f'warning: {w}', file=sys.stderr)
     show = corr[['level', 'metric', 'n']].copy()
     o = corr.orientation
-    show['oriented spearman [95% CI]'] = [_interval(o[k] * r.spearman, *sorted((o[k] * r.spearman_lo, o[k] * r.spearman_hi)))
-                                          for k, r in corr.iterrows()]
+    show['oriented spearman [95% CI]'] = [
+        _interval(o[k] * r.spearman, *sorted((o[k] * r.spearman_lo, o[k] * r.spearman_hi))) for k, r in corr.iterrows()]
     show['auc [95% CI]'] = [_interval(r.auc, r.auc_lo, r.auc_hi) for _, r in corr.iterrows()]
     show['interval'] = corr.ci_method.fillna('')
     print(show.to_string(index=False))
@@ -903,11 +973,13 @@ def _cmd_analyze(args):
 def register_commands(sub):
     "Add the `analyze` command to the `semsim` parser."
     p = sub.add_parser('analyze', help='correlate metrics with human judgements (model and image level)')
-    p.add_argument('table', help='CSV or parquet: model_id, image_id, metric columns, recognized or votes_recognized+votes_total')
+    p.add_argument('table', help='CSV or parquet: model_id, image_id, metric columns, '
+                                 'recognized or votes_recognized+votes_total')
     p.add_argument('--level', default='both', choices=['model', 'image', 'both'])
     p.add_argument('--out', required=True, help='output directory (correlations.csv and figures)')
-    p.add_argument('--metrics', default=None, help='comma-separated metric columns (default: every known metric column)')
-    p.add_argument('--threshold', type=float, default=None, help='recognised when the vote share is above this (default 0.5)')
+    p.add_argument('--metrics', default=None, help='comma-separated metric columns (default: every known one)')
+    p.add_argument('--threshold', type=float, default=None,
+                   help='recognised when the vote share is above this (default 0.5)')
     p.add_argument('--labels', default=None, help='raw labels (labels.sqlite, CSV or parquet) for the noise ceiling')
     p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples for every interval (0: none)')
     p.add_argument('--ci', default='two-way', choices=list(CI_METHODS),
