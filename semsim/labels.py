@@ -219,6 +219,13 @@ _AUTO = object()
 _INSERT = ('INSERT INTO labels(recon_id, annotator, protocol, answer, recognized, created_at, session, proxy, supersedes) '
            'VALUES (?,?,?,?,?,?,?,?,?)')
 
+def _zero_one(v) -> int:
+    "A `recognized` value as 0 or 1 (0/1, True/False, yes/no, as numbers or text); anything else is refused."
+    t = str(v).strip().lower()
+    if t in ('1', '1.0', 'true', 'yes'): return 1
+    if t in ('0', '0.0', 'false', 'no'): return 0
+    raise SemsimError(f"recognized must be 0 or 1, not {v!r}", 'recognized', "give 1 (recognised) or 0 (not recognised)")
+
 def _row(self, recon_id, annotator, answer, protocol='class', recognized=None, proxy=False):
     "A validated row (dict) ready to insert."
     check_annotator(annotator)
@@ -234,7 +241,7 @@ def _row(self, recon_id, annotator, answer, protocol='class', recognized=None, p
         else: raise SemsimError(f"cannot score the class answer for {recon_id!r}: true class unknown", 'recognized',
                                 "open the store with open_labels(run), or pass recognized=0/1")
     return dict(recon_id=str(recon_id), annotator=annotator, protocol=protocol, answer=ans,
-                recognized=None if recognized is None else int(bool(recognized)),
+                recognized=None if recognized is None else _zero_one(recognized),
                 proxy=int(bool(proxy) or annotator.startswith('proxy:')))
 
 # %% ../nbs/05_labels.ipynb 19
