@@ -4,46 +4,49 @@
 
 # %% ../nbs/09_pipeline.ipynb 2
 from __future__ import annotations
-import copy, json, time, sys
+import copy, dataclasses, hashlib, json, math, re, time, sys
 from pathlib import Path
+from typing import Callable
 import yaml, pandas as pd
 import semsim
-from .core import SemsimError, RunDir, write_text_atomic, write_json_atomic, read_table, update_table, package_versions
+from .core import (SemsimError, RunDir, write_text_atomic, write_json_atomic, read_table, update_table,
+                         package_versions, recon_id)
 from .data import DATASETS, export_originals, load_originals
 from .metrics import METRICS
 
 # %% auto 0
-__all__ = ['BASE_CONFIG', 'DATASET_CONFIGS', 'STEPS', 'load_config', 'validate_config', 'step_originals', 'step_victims',
-           'attack_id_of', 'step_attacks', 'step_metrics', 'step_labels', 'step_semsim', 'analysis_table',
-           'step_analysis', 'write_config', 'run_pipeline', 'report_template', 'render_report', 'make_report',
-           'report_all', 'sweep_tasks', 'task_marker', 'run_sweep_task', 'sweep', 'register_commands']
+__all__ = ['BASE_CONFIG', 'DATASET_CONFIGS', 'ATTACK_KEYS', 'STEPS', 'REPORT_STEP', 'EXAMPLES_HELP', 'fingerprint', 'attack_spec',
+           'attack_settings', 'attack_id_of', 'load_config', 'write_config', 'validate_config', 'victim_ids',
+           'current_keys', 'current_table', 'read_steps', 'Step', 'run_step', 'label_votes', 'analysis_table',
+           'run_pipeline', 'report_template', 'render_report', 'make_report', 'report_all', 'sweep_tasks',
+           'task_marker', 'task_finished', 'run_sweep_task', 'sweep', 'sweep_summary', 'register_commands']
 
 # %% ../nbs/09_pipeline.ipynb 5
 BASE_CONFIG = dict(
     name=None,                   # run name (default: the dataset's name) -> runs/<name>
     dataset='fashion_mnist',     # registry name
     n_originals=48,              # test images attacked
-    seed=0,
-    victims=[],                  # the zoo: dicts of arch, variant, epochs, width, seed
-    attacks=[dict(attack='ig', iterations=300)],  # dicts of attack, iterations, defense
+    seed=0,                      # originals, attacks, proxies, SemSim
+    victims=[],                  # the zoo: dicts of arch, variant, epochs, width, seed, lr, max_train, ...
+    attacks=[dict(attack='ig', iterations=300)],  # dicts of attack, iterations, defense, seed, any `Attack` field
     attack_batch=48,             # images optimised together by the batched engine
     metrics=dict(names=['psnr', 'mse', 'ssim', 'lpips', 'fid', 'feat', 'recog'], preset='paper',
-                 eval=dict(n_train=20000, epochs=2)),  # the evaluation classifier behind feat/recog (n_train None = all)
-    labels=dict(source='proxy:panel', panel=5, threshold=0.5),  # or source: store | import:<format>:<path>
+                 eval=dict(n_train=20000, epochs=2)),  # the evaluation classifier behind feat/recog (None = all)
+    labels=dict(source='proxy:panel', panel=5, threshold=0.5),  # or source: humans | import:<format>:<path>
     semsim=dict(arch='convnet', epochs=40, sampler='paper'),
     analysis=dict(bootstrap=2000),
 )
 
+# %% ../nbs/09_pipeline.ipynb 7
+_UNTRAINED_LENET = dict(arch='lenet', variant='none', epochs=0)  # DLG's sigmoid LeNet: the leakiest
 DATASET_CONFIGS = {
-    'fashion_mnist': dict(n_originals=50, attack_batch=50, victims=[   # sized for `make report`: ~10 min on 2 CPU cores
-        dict(arch='lenet', variant='none', epochs=0),         # DLG's sigmoid LeNet: the leakiest (it does not train in 1 epoch)
-        dict(arch='convnet', width=8, variant='none', epochs=0),
+    'fashion_mnist': dict(n_originals=50, attack_batch=50, victims=[   # sized for `make report` on 2 CPU cores
+        _UNTRAINED_LENET, dict(arch='convnet', width=8, variant='none', epochs=0),
         dict(arch='convnet', width=8, variant='none', epochs=1, max_train=20000, lr=0.01),
-        dict(arch='convnet', width=8, variant='crop', epochs=1, max_train=20000, lr=0.01),
-    ]),
+        dict(arch='convnet', width=8, variant='crop', epochs=1, max_train=20000, lr=0.01)]),
     'digits': dict(n_originals=20, attack_batch=20, victims=[   # 8×8 images: too small for the ConvNet
-        dict(arch='lenet', variant='none', epochs=0), dict(arch='lenet', variant='none', epochs=0, seed=1),
-        dict(arch='resnet20_4', width=8, variant='none', epochs=0), dict(arch='resnet20_4', width=8, variant='none', epochs=3, lr=0.01)],
+        _UNTRAINED_LENET, dict(_UNTRAINED_LENET, seed=1), dict(arch='resnet20_4', width=8, variant='none', epochs=0),
+        dict(arch='resnet20_4', width=8, variant='none', epochs=3, lr=0.01)],
         attacks=[dict(attack='ig', iterations=100)], semsim=dict(arch='convnet', epochs=3, sampler='paper')),
     'cifar100': dict(n_originals=100, victims=[
         dict(arch='resnet20_4', variant='none', epochs=0), dict(arch='resnet20_4', variant='none', epochs=10),
@@ -52,11 +55,43 @@ DATASET_CONFIGS = {
 }
 DATASET_CONFIGS['cifar10'] = DATASET_CONFIGS['cifar100']
 
+# %% ../nbs/09_pipeline.ipynb 9
+def fingerprint(obj) -> str:
+    "A short stable hash of a JSON-able value (dict keys sorted) or of a DataFrame's rows and columns."
+    if isinstance(obj, pd.DataFrame):
+        rows = pd.util.hash_pandas_object(obj.reset_index(drop=True), index=False).to_numpy().tobytes()
+        return hashlib.sha256(rows + json.dumps(list(map(str, obj.columns))).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+ATTACK_KEYS = ('attack', 'iterations', 'defense', 'seed')  # besides any field of `semsim.attacks.Attack`
+
+def attack_spec(entry: dict):
+    "The `Attack` an attack entry of a config asks for: its preset, with the entry's iterations and fields."
+    from semsim.attacks import get_attack
+    over = {k: v for k, v in entry.items() if k not in ATTACK_KEYS}
+    return get_attack(dataclasses.replace(get_attack(entry['attack']), **over), entry.get('iterations'))
+
+def attack_settings(entry: dict,  # an entry of `cfg['attacks']`
+                    seed: int=0,  # the experiment's seed (an entry's own `seed` wins)
+                   ) -> dict:
+    "Every setting that makes an attack's reconstructions: preset, all `Attack` fields, defense and seed."
+    from semsim.victims import parse_defense
+    fields = {k: v for k, v in dataclasses.asdict(attack_spec(entry)).items() if k not in ('name', 'reference')}
+    return dict(preset=entry['attack'], **fields, defense=[[n, v] for n, v in parse_defense(entry.get('defense'))],
+                seed=int(entry.get('seed', seed)))
+
+def attack_id_of(entry: dict, seed: int=0) -> str:
+    "The attack id: the preset, a short hash of all its settings, then its defense, e.g. `ig-3f2a9c+noise0.01`."
+    from semsim.attacks import attack_key
+    return attack_key(f"{entry['attack']}-{fingerprint(attack_settings(entry, seed))[:6]}", entry.get('defense'))
+
+# %% ../nbs/09_pipeline.ipynb 13
 def _merge(base: dict, over: dict, where: str) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
         if k not in base: raise SemsimError(f"unknown config key {k!r}", where, f"use one of: {', '.join(base)}")
-        out[k] = _merge(base[k], v, f'{where}.{k}') if isinstance(base[k], dict) and isinstance(v, dict) and base[k] else copy.deepcopy(v)
+        deeper = isinstance(base[k], dict) and isinstance(v, dict) and base[k]
+        out[k] = _merge(base[k], v, f'{where}.{k}') if deeper else copy.deepcopy(v)
     return out
 
 def _set_dotted(cfg: dict, key: str, value: str):
@@ -64,26 +99,34 @@ def _set_dotted(cfg: dict, key: str, value: str):
     *parents, last = key.split('.')
     d = cfg
     for p in parents:
-        if not isinstance(d.get(p), dict): raise SemsimError(f"unknown config key {key!r}", '-p', f"use one of: {', '.join(cfg)}")
+        if not isinstance(d.get(p), dict):
+            raise SemsimError(f"unknown config key {key!r}", '-p', f"use one of: {', '.join(cfg)}")
         d = d[p]
     if last not in d: raise SemsimError(f"unknown config key {key!r}", '-p', f"use one of: {', '.join(d)}")
     d[last] = yaml.safe_load(value)
 
-def load_config(path: str|Path|None=None,  # a YAML experiment file (optional)
+# %% ../nbs/09_pipeline.ipynb 14
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise SemsimError(f"config file not found: {path}", '--config',
+                          "pass an existing YAML file, e.g. one of examples/*.yaml")
+    try: user = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise SemsimError(f"invalid YAML in {path}: {str(e).splitlines()[0]}", path, "fix the syntax") from e
+    if not isinstance(user, dict):
+        raise SemsimError(f"{path} must hold a mapping of settings", path, "see examples/*.yaml")
+    user.pop('versions', None)   # a run's config.yaml records package versions; they are not settings
+    return user
+
+def load_config(path: str|Path|None=None,  # a YAML experiment file (optional), e.g. a run's own `config.yaml`
                 dataset: str|None=None,    # dataset whose defaults to start from (else the file's, else fashion_mnist)
                 params: list=(),           # `(key, value)` overrides, dotted keys, YAML values
                ) -> dict:
     "The validated experiment config: base defaults, then the dataset's, then the file, then `params`."
-    user = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists(): raise SemsimError(f"config file not found: {path}", '--config', "pass an existing YAML file")
-        try: user = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e: raise SemsimError(f"invalid YAML in {path}: {e}", path, "fix the syntax") from e
-        if not isinstance(user, dict): raise SemsimError(f"{path} must hold a mapping of settings", path, "see semsim report --help")
+    user = {} if path is None else _read_yaml(Path(path))
     ds = dataset or user.get('dataset') or BASE_CONFIG['dataset']
-    if ds not in DATASETS and not ds.startswith('folder:'):
-        raise SemsimError(f"unknown dataset {ds!r}", '--dataset', f"use one of: {', '.join(DATASETS)} or folder:<path>")
+    if not isinstance(ds, str) or (ds not in DATASETS and not ds.startswith('folder:')):
+        raise SemsimError(f"unknown dataset {ds!r}", 'dataset', f"use one of: {', '.join(DATASETS)} or folder:<path>")
     cfg = _merge(BASE_CONFIG, {**DATASET_CONFIGS.get(ds, {}), 'dataset': ds}, 'defaults')
     cfg = _merge(cfg, user, str(path))
     if dataset: cfg['dataset'] = dataset
@@ -91,128 +134,391 @@ def load_config(path: str|Path|None=None,  # a YAML experiment file (optional)
     cfg['name'] = cfg['name'] or cfg['dataset'].replace(':', '_').replace('/', '_')
     return validate_config(cfg)
 
-def validate_config(cfg: dict) -> dict:
-    "Check types and ranges of a config; returns it."
-    if not isinstance(cfg['n_originals'], int) or cfg['n_originals'] < 1:
-        raise SemsimError(f"n_originals must be a positive integer, got {cfg['n_originals']!r}", 'n_originals', "e.g. n_originals: 48")
-    if not cfg['victims']: raise SemsimError("the victim zoo is empty", 'victims', "list at least one {arch, variant, epochs}")
-    for i, v in enumerate(cfg['victims']):
-        if not isinstance(v, dict) or 'arch' not in v: raise SemsimError(f"victim {i} needs an arch", f'victims[{i}]', "e.g. {arch: lenet, epochs: 0}")
-    for i, a in enumerate(cfg['attacks']):
-        if not isinstance(a, dict) or 'attack' not in a: raise SemsimError(f"attack {i} needs a name", f'attacks[{i}]', "e.g. {attack: ig, iterations: 300}")
-    return cfg
-
-# %% ../nbs/09_pipeline.ipynb 9
-def step_originals(cfg, run: RunDir, verbose=True):
-    "Export the originals the experiment attacks."
-    return export_originals(cfg['dataset'], cfg['n_originals'], run, seed=cfg['seed'])
-
-def step_victims(cfg, run: RunDir, verbose=True) -> list:
-    "Train the victim zoo (trained ones are skipped); returns the model ids."
-    from semsim.victims import train_zoo
-    return train_zoo(run, cfg['dataset'], cfg['victims'], verbose=verbose).model_id.tolist()
-
-def attack_id_of(spec: dict) -> str:
-    "The attack id of an attack spec: its preset, plus its defense when it has one."
-    from semsim.attacks import attack_key
-    return attack_key(spec['attack'], spec.get('defense'))
-
-def step_attacks(cfg, run: RunDir, model_ids: list, verbose=True):
-    "Attack every victim with every configured attack (finished images are skipped)."
-    from semsim.attacks import run_attack
-    for m in model_ids:
-        for a in cfg['attacks']:
-            run_attack(run, m, a['attack'], iterations=a.get('iterations'), batch=cfg['attack_batch'],
-                       defense=a.get('defense'), verbose=verbose)
-
-def step_metrics(cfg, run: RunDir, verbose=True):
-    "Fill the metric columns of the reconstructions table."
-    from semsim.metrics import compute_metrics
-    return compute_metrics(run, metrics=cfg['metrics']['names'], preset=cfg['metrics']['preset'], verbose=verbose,
-                           eval_kw=cfg['metrics']['eval'])
-
-def step_labels(cfg, run: RunDir, verbose=True):
-    "Make sure the reconstructions are labelled: by a proxy panel, an import, or the humans' label store."
-    from semsim import labels
-    src = cfg['labels']['source']
-    if src == 'proxy:panel': labels.label_with_proxies(run, panel_size=cfg['labels']['panel'], seed=cfg['seed'], verbose=verbose)
-    elif src.startswith('import:'):
-        _, fmt, path = src.split(':', 2)
-        labels.import_labels(fmt, path, run)
-    elif src != 'store':
-        raise SemsimError(f"unknown label source {src!r}", 'labels.source', "use proxy:panel, store, or import:<format>:<path>")
-    v = labels.votes(run, threshold=cfg['labels']['threshold'])
-    if not len(v): raise SemsimError(f"no labels in {run.labels_db}", 'labels.source', "label in nbs/reports/labelling.ipynb, or use labels.source: proxy:panel")
-    return v
-
-def step_semsim(cfg, run: RunDir, verbose=True) -> Path:
-    "Train SemSim on the labels (unless already trained with these settings) and score every reconstruction."
-    from semsim.learned import train_semsim, score_semsim
-    s = cfg['semsim']
-    sid = f"{s['arch']}-{s['sampler']}-triplet-s{cfg['seed']}"
-    done = run.semsim_dir(sid)/'model.json'
-    same = done.exists() and (json.loads(done.read_text()).get('config', {}).get('epochs') == s['epochs']
-                              and (run.analysis_dir/'semsim_heldout.csv').exists())
-    weights = run.semsim_dir(sid) if same else train_semsim(
-        run, sampler=s['sampler'], arch=s['arch'], epochs=s['epochs'], seed=cfg['seed'], semsim_id=sid,
-        threshold=cfg['labels']['threshold'], verbose=verbose)[1]['weights']
-    score_semsim(run, weights)
-    return weights
-
-def analysis_table(run: RunDir, threshold: float=0.5) -> pd.DataFrame:
-    "The reconstructions table joined with the votes: the analysis input of the contract."
-    from semsim.labels import votes
-    df, _ = read_table(run.reconstructions)
-    return df.merge(votes(run, threshold=threshold), on='recon_id', how='inner')
-
-def step_analysis(cfg, run: RunDir, verbose=True) -> pd.DataFrame:
-    "Correlate every metric with the labels at model and image level; write tables and figures to `analysis/`."
-    import warnings
-    from semsim.analysis import analyze
-    from semsim.labels import open_labels
-    table = analysis_table(run, cfg['labels']['threshold'])
-    with open_labels(run) as store:
-        raw = store.current()
-    labels = raw if raw.annotator.nunique() >= 2 else None
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # constant metrics (e.g. unavailable ones) are NaN in the table, by design
-        return analyze(table, run.analysis_dir, level='both', labels=labels, n_resamples=cfg['analysis']['bootstrap'], root=run.path)
-
-STEPS = [('originals', step_originals), ('victims', step_victims), ('attacks', step_attacks), ('metrics', step_metrics),
-         ('labels', step_labels), ('semsim', step_semsim), ('analysis', step_analysis)]
-
 def write_config(cfg: dict, run: RunDir):
     "Record the resolved config, with package versions, as `config.yaml`."
     write_text_atomic(run.config, yaml.safe_dump({**cfg, 'versions': package_versions()}, sort_keys=False))
 
+# %% ../nbs/09_pipeline.ipynb 16
+def _want(ok: bool, key: str, value, what: str, example: str):
+    "Refuse `value` of config `key` unless `ok`, naming the key, what it must be and an example."
+    if not ok: raise SemsimError(f"{key} must be {what}, got {value!r}", key, f"write e.g. {example}")
+
+def _is_int(v, lo: int=0) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+def _is_num(v, lo: float=0.0) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= lo
+
+def _check_int(d: dict, k: str, where: str, lo: int=0, none: bool=False, example=None):
+    if k in d and not (none and d[k] is None):
+        _want(_is_int(d[k], lo), f'{where}{k}', d[k], f"an integer >= {lo}" + (" (or null)" if none else ''),
+              f"{where}{k}: {example if example is not None else max(lo, 1)}")
+
+def _check_num(d: dict, k: str, where: str, positive: bool=False, example=0.01):
+    if k in d: _want(_is_num(d[k]) and (d[k] > 0 or not positive), f'{where}{k}', d[k],
+                     f"a finite number {'>' if positive else '>='} 0", f"{where}{k}: {example}")
+
+def _rewhere(e: SemsimError, where: str) -> SemsimError: return SemsimError(e.what, where, e.fix)
+
+# %% ../nbs/09_pipeline.ipynb 17
+def _check_top(cfg: dict):
+    name = cfg['name']
+    _want(isinstance(name, str) and bool(re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', name)), 'name', name,
+          "a folder name of letters, digits, '.', '_' or '-'", "name: digits_30it")
+    for k, lo in (('n_originals', 1), ('seed', 0), ('attack_batch', 1)): _check_int(cfg, k, '', lo)
+    _want(isinstance(cfg['analysis'], dict), 'analysis', cfg['analysis'], "a mapping", "analysis: {bootstrap: 2000}")
+    _check_int(cfg['analysis'], 'bootstrap', 'analysis.', 1, example=2000)
+
+def _check_victims(cfg: dict):
+    from semsim.victims import expand_zoo
+    _want(isinstance(cfg['victims'], list) and bool(cfg['victims']), 'victims', cfg['victims'],
+          "a non-empty list of victims", "victims: [{arch: lenet, epochs: 0}]")
+    for i, v in enumerate(cfg['victims']):
+        where = f'victims[{i}].'
+        try: entries = expand_zoo([v])
+        except SemsimError as e: raise _rewhere(e, where[:-1]) from None
+        for e in entries:
+            for k, lo in (('epochs', 0), ('seed', 0), ('batch_size', 1)): _check_int(e, k, where, lo)
+            for k in ('width', 'max_train', 'max_test'): _check_int(e, k, where, 1, none=True, example=1000)
+            for k in ('momentum', 'weight_decay'): _check_num(e, k, where)
+            _check_num(e, 'lr', where, positive=True)
+
+# %% ../nbs/09_pipeline.ipynb 18
+def _check_attacks(cfg: dict):
+    from semsim.attacks import ATTACKS, Attack
+    fields = {f.name: f.type for f in dataclasses.fields(Attack)}
+    _want(isinstance(cfg['attacks'], list) and bool(cfg['attacks']), 'attacks', cfg['attacks'],
+          "a non-empty list of attacks", "attacks: [{attack: ig, iterations: 300}]")
+    for i, a in enumerate(cfg['attacks']):
+        where = f'attacks[{i}].'
+        name = a.get('attack') if isinstance(a, dict) else a
+        _want(isinstance(a, dict) and name in ATTACKS, f'{where}attack', name, f"one of {', '.join(ATTACKS)}",
+              f"{where}attack: ig")
+        free = sorted(set(fields) - {'name', 'reference'})
+        bad = sorted(set(a) - set(ATTACK_KEYS) - set(free))
+        if bad: raise SemsimError(f"unknown attack setting(s) {bad}", where[:-1],
+                                  f"use: {', '.join(ATTACK_KEYS)} or an Attack field ({', '.join(free)})")
+        _check_int(a, 'iterations', where, 1, none=True, example=300)
+        _check_int(a, 'restarts', where, 1); _check_int(a, 'seed', where, 0)
+        for k in ('lr', 'tv', 'l2', 'bn'): _check_num(a, k, where)
+        try: attack_settings(a, cfg['seed'])
+        except SemsimError as e: raise _rewhere(e, where[:-1]) from None
+        except (TypeError, ValueError) as e:
+            raise SemsimError(f"bad attack settings: {e}", where[:-1], "see semsim.attacks.Attack") from None
+
+# %% ../nbs/09_pipeline.ipynb 19
+def _check_metrics(cfg: dict):
+    from semsim.metrics import resolve_metrics
+    m = cfg['metrics']
+    _want(isinstance(m['names'], list) and all(isinstance(n, str) for n in m['names']), 'metrics.names', m['names'],
+          "a list of metric names", "metrics.names: [psnr, ssim, lpips]")
+    try: resolve_metrics(m['names'], m['preset'])
+    except SemsimError as e: raise _rewhere(e, 'metrics.names') from None
+    _want(isinstance(m['eval'], dict) and set(m['eval']) <= {'n_train', 'epochs', 'seed'}, 'metrics.eval', m['eval'],
+          "a mapping of n_train, epochs, seed", "metrics.eval: {n_train: 20000, epochs: 2}")
+    _check_int(m['eval'], 'n_train', 'metrics.eval.', 1, none=True, example=20000)
+    _check_int(m['eval'], 'epochs', 'metrics.eval.', 1); _check_int(m['eval'], 'seed', 'metrics.eval.', 0)
+
+def _check_labels(cfg: dict):
+    from semsim.labels import IMPORT_FORMATS
+    lab, src = cfg['labels'], cfg['labels']['source']
+    ok = isinstance(src, str) and (src in ('humans', 'store', 'auto') or src.startswith('proxy:') and len(src) > 6
+                                   or src.split(':')[0] == 'import' and src.count(':') >= 2)
+    _want(ok, 'labels.source', src, "humans, auto, proxy:<kind> or import:<format>:<path>",
+          "labels.source: proxy:panel")
+    if src.startswith('import:'):
+        _, fmt, path = src.split(':', 2)
+        _want(fmt in IMPORT_FORMATS, 'labels.source', src, f"import:<format>:<path>, format one of "
+              f"{', '.join(IMPORT_FORMATS)}", "labels.source: import:csv:labels.csv")
+        if not Path(path).exists():
+            raise SemsimError(f"labels to import not found: {path}", 'labels.source', "give an existing file or folder")
+    _check_int(lab, 'panel', 'labels.', 1, example=5)
+    _want(_is_num(lab['threshold']) and lab['threshold'] < 1, 'labels.threshold', lab['threshold'],
+          "a number in [0, 1)", "labels.threshold: 0.5")
+
+def _check_semsim(cfg: dict):
+    from semsim.learned import TrainConfig
+    s = cfg['semsim']
+    _check_int(s, 'epochs', 'semsim.', 1, example=40)
+    try: TrainConfig(arch=s['arch'], sampler=s['sampler'], epochs=s['epochs'], seed=cfg['seed'])
+    except SemsimError as e: raise _rewhere(e, 'semsim') from None
+
+# %% ../nbs/09_pipeline.ipynb 20
+def validate_config(cfg: dict) -> dict:
+    "Check every name, type and range of a config before any work; returns it."
+    ds = cfg.get('dataset')
+    if not isinstance(ds, str) or (ds not in DATASETS and not ds.startswith('folder:')):
+        raise SemsimError(f"unknown dataset {ds!r}", 'dataset', f"use one of: {', '.join(DATASETS)} or folder:<path>")
+    for part in (_check_top, _check_victims, _check_attacks, _check_metrics, _check_labels, _check_semsim): part(cfg)
+    return cfg
+
+# %% ../nbs/09_pipeline.ipynb 28
+def victim_ids(cfg: dict) -> list:
+    "The model ids of the config's victim zoo, in order."
+    from semsim.victims import expand_zoo, model_id
+    return [model_id(e['arch'], e.get('width'), e.get('variant', 'none'), e.get('epochs', 1), e.get('seed', 0))
+            for e in expand_zoo(cfg['victims'])]
+
+def current_keys(cfg: dict, run: RunDir) -> dict:
+    "The keys of the config's results: victims, attack ids with their settings, originals, reconstruction ids."
+    models, images = victim_ids(cfg), load_originals(run).image_id.tolist()
+    attacks = {attack_id_of(a, cfg['seed']): attack_settings(a, cfg['seed']) for a in cfg['attacks']}
+    return dict(models=models, attacks=attacks, images=images,
+                recon_ids=[recon_id(m, a, i) for m in models for a in attacks for i in images])
+
+def current_table(run: RunDir, keys: dict|None=None) -> tuple:
+    "The reconstructions of the run's current config only (see `current_keys`), with the table's metadata."
+    table, meta = read_table(run.reconstructions)
+    keys = keys or read_steps(run).get('current')
+    if keys is None: return table, meta
+    return table[table.recon_id.isin(set(keys['recon_ids']))].reset_index(drop=True), meta
+
+# %% ../nbs/09_pipeline.ipynb 30
+def read_steps(run: RunDir) -> dict:
+    "What `steps.json` recorded: per step the key and the readable inputs it last ran with; `current` keys."
+    p = RunDir(run).path/'steps.json'
+    return json.loads(p.read_text()) if p.exists() else {}
+
+@dataclasses.dataclass
+class Step:
+    "A pipeline step: what its results depend on, whether its outputs are there, and the work."
+    name: str
+    inputs: Callable  # (cfg, run, state) -> dict of everything the results depend on (JSON-able, readable)
+    done: Callable    # (cfg, run, state) -> bool: the outputs exist
+    work: Callable    # (cfg, run, state, old_inputs, verbose) -> None
+
+def _why(old: dict|None, inputs: dict) -> str:
+    if old is None: return "it never ran in this run"
+    changed = [k for k in {**old['inputs'], **inputs} if old['inputs'].get(k) != inputs.get(k)]
+    return ("its inputs changed: " + ', '.join(changed)) if changed else "its outputs were missing"
+
+def run_step(step: Step, cfg: dict, run: RunDir, state: dict, steps: dict, verbose: bool=True) -> str:
+    "Run `step` unless it ran with the same inputs and its outputs exist; record it in `steps`; returns what happened."
+    inputs = step.inputs(cfg, run, state)
+    key, old = fingerprint(inputs), steps.get(step.name)
+    state['keys'][step.name] = key
+    if old and old['key'] == key and step.done(cfg, run, state): return 'done earlier (inputs unchanged)'
+    why, t0 = _why(old, inputs), time.time()
+    step.work(cfg, run, state, (old or {}).get('inputs', {}), verbose)
+    steps[step.name] = dict(key=key, inputs=inputs, seconds=round(time.time() - t0, 1),
+                            finished=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+    return f'recomputed because {why}'
+
+
+# %% ../nbs/09_pipeline.ipynb 32
+def _originals_done(cfg, run, state):
+    return run.originals_csv.exists() and len(load_originals(run)) == cfg['n_originals']
+
+def _victims_done(cfg, run, state): return all((run.victim_dir(m)/'model.json').exists() for m in victim_ids(cfg))
+
+def _victims_work(cfg, run, state, old, verbose):
+    from semsim.victims import train_zoo
+    train_zoo(run, cfg['dataset'], cfg['victims'], verbose=verbose)
+
+def _attacks_done(cfg, run, state):
+    table, _ = read_table(run.reconstructions)
+    fine = set(table.recon_id[table.status.isin(['ok', 'diverged'])])
+    return all(r in fine and run.recon_png(*r.split('/', 2)).exists() for r in state['current']['recon_ids'])
+
+def _attacks_work(cfg, run, state, old, verbose):
+    from semsim.attacks import run_attack
+    for m in state['current']['models']:
+        for a in cfg['attacks']:
+            spec = dataclasses.replace(attack_spec(a), name=attack_id_of(a, cfg['seed']).split('+')[0])
+            run_attack(run, m, spec, batch=cfg['attack_batch'], defense=a.get('defense'),
+                       seed=int(a.get('seed', cfg['seed'])), verbose=verbose)
+    _record_attacks(run, state['current']['attacks'])
+
+def _record_attacks(run: RunDir, attacks: dict):
+    "Keep the readable settings of every attack id in the table's metadata (`attacks`), old ones included."
+    old = read_table(run.reconstructions)[1].get('attacks', {})
+    update_table(run.reconstructions, meta={'attacks': {**old, **attacks}})
+
+def _victim_key(run, m) -> str:
+    p = run.victim_dir(m)/'model.json'
+    return fingerprint(json.loads(p.read_text()).get('settings')) if p.exists() else 'missing'
+
+def _recon_rows(run, state) -> str:
+    "A fingerprint of the current reconstructions: their ids, status and losses."
+    t, _ = current_table(run, state['current'])
+    return fingerprint(t[['recon_id', 'status', 'attack_loss', 'iterations']].sort_values('recon_id'))
+
+# %% ../nbs/09_pipeline.ipynb 33
+def _metric_inputs(cfg, run, state) -> dict:
+    "Per metric: its preset, the evaluation-classifier settings, the weights it uses, and the reconstructions."
+    from types import SimpleNamespace
+    m, recons = cfg['metrics'], _recon_rows(run, state)
+    out = {}
+    for name in m['names']:
+        metric, preset = METRICS[name.partition(':')[0]], name.partition(':')[2] or m['preset']
+        no_data = SimpleNamespace(dataset=None, eval_kw={})   # file weights only; the classifier is keyed by `eval`
+        w = metric.weights(metric.preset_for(preset), no_data) if metric.weights else {}
+        out[name] = dict(preset=metric.preset_for(preset), weights=w.get('weights_sha256') or w.get('weights') or None,
+                         eval=m['eval'] if name in ('feat', 'recog') else None, recons=recons)
+    return out
+
+def _metric_columns(name: str, preset: str) -> list:
+    metric = METRICS[name.partition(':')[0]]
+    return [metric.column(c, name.partition(':')[2] or preset) for c in metric.columns]
+
+def _metrics_done(cfg, run, state):
+    table, _ = read_table(run.reconstructions)
+    m = cfg['metrics']
+    return all(c in table.columns for n in m['names'] for c in _metric_columns(n, m['preset']))
+
+def _metrics_work(cfg, run, state, old, verbose):
+    "Compute the metrics whose inputs changed (or whose columns are missing) on the current reconstructions."
+    from semsim.metrics import compute_metrics
+    new, table = _metric_inputs(cfg, run, state), read_table(run.reconstructions)[0]
+    todo = [n for n in cfg['metrics']['names'] if old.get(n) != new[n]
+            or not set(_metric_columns(n, cfg['metrics']['preset'])) <= set(table.columns)]
+    if todo: compute_metrics(run, metrics=todo, preset=cfg['metrics']['preset'], verbose=verbose,
+                             eval_kw=cfg['metrics']['eval'], recon_ids=state['current']['recon_ids'])
+
+# %% ../nbs/09_pipeline.ipynb 34
+def label_votes(cfg: dict, run: RunDir, keys: dict) -> pd.DataFrame:
+    "The votes of the config's one label source on the config's reconstructions."
+    from semsim.labels import votes
+    src = cfg['labels']['source']
+    v = votes(run, threshold=cfg['labels']['threshold'], source='humans' if src == 'store' else src)
+    return v[v.recon_id.isin(set(keys['recon_ids']))].sort_values('recon_id').reset_index(drop=True)
+
+def _file_key(path: str) -> dict:
+    p = Path(path)
+    files = sorted(f for f in ([p] if p.is_file() else p.rglob('*')) if f.is_file())
+    return dict(path=str(p.resolve()), files=len(files), bytes=sum(f.stat().st_size for f in files),
+                mtime=max((f.stat().st_mtime for f in files), default=0))
+
+def _labels_inputs(cfg, run, state):
+    lab = cfg['labels']
+    proxy = lab['source'].startswith('proxy:') or lab['source'] == 'auto'   # auto falls back on the proxies
+    imported = _file_key(lab['source'].split(':', 2)[2]) if lab['source'].startswith('import:') else None
+    return dict(source=lab['source'], panel=lab['panel'] if proxy else None, seed=cfg['seed'] if proxy else None,
+                recons=_recon_rows(run, state) if proxy else None, imported=imported)
+
+def _labels_done(cfg, run, state): return len(label_votes(cfg, run, state['current'])) > 0
+
+def _labels_work(cfg, run, state, old, verbose):
+    "Label by a proxy panel (also for `auto`, which uses it unless humans cover enough) or an import."
+    from semsim import labels
+    src = cfg['labels']['source']
+    if src.startswith('proxy:') or src == 'auto':
+        labels.label_with_proxies(run, panel_size=cfg['labels']['panel'], seed=cfg['seed'], verbose=verbose)
+    elif src.startswith('import:'):
+        _, fmt, path = src.split(':', 2)
+        labels.import_labels(run, fmt, path, dataset=cfg['dataset'])
+    if not _labels_done(cfg, run, state):
+        raise SemsimError(f"no labels of source {src} on this config's reconstructions in {run.labels_db}",
+                          'labels.source', "label them (make label), or use labels.source: proxy:panel")
+
+# %% ../nbs/09_pipeline.ipynb 35
+def _semsim_inputs(cfg, run, state):
+    from semsim.learned import TrainConfig
+    state['votes'] = label_votes(cfg, run, state['current'])
+    return dict(votes=fingerprint(state['votes']), config=cfg['semsim'], seed=cfg['seed'],
+                source=cfg['labels']['source'], threshold=cfg['labels']['threshold'],
+                split=dict(by='image_id', test_size=TrainConfig.test_size),
+                recons=_recon_rows(run, state))
+
+def _semsim_id(cfg, state) -> str:
+    s = cfg['semsim']
+    return f"{s['arch']}-{s['sampler']}-triplet-s{cfg['seed']}-{state['keys']['semsim'][:6]}"
+
+def _semsim_done(cfg, run, state):
+    t, _ = current_table(run, state['current'])
+    return ((run.semsim_dir(_semsim_id(cfg, state))/'model.json').exists() and 'semsim' in t
+            and t.semsim[t.status == 'ok'].notna().all() and (run.analysis_dir/'semsim_heldout.csv').exists())
+
+def _semsim_work(cfg, run, state, old, verbose):
+    "Train SemSim on the current votes (a new folder per key) and score every reconstruction."
+    from semsim.learned import train_semsim, score_semsim
+    s, v = cfg['semsim'], state['votes']
+    src = dict(kind=cfg['labels']['source'], votes_fingerprint=fingerprint(v), n_reconstructions=len(v),
+               of_reconstructions=len(state['current']['recon_ids']))
+    _, rep = train_semsim(run, sampler=s['sampler'], arch=s['arch'], epochs=s['epochs'], seed=cfg['seed'],
+                          semsim_id=_semsim_id(cfg, state), votes=v, label_source=src, verbose=verbose)
+    score_semsim(run, rep['weights'])
+
+# %% ../nbs/09_pipeline.ipynb 36
+def analysis_table(run: RunDir,                # a run the pipeline made
+                   threshold: float|None=None,   # vote threshold (default: the run's config's)
+                   votes: pd.DataFrame|None=None,  # the votes to join (default: `label_votes` of the run's config)
+                   keys: dict|None=None,         # the current keys (default: those `steps.json` recorded)
+                  ) -> pd.DataFrame:
+    "The current config's labelled reconstructions joined with their votes: the analysis input of the contract."
+    run = RunDir(run)
+    table, _ = current_table(run, keys)
+    if votes is None:
+        cfg = yaml.safe_load(run.config.read_text())
+        if threshold is not None: cfg['labels']['threshold'] = threshold
+        votes = label_votes(cfg, run, keys or read_steps(run).get('current') or dict(recon_ids=table.recon_id.tolist()))
+    return table.merge(votes, on='recon_id', how='inner')
+
+def _analysis_inputs(cfg, run, state):
+    t, _ = current_table(run, state['current'])
+    return dict(votes=fingerprint(state['votes']), table=fingerprint(t.sort_values('recon_id')),
+                analysis=cfg['analysis'])
+
+def _analysis_done(cfg, run, state): return (run.analysis_dir/'correlations.csv').exists()
+
+def _analysis_work(cfg, run, state, old, verbose):
+    "Correlate every metric with the votes at model and image level; write tables and figures to `analysis/`."
+    import warnings
+    from semsim.analysis import analyze
+    from semsim.labels import source_labels
+    src = cfg['labels']['source']
+    raw = source_labels(run, 'humans' if src == 'store' else src)   # the one source's annotators only
+    raw = raw[raw.recon_id.isin(set(state['votes'].recon_id))]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # constant metrics (e.g. unavailable ones) are NaN in the table, by design
+        analyze(analysis_table(run, votes=state['votes'], keys=state['current']), run.analysis_dir, level='both',
+                labels=raw if raw.annotator.nunique() >= 2 else None, n_resamples=cfg['analysis']['bootstrap'],
+                root=run.path)
+
+# %% ../nbs/09_pipeline.ipynb 37
+STEPS = [
+    Step('originals', lambda c, r, s: dict(dataset=c['dataset'], n=c['n_originals'], seed=c['seed']), _originals_done,
+         lambda c, r, s, o, v: export_originals(c['dataset'], c['n_originals'], r, seed=c['seed'])),
+    Step('victims', lambda c, r, s: dict(dataset=c['dataset'], victims=c['victims']), _victims_done, _victims_work),
+    Step('attacks', lambda c, r, s: dict(victims={m: _victim_key(r, m) for m in s['current']['models']},
+                                         attacks=s['current']['attacks'], images=fingerprint(s['current']['images'])),
+         _attacks_done, _attacks_work),
+    Step('metrics', _metric_inputs, _metrics_done, _metrics_work),
+    Step('labels', _labels_inputs, _labels_done, _labels_work),
+    Step('semsim', _semsim_inputs, _semsim_done, _semsim_work),
+    Step('analysis', _analysis_inputs, _analysis_done, _analysis_work),
+]
+
+# %% ../nbs/09_pipeline.ipynb 38
 def run_pipeline(cfg: dict,                 # a config from `load_config`
                  runs_dir: str|Path='runs',  # where runs live
-                 verbose: bool=True,
+                 verbose: bool=True,         # progress bars and one line per step
+                 steps: list|None=None,      # the steps to run (default: `STEPS`)
                 ) -> RunDir:
-    "Run every step of the experiment in order (each resumable); returns the run directory."
+    "Run the steps whose inputs changed (or never ran); record keys in `steps.json`, outcomes in `pipeline.json`."
     run = RunDir(Path(runs_dir)/cfg['name']).mkdir()
     write_config(cfg, run)
-    timings, model_ids = {}, None
-    for name, step in STEPS:
+    record, state, outcome, timings = read_steps(run), dict(keys={}), {}, {}
+    for step in steps or STEPS:
         t0 = time.time()
-        if verbose: print(f'[semsim] {name} ...', flush=True)
-        out = step(cfg, run, model_ids, verbose=verbose) if name == 'attacks' else step(cfg, run, verbose=verbose)
-        if name == 'victims': model_ids = out
-        timings[name] = round(time.time() - t0, 1)
-        if verbose: print(f'[semsim] {name} done in {timings[name]} s', flush=True)
-    write_json_atomic(run.path/'pipeline.json', {'seconds': timings, 'finished': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})
+        if step.name == 'attacks': state['current'] = record['current'] = current_keys(cfg, run)
+        outcome[step.name] = run_step(step, cfg, run, state, record, verbose)
+        timings[step.name] = round(time.time() - t0, 1)
+        write_json_atomic(run.path/'steps.json', record)
+        write_json_atomic(run.path/'pipeline.json', dict(seconds=timings, outcome=outcome, keys=state['keys'],
+                                                         finished=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())))
+        if verbose: print(f'[semsim] {step.name}: {outcome[step.name]} ({timings[step.name]} s)', flush=True)
     return run
 
-# %% ../nbs/09_pipeline.ipynb 16
+# %% ../nbs/09_pipeline.ipynb 47
 def report_template() -> Path:
     "The report template notebook shipped with the project."
     p = Path(semsim.__file__).resolve().parent.parent/'nbs'/'reports'/'report.ipynb'
-    if not p.exists(): raise SemsimError(f"report template not found: {p}", p, "run from a checkout of the semsim repository")
+    if not p.exists():
+        raise SemsimError(f"report template not found: {p}", p, "run from a checkout of the semsim repository")
     return p
 
 def render_report(run: RunDir,               # a run whose pipeline has finished
                   template: str|Path|None=None,  # the papermill template (default: `report_template()`)
-                  verbose: bool=False,
+                  verbose: bool=False,       # papermill's progress bar
                  ) -> Path:
     "Execute the report template on a run with papermill and render it to HTML; returns the HTML path."
     import papermill as pm, nbformat
@@ -222,137 +528,191 @@ def render_report(run: RunDir,               # a run whose pipeline has finished
     pm.execute_notebook(str(template or report_template()), str(tmp), parameters=dict(run_dir=str(run.path.resolve())),
                         kernel_name='python3', progress_bar=verbose, cwd=str(run.path))
     tmp.replace(run.report_ipynb)
-    html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(
-        nbformat.read(run.report_ipynb, as_version=4))
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    html, _ = exporter.from_notebook_node(nbformat.read(run.report_ipynb, as_version=4))
     write_text_atomic(run.report_html, html)
     return run.report_html
 
-def _same_config(cfg: dict, run: RunDir) -> bool:
-    if not run.config.exists(): return False
-    old = yaml.safe_load(run.config.read_text()) or {}
-    old.pop('versions', None)
-    return old == json.loads(json.dumps(cfg))
+# %% ../nbs/09_pipeline.ipynb 48
+def _report_inputs(cfg, run, state):
+    return dict(analysis=state['keys']['analysis'], semsim=state['keys']['semsim'], config=fingerprint(cfg),
+                template=fingerprint(report_template().read_text()))
 
-def make_report(dataset: str|None=None,    # dataset whose default experiment to run
-                config: str|Path|None=None,  # an experiment YAML
-                params: list=(),           # `(key, value)` overrides
-                runs_dir: str|Path='runs',
-                verbose: bool=True,
+REPORT_STEP = Step('report', _report_inputs, lambda c, r, s: r.report_html.exists(),
+                   lambda c, r, s, o, v: render_report(r))
+
+def make_report(dataset: str|None=None,      # dataset whose default experiment to run
+                config: str|Path|None=None,  # an experiment YAML (e.g. `examples/digits.yaml`)
+                params: list=(),             # `(key, value)` overrides
+                runs_dir: str|Path='runs',   # where runs live
+                verbose: bool=True,          # progress bars and one line per step
                ) -> Path:
-    "Run the experiment (resuming) and write its HTML report; returns the HTML path."
-    cfg = load_config(config, dataset, params)
-    run = run_pipeline(cfg, runs_dir, verbose=verbose)
-    if verbose: print('[semsim] report ...', flush=True)
-    return render_report(run)
+    "Run the experiment (only what changed) and write its HTML report; returns the HTML path."
+    run = run_pipeline(load_config(config, dataset, params), runs_dir, verbose=verbose, steps=STEPS + [REPORT_STEP])
+    return run.report_html
 
 def report_all(runs_dir: str|Path='runs', verbose: bool=True) -> dict:
-    "Run every configured dataset's report in turn, skipping those already reported with the same config."
+    "Run every configured dataset's report in turn; returns {dataset: (outcome, html path or error)}."
     done = {}
     for ds in DATASET_CONFIGS:
-        cfg = load_config(dataset=ds)
-        run = RunDir(Path(runs_dir)/cfg['name'])
-        if run.report_html.exists() and _same_config(cfg, run) and (run.path/'pipeline.json').exists():
-            done[ds] = ('skipped', str(run.report_html)); continue
-        try: done[ds] = ('done', str(make_report(dataset=ds, runs_dir=runs_dir, verbose=verbose)))
+        try:
+            html = make_report(dataset=ds, runs_dir=runs_dir, verbose=verbose)
+            fresh = json.loads((html.parent/'pipeline.json').read_text())['outcome'].values()
+            done[ds] = ('unchanged' if all(o.startswith('done earlier') for o in fresh) else 'done', str(html))
         except SemsimError as e: done[ds] = ('failed', str(e))
         if verbose: print(f'[semsim] {ds}: {done[ds][0]}: {done[ds][1]}', flush=True)
     return done
 
-# %% ../nbs/09_pipeline.ipynb 20
+# %% ../nbs/09_pipeline.ipynb 53
 def sweep_tasks(cfg: dict, run: RunDir, model_ids: list) -> list:
-    "The sweep's tasks: one per (model, attack, batch of images)."
+    "The sweep's tasks: one per (model, attack, batch of images), each keyed by everything that makes its results."
     ids, b = load_originals(run).image_id.tolist(), cfg['attack_batch']
-    return [dict(task_id=f"{m}__{attack_id_of(a)}__{k // b:04d}".replace('/', '_'), model_id=m, attack=a['attack'],
-                 iterations=a.get('iterations'), defense=a.get('defense'), image_ids=ids[k:k + b])
-            for m in model_ids for a in cfg['attacks'] for k in range(0, len(ids), b)]
+    per_image = [m for m in cfg['metrics']['names'] if not METRICS[m.partition(':')[0]].needs_sets]
+    out = []
+    for m in model_ids:
+        for a in cfg['attacks']:
+            aid = attack_id_of(a, cfg['seed'])
+            for k in range(0, len(ids), b):
+                t = dict(model_id=m, attack=a, attack_id=aid, seed=int(a.get('seed', cfg['seed'])),
+                         image_ids=ids[k:k + b], metrics=per_image, preset=cfg['metrics']['preset'],
+                         eval_kw=cfg['metrics']['eval'])
+                out.append(dict(task_id=f"{m}__{aid}__{k // b:04d}".replace('/', '_'), key=fingerprint(t), **t))
+    return out
 
 def task_marker(run: RunDir, task: dict) -> Path:
-    "The file whose presence says a sweep task finished."
+    "The file that records a finished sweep task (with its key)."
     return run.path/'tasks'/f"{task['task_id']}.json"
 
+def task_finished(run: RunDir, task: dict, table: pd.DataFrame|None=None) -> bool:
+    "Whether a task's marker holds its key and its reconstructions and metric columns exist."
+    p = task_marker(run, task)
+    if not p.exists() or json.loads(p.read_text()).get('key') != task['key']: return False
+    table = read_table(run.reconstructions)[0] if table is None else table
+    rows = table[table.recon_id.isin({recon_id(task['model_id'], task['attack_id'], i) for i in task['image_ids']})]
+    cols = [c for n in task['metrics'] for c in _metric_columns(n, task['preset'])]
+    return (len(rows) == len(task['image_ids']) and rows.status.isin(['ok', 'diverged']).all()
+            and set(cols) <= set(rows.columns) and all((run.path/p).exists() for p in rows.recon_path))
+
+# %% ../nbs/09_pipeline.ipynb 54
 def run_sweep_task(run_dir: str,   # the run directory (as the worker sees it)
                    task: dict,     # a task of `sweep_tasks`
-                   metrics: list,  # per-image metrics computed for the task's reconstructions
-                   preset: str,    # metric preset
-                   eval_kw: dict|None=None,  # evaluation-classifier settings (feat/recog)
                   ) -> str:
-    "Run one sweep task (attack a batch, measure it) unless its marker exists; returns 'done' or 'skipped'."
+    "Run one sweep task (attack a batch, measure it) unless it finished; returns 'computed' or 'skipped'."
     from semsim.attacks import run_attack
     from semsim.metrics import compute_metrics
     run = RunDir(run_dir)
-    if task_marker(run, task).exists(): return 'skipped'
-    t0 = time.time()
-    run_attack(run, task['model_id'], task['attack'], iterations=task['iterations'], batch=len(task['image_ids']),
-               defense=task['defense'], image_ids=task['image_ids'], verbose=False)
-    aid = attack_id_of(task)
-    rids = [f"{task['model_id']}/{aid}/{i}" for i in task['image_ids']]
-    if metrics: compute_metrics(run, metrics=metrics, preset=preset, recon_ids=rids, verbose=False, eval_kw=eval_kw)
+    if task_finished(run, task): return 'skipped'
+    t0, spec = time.time(), dataclasses.replace(attack_spec(task['attack']), name=task['attack_id'].split('+')[0])
+    run_attack(run, task['model_id'], spec, batch=len(task['image_ids']), defense=task['attack'].get('defense'),
+               image_ids=task['image_ids'], seed=task['seed'], verbose=False)
+    rids = [recon_id(task['model_id'], task['attack_id'], i) for i in task['image_ids']]
+    if task['metrics']:
+        compute_metrics(run, metrics=task['metrics'], preset=task['preset'], recon_ids=rids, verbose=False,
+                        eval_kw=task['eval_kw'])
     write_json_atomic(task_marker(run, task), {**task, 'recon_ids': rids, 'seconds': round(time.time() - t0, 2)})
-    return 'done'
+    return 'computed'
 
+def _submit_all(run: RunDir, todo: list, scheduler: str, n_workers: int, verbose: bool) -> dict:
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm.auto import tqdm
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) \
+        if scheduler == 'local' else None
+    status = {}
+    try:
+        with Client(cluster if cluster is not None else scheduler) as client:
+            futs = [client.submit(run_sweep_task, str(run.path.resolve()), t, key=f"semsim-{t['task_id']}-{t['key']}",
+                                  pure=False, retries=2) for t in todo]
+            for f in tqdm(as_completed(futs), total=len(futs), desc='sweep', disable=not verbose):
+                status[f.key.removeprefix('semsim-').rsplit('-', 1)[0]] = f.result()
+    finally:
+        if cluster is not None: cluster.close()
+    return status
 
+# %% ../nbs/09_pipeline.ipynb 55
 def sweep(cfg: dict,                 # a config from `load_config`
           scheduler: str='local',    # 'local' (a LocalCluster) or a scheduler address `tcp://HOST:PORT`
           n_workers: int=2,          # workers of the LocalCluster
-          runs_dir: str|Path='runs',
-          verbose: bool=True,
+          runs_dir: str|Path='runs', # where runs live
+          verbose: bool=True,        # progress bar
          ) -> dict:
-    "Run the experiment's attack and metric tasks on Dask; returns {task_id: 'done'|'skipped'}."
-    from dask.distributed import Client, LocalCluster, as_completed
-    from tqdm.auto import tqdm
+    "Run the experiment's attack and metric tasks on Dask; returns {task_id: 'computed'|'skipped'}."
     run = RunDir(Path(runs_dir)/cfg['name']).mkdir()
     write_config(cfg, run)
-    step_originals(cfg, run, verbose)
-    model_ids = step_victims(cfg, run, verbose)
-    tasks = sweep_tasks(cfg, run, model_ids)
-    todo = [t for t in tasks if not task_marker(run, t).exists()]
-    per_image = [m for m in cfg['metrics']['names'] if not METRICS[m.partition(':')[0]].needs_sets]
+    record = read_steps(run)
+    for st in STEPS[:2]: run_step(st, cfg, run, dict(keys={}), record, verbose)
+    record['current'] = keys = current_keys(cfg, run)
+    write_json_atomic(run.path/'steps.json', record)
+    tasks, table = sweep_tasks(cfg, run, victim_ids(cfg)), read_table(run.reconstructions)[0]
+    todo = [t for t in tasks if not task_finished(run, t, table)]
     status = {t['task_id']: 'skipped' for t in tasks if t not in todo}
-    if todo:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) if scheduler == 'local' else None
-        try:
-            with Client(cluster if cluster is not None else scheduler) as client:
-                futs = [client.submit(run_sweep_task, str(run.path.resolve()), t, per_image, cfg['metrics']['preset'], cfg['metrics']['eval'],
-                                      key=f"semsim-{t['task_id']}", pure=False, retries=2) for t in todo]
-                for f in tqdm(as_completed(futs), total=len(futs), desc='sweep', disable=not verbose):
-                    status[f.key.removeprefix('semsim-')] = f.result()
-        finally:
-            if cluster is not None: cluster.close()
-    set_level = [m for m in cfg['metrics']['names'] if METRICS[m.partition(':')[0]].needs_sets]  # fid, feat: over whole sets
+    if todo: status.update(_submit_all(run, todo, scheduler, n_workers, verbose))
+    _record_attacks(run, keys['attacks'])
+    set_level = [m for m in cfg['metrics']['names'] if METRICS[m.partition(':')[0]].needs_sets]  # fid, feat: whole sets
     if set_level:
         from semsim.metrics import compute_metrics
-        compute_metrics(run, metrics=set_level, preset=cfg['metrics']['preset'], verbose=verbose, eval_kw=cfg['metrics']['eval'])
+        compute_metrics(run, metrics=set_level, preset=cfg['metrics']['preset'], verbose=verbose,
+                        eval_kw=cfg['metrics']['eval'], recon_ids=keys['recon_ids'])
     return status
 
-# %% ../nbs/09_pipeline.ipynb 22
+def sweep_summary(status: dict) -> str:
+    "What a sweep did, in words: how many tasks it computed and how many had finished before."
+    n = sum(v == 'computed' for v in status.values())
+    return f"sweep: {n} computed, {len(status) - n} already finished (skipped)"
+
+# %% ../nbs/09_pipeline.ipynb 59
+EXAMPLES_HELP = ("examples: examples/<dataset>.yaml in the repository is a commented experiment per dataset "
+                 "(fashion_mnist, digits, lfw_faces, cifar100); a run's own config.yaml is accepted too")
+
+def _params(args) -> list: return [tuple(p) for p in args.p or []]
+
+def _say_check(cfg: dict):
+    attacks = ', '.join(attack_id_of(a, cfg['seed']) for a in cfg['attacks'])
+    print(f"config ok: {cfg['name']}: {cfg['dataset']}, {cfg['n_originals']} originals, "
+          f"{len(victim_ids(cfg))} victims, attacks {attacks}, metrics {', '.join(cfg['metrics']['names'])}, "
+          f"labels {cfg['labels']['source']} (nothing run: --check)")
+
 def _cmd_report(args):
     if args.all:
+        if args.check:
+            for ds in DATASET_CONFIGS: _say_check(load_config(dataset=ds))
+            return
         res = report_all(args.runs, verbose=True)
         failed = {k: v for k, v in res.items() if v[0] == 'failed'}
-        for k, (st, where) in res.items(): print(f'{k:14s} {st:8s} {where}')
-        if failed: raise SemsimError(f"{len(failed)} of {len(res)} reports failed: {', '.join(failed)}", '--all', "see the messages above")
+        for k, (st, where) in res.items(): print(f'{k:14s} {st:9s} {where}')
+        if failed: raise SemsimError(f"{len(failed)} of {len(res)} reports failed: {', '.join(failed)}", '--all',
+                                     "see the messages above")
         return
-    html = make_report(args.dataset, args.config, [tuple(p) for p in args.p or []], args.runs, verbose=True)
+    cfg = load_config(args.config, args.dataset, _params(args))
+    if args.check: return _say_check(cfg)
+    html = make_report(args.dataset, args.config, _params(args), args.runs, verbose=True)
     print(f'report: {html.resolve()}')
 
 def _cmd_sweep(args):
-    cfg = load_config(args.config, None, [tuple(p) for p in args.p or []])
-    st = sweep(cfg, args.scheduler, args.workers, args.runs, verbose=True)
-    print(f"sweep: {sum(v == 'done' for v in st.values())} tasks done, {sum(v == 'skipped' for v in st.values())} already finished")
+    cfg = load_config(args.config, None, _params(args))
+    if args.check: return _say_check(cfg)
+    print(sweep_summary(sweep(cfg, args.scheduler, args.workers, args.runs, verbose=True)))
 
+# %% ../nbs/09_pipeline.ipynb 60
 def register_commands(sub):
     "Add `report` and `sweep` to the `semsim` parser."
-    r = sub.add_parser('report', help='run an experiment end to end and write its HTML report')
+    import argparse
+    r = sub.add_parser('report', help='run an experiment end to end (only what changed) and write its HTML report',
+                       epilog=EXAMPLES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument('--dataset', default=None, help='dataset whose default experiment to run (default: fashion_mnist)')
-    r.add_argument('--config', default=None, help='experiment YAML (see semsim.pipeline.BASE_CONFIG)')
-    r.add_argument('-p', nargs=2, action='append', metavar=('KEY', 'VALUE'), help='override a config key, e.g. -p n_originals 16')
-    r.add_argument('--all', action='store_true', help='run every configured dataset in turn, skipping finished ones')
-    r.add_argument('--runs', default='runs', help='where runs live')
+    r.add_argument('--config', default=None, help='experiment YAML, e.g. examples/digits.yaml or runs/NAME/config.yaml')
+    r.add_argument('-p', nargs=2, action='append', metavar=('KEY', 'VALUE'),
+                   help='override a config key (dotted, YAML value), e.g. -p n_originals 16 -p semsim.epochs 5')
+    r.add_argument('--all', action='store_true', help='run every configured dataset in turn (each only what changed)')
+    r.add_argument('--check', action='store_true',
+                   help='validate the whole config (names, types, ranges) and do no work')
+    r.add_argument('--runs', default='runs', help='folder holding the runs (default: runs)')
     r.set_defaults(func=_cmd_report)
-    s = sub.add_parser('sweep', help='run attack and metric tasks on a Dask cluster (resumable)')
-    s.add_argument('config', help='experiment YAML')
+    s = sub.add_parser('sweep', help='run attack and metric tasks on a Dask cluster (resumable)', epilog=EXAMPLES_HELP)
+    s.add_argument('config', help='experiment YAML, e.g. examples/digits.yaml or runs/NAME/config.yaml')
     s.add_argument('--scheduler', default='local', help="'local' (a LocalCluster) or tcp://HOST:PORT")
     s.add_argument('--workers', type=int, default=2, help='workers of the LocalCluster')
-    s.add_argument('-p', nargs=2, action='append', metavar=('KEY', 'VALUE'), help='override a config key')
-    s.add_argument('--runs', default='runs', help='where runs live')
+    s.add_argument('-p', nargs=2, action='append', metavar=('KEY', 'VALUE'),
+                   help='override a config key (dotted, YAML value)')
+    s.add_argument('--check', action='store_true', help='validate the whole config and do no work')
+    s.add_argument('--runs', default='runs', help='folder holding the runs (default: runs)')
     s.set_defaults(func=_cmd_sweep)
