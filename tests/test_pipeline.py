@@ -187,6 +187,14 @@ def test_changed_labels_retrain_semsim(tmp_path):
     meta = json.loads((folder/'model.json').read_text())
     assert meta['label_source']['votes_fingerprint'] == fingerprint(v) and meta['label_source']['kind'] == 'humans'
     assert len(list((run.path/'semsim').iterdir())) == 2               # one SemSim per votes key, side by side
+    # another metric preset recomputes only the metric it changes (mse has one setting), and what reads it
+    mse = read_table(run.reconstructions)[0].set_index('recon_id').mse
+    run_pipeline({**cfg, 'metrics': {**cfg['metrics'], 'preset': 'standard'}}, tmp_path, verbose=False)
+    out = json.loads((run.path/'pipeline.json').read_text())['outcome']
+    assert out['metrics'] == 'recomputed because its inputs changed: psnr' and out['semsim'] == UNCHANGED
+    assert out['analysis'].startswith('recomputed because its inputs changed: table')
+    table = read_table(run.reconstructions)[0].set_index('recon_id')
+    assert table.psnr_standard.notna().any() and table.mse.equals(mse)
 
 def test_sweep_survives_a_killed_worker(tmp_path):
     from dask.distributed import Client, LocalCluster
