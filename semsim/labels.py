@@ -1191,6 +1191,8 @@ def import_labels(run: str|Path|RunDir,  # the run to import into (created if mi
                   n_answers: int=5,      # answers per `_gt.txt` (semsim-release)
                  ) -> dict:
     "Import labels (and, for the folder formats, their images) in any supported format; returns counts."
+    if str(run) in IMPORT_FORMATS and str(format) not in IMPORT_FORMATS:
+        run, format, path = path, str(run), format            # the older order (format, path, run) still works
     if format == 'semsim-release': return import_semsim_release(path, run, dataset=dataset, n_answers=n_answers)
     if format == 'semsim-train': return import_semsim_train(path, run, dataset=dataset)
     if format == 'csv': return dict(labels_added=import_labels_csv(path, run))
