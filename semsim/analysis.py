@@ -530,8 +530,11 @@ def read_labels(labels) -> pd.DataFrame:  # DataFrame, a `LabelStore`, or path t
                               "pass labels.sqlite of the run, or a CSV/parquet of labels")
         if path.suffix in ('.sqlite', '.db'):
             with LabelStore(path) as store: labels = store.current()
-        elif path.suffix == '.parquet': labels = pd.read_parquet(path)
-        else: labels = pd.read_csv(path)
+        else:
+            try: labels = pd.read_parquet(path) if path.suffix == '.parquet' else pd.read_csv(path)
+            except (UnicodeDecodeError, ValueError, OSError) as e:
+                raise SemsimError(f"cannot read labels from {path}: {type(e).__name__}", path,
+                                  "pass labels.sqlite of the run, or a text CSV / parquet file of labels") from None
     missing = {'recon_id', 'annotator', 'recognized'} - set(labels.columns)
     if missing: raise SemsimError(f"labels lack column(s) {sorted(missing)}", 'labels',
                                   "give one row per label: recon_id, annotator, recognized")

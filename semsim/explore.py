@@ -75,7 +75,9 @@ def pair_png(run: str|Path|RunDir,  # the run directory
     run = RunDir(run)
     if any(c not in row.index for c in ('original_path', 'recon_path')):
         raise SemsimError(f"row {row.get('recon_id', '')!r} has no original_path / recon_path", 'row', "use a run's reconstructions table")
-    a, b = (to_uint8(load_png(run.path / row[c], channels=3)) for c in ('original_path', 'recon_path'))
+    if not isinstance(row['recon_path'], str) or not row['recon_path']:   # a failed attack wrote no image
+        a = to_uint8(load_png(run.file(row['original_path']), channels=3)); b = np.full_like(a, 128)
+    else: a, b = (to_uint8(load_png(run.file(row[c]), channels=3)) for c in ('original_path', 'recon_path'))
     if a.shape != b.shape: b = np.array(Image.fromarray(b).resize(a.shape[1::-1], Image.NEAREST))
     f = max(1, size // max(a.shape[:2]))
     gap = np.full((a.shape[0], max(1, a.shape[1] // 14), 3), 255, np.uint8)

@@ -15,12 +15,12 @@ from .data import load_originals, load_dataset, dataset_info, data_dir, image_id
 from .metrics import metric_columns, orientation
 
 # %% auto 0
-__all__ = ['PROTOCOLS', 'CANNOT', 'LABEL_COLUMNS', 'UNDO', 'SKIP', 'AUTO_MIN_PER_VICTIM', 'KEYS', 'OBSERVER_ARCHS',
-           'PANEL_INDEPENDENCE', 'IMPORT_FORMATS', 'check_annotator', 'normalise_answer', 'LabelStore', 'labelable',
-           'open_labels', 'source_labels', 'votes', 'agreement', 'label_source', 'upscaled_png', 'Labeller',
-           'LabellingWidget', 'labelling_widget', 'observer_model', 'proxy_panel', 'label_with_proxies', 'active_order',
-           'read_answers', 'release_fixture', 'import_semsim_release', 'export_semsim_train', 'import_semsim_train',
-           'export_labels', 'import_labels_csv', 'import_labels', 'register_commands']
+__all__ = ['PROTOCOLS', 'CANNOT', 'LABEL_COLUMNS', 'UNDO', 'SKIP', 'AUTO_MIN_PER_VICTIM', 'OBSERVER_ARCHS', 'PANEL_INDEPENDENCE',
+           'IMPORT_FORMATS', 'check_annotator', 'normalise_answer', 'LabelStore', 'labelable', 'open_labels',
+           'source_labels', 'votes', 'agreement', 'label_source', 'upscaled_png', 'Labeller', 'observer_model',
+           'proxy_panel', 'label_with_proxies', 'active_order', 'read_answers', 'release_fixture',
+           'import_semsim_release', 'export_semsim_train', 'import_semsim_train', 'export_labels', 'import_labels_csv',
+           'import_labels', 'register_commands']
 
 # %% ../nbs/05_labels.ipynb 7
 PROTOCOLS = {'class': 'name the class, or "cannot recognise" (-1); recognised = named the true class',
@@ -660,114 +660,6 @@ class Labeller:
         return upscaled_png(self.run.file(row.recon_path if which == 'recon' else row.original_path), size)
 
 # %% ../nbs/05_labels.ipynb 54
-KEYS = {'class': {**{str(i): i for i in range(10)}, 'n': 'cannot', 's': SKIP, 'u': UNDO},
-        'binary': {'y': 'yes', 'n': 'no', 's': SKIP, 'u': UNDO}}
-
-class LabellingWidget(Labeller):
-    "A `Labeller` with an ipywidgets view: large image(s), answer buttons, keys, skip, undo, progress."
-    def __init__(self, *args, size: int=280, **kw):  # size: displayed image side in pixels
-        import ipywidgets as W
-        super().__init__(*args, **kw)
-        self.size, self.error = size, None
-        self.recon_image, self.original_image = W.Image(format='png'), W.Image(format='png')
-        self.counter, self.bar = W.Label(), W.IntProgress(min=0, max=len(self.order), description='progress')
-        self.message = W.HTML()
-        self.keys = W.Text(value='', placeholder='click here, then type keys', description='keys',
-                           continuous_update=True, layout=W.Layout(width='260px'))
-        self.keys.observe(self._on_keys, 'value')
-        mk = lambda text, tag, style='': self._button(W, text, tag, style)
-        if self.protocol == 'class':
-            names = self.class_names()
-            answers = [mk(f'{i} {n}' if i < 10 else n, i) for i, n in enumerate(names)] + [mk('cannot recognise (n)', 'cannot', 'warning')]
-            question = 'Which class is this? (or: cannot recognise)'
-        else:
-            answers = [mk('yes (y)', 'yes', 'success'), mk('no (n)', 'no', 'danger')]
-            question = 'Do you recognise it?' + (' (the original is on the right)' if self.show_original else '')
-        self.buttons = {b._semsim_tag: b for b in answers + [mk('skip (s)', SKIP), mk('undo (u)', UNDO)]}
-        images = [W.VBox([W.HTML('<b>reconstruction</b>'), self.recon_image])]
-        if self.show_original: images.append(W.VBox([W.HTML('<b>original</b>'), self.original_image]))
-        self.ui = W.VBox([W.HTML(f'annotator: <b>{self.annotator}</b> &nbsp; protocol: <b>{self.protocol}</b>'),
-                          W.HBox(images), W.HTML(question),
-                          W.Box(answers, layout=W.Layout(display='flex', flex_flow='row wrap')),
-                          W.HBox([self.buttons[SKIP], self.buttons[UNDO], self.keys]),
-                          W.HBox([self.bar, self.counter]), self.message])
-        for x, c in ((self.ui, 'semsim-labelling'), (self.keys, 'semsim-keys'), (self.counter, 'semsim-progress'),
-                     (self.message, 'semsim-message'), (self.recon_image, 'semsim-recon'), (self.original_image, 'semsim-original')):
-            x.add_class(c)
-        self._render()
-
-    def _button(self, W, text, tag, style=''):
-        b = W.Button(description=text, button_style=style, layout=W.Layout(width='auto'))
-        b._semsim_tag = tag
-        b.on_click(lambda _b: self._act(tag))
-        return b
-
-    def _act(self, what):
-        "Do one action (answer, skip, undo) and redraw; errors are shown, not raised."
-        self.error = None
-        try:
-            if what == UNDO:
-                r = self.undo(); msg = 'nothing to undo' if r is None else 'undone: that reconstruction is shown again'
-            elif what == SKIP:
-                self.skip(); msg = 'skipped (it comes back at the end)'
-            elif self.current is None: msg = 'all reconstructions are labelled; undo to change an answer'
-            else: self.answer(what); msg = 'saved'
-        except SemsimError as e:
-            self.error, msg = e, f'<span style="color:#b00">not saved: {e}</span>'
-        self._render(msg)
-
-    def _on_keys(self, change):
-        old, new = change['old'] or '', change['new'] or ''
-        typed = new[len(old):] if new.startswith(old) else '' if old.startswith(new) else new[-1:]  # appended / deleted / replaced
-        for ch in typed:
-            what = KEYS[self.protocol].get(ch.lower())
-            if self.protocol == 'class' and isinstance(what, int) and what >= len(self.class_names()): what = None
-            if what is None:
-                self._render(f"key {ch!r} does nothing; keys: " + ', '.join(f'{k} = {v}' for k, v in KEYS[self.protocol].items()))
-            else: self._act(what)
-
-    def _render(self, msg: str=''):
-        done, total = self.progress
-        self.counter.value, self.bar.value = f'{done} / {total}', done
-        if self.current is None:
-            self.recon_image.value = self.original_image.value = b''
-            msg = (msg + ' — ' if msg else '') + f'all {total} labelled, thank you (undo still works)'
-        else:
-            try:
-                self.recon_image.value = self.image('recon', self.size)
-                if self.show_original: self.original_image.value = self.image('original', self.size)
-            except SemsimError as e:
-                self.recon_image.value = b''
-                msg = (msg + ' — ' if msg else '') + f'<span style="color:#b00">{e} (answer, or skip it)</span>'
-        self.message.value = msg
-
-    def press(self, key: str):
-        "Type `key` (one or more characters) into the keys box, as a person would."
-        self.keys.value = self.keys.value + key
-
-    def click(self, answer):
-        "Click the button for `answer`: a class id or name, 'cannot', 'yes', 'no', 'skip' or 'undo'."
-        tag = answer
-        if self.protocol == 'class' and isinstance(answer, str) and answer in self.class_names(): tag = self.class_names().index(answer)
-        if tag not in self.buttons: raise SemsimError(f"no button {answer!r}", 'answer',
-                                                      f"use one of: {', '.join(map(str, self.buttons))}")
-        self.buttons[tag].click()
-
-    def _repr_mimebundle_(self, **kw): return self.ui._repr_mimebundle_(**kw)
-
-def labelling_widget(run: str|Path|RunDir,      # the run whose reconstructions are labelled
-                     annotator: str,             # who labels (letters, digits, `._-:@`)
-                     protocol: str='class',      # 'class' or 'binary'
-                     show_original: bool|None=None,  # show the original (default: only for 'binary')
-                     seed: int=0,                # order seed (combined with the annotator's name)
-                     order: list|None=None,      # recon_ids to label in this order (e.g. from `active_order`)
-                     size: int=280,              # displayed image side in pixels
-                     timeout: float=30.0,        # seconds to wait for other writers before saying "not saved"
-                    ) -> LabellingWidget:
-    "The labelling widget for one annotator; display it as a cell's last expression."
-    return LabellingWidget(run, annotator, protocol, show_original, seed, order, timeout, size=size)
-
-# %% ../nbs/05_labels.ipynb 58
 OBSERVER_ARCHS = ('mlp', 'cnn', 'cnn-wide')
 
 class _Normalise(nn.Module):
@@ -878,7 +770,7 @@ def label_with_proxies(run: str|Path|RunDir,  # the run to label
     store.add_many(labels, keep_same=True)
     return labels.assign(recognized=[int(a == store.truth[r]) for r, a in zip(labels.recon_id, labels.answer)])
 
-# %% ../nbs/05_labels.ipynb 65
+# %% ../nbs/05_labels.ipynb 61
 def active_order(run,                    # run directory
                  by: str='auto',          # 'disagreement', 'uncertainty' or 'auto'
                  annotator: str|None=None,  # unlabelled by this annotator (default: by any human)
@@ -910,7 +802,7 @@ def active_order(run,                    # run directory
     else: raise SemsimError(f"unknown selection {by!r}", 'by', "use disagreement, uncertainty or auto")
     return todo.sort_values('score', ascending=False, kind='stable')[['recon_id', 'score']].reset_index(drop=True)
 
-# %% ../nbs/05_labels.ipynb 70
+# %% ../nbs/05_labels.ipynb 66
 def read_answers(path: str|Path,         # a `_gt.txt` file
                  n_answers: int=5,       # answers expected
                  n_classes: int|None=None,  # the dataset's number of classes: larger answers are refused
@@ -934,7 +826,7 @@ def read_answers(path: str|Path,         # a `_gt.txt` file
                           f"give exactly {n_answers} answers (or pass n_answers / --answers)")
     return found
 
-# %% ../nbs/05_labels.ipynb 72
+# %% ../nbs/05_labels.ipynb 68
 def release_fixture(dest: str|Path,            # folder to create
                     n_images: int=4,           # originals
                     dataset: str='fashion_mnist',
@@ -955,7 +847,7 @@ def release_fixture(dest: str|Path,            # folder to create
             rows.append(dict(model=model, idx=i, cls=c, answers=answers))
     return pd.DataFrame(rows)
 
-# %% ../nbs/05_labels.ipynb 74
+# %% ../nbs/05_labels.ipynb 70
 def _safe(name: str,             # a folder or file-name part that becomes an id
           where: str|Path='',    # the file it came from, for the message
          ) -> str:
@@ -981,7 +873,7 @@ def _recon_row(run, dataset, model, attack, iid, cls):
                 class_id=int(cls), original_path=f'originals/{iid}.png', recon_path=str(png.relative_to(run.path)),
                 status='ok', attack_loss=float('nan'), iterations=float('nan'), seconds=float('nan'))
 
-# %% ../nbs/05_labels.ipynb 75
+# %% ../nbs/05_labels.ipynb 71
 def _write_import(run, originals, recons, labels, copies, fmt, src) -> dict:
     "Write what an importer gathered (image copies, originals.csv, table rows, labels), all inside the run."
     targets = [(Path(s), run.file(d)) for s, d in copies]     # every destination checked before anything is written
@@ -1011,7 +903,7 @@ def _classes_of(dataset):
     try: return list(dataset_info(dataset).classes)
     except Exception: return None
 
-# %% ../nbs/05_labels.ipynb 76
+# %% ../nbs/05_labels.ipynb 72
 def _release_originals(src, dataset, names) -> tuple:
     "The release's originals (index -> row) and their image copies."
     originals, copies = {}, []
@@ -1027,7 +919,7 @@ def _release_originals(src, dataset, names) -> tuple:
         copies.append((f, f'originals/{iid}.png'))
     return originals, copies
 
-# %% ../nbs/05_labels.ipynb 77
+# %% ../nbs/05_labels.ipynb 73
 def import_semsim_release(src: str|Path,         # folder holding img/ and original-img/
                           run: str|Path|RunDir,  # run to create or add to
                           dataset: str='cifar100',  # dataset the images come from
@@ -1062,7 +954,7 @@ def import_semsim_release(src: str|Path,         # folder holding img/ and origi
                                      "expect img/<model>/<idx>_<cls>_rec.png")
     return _write_import(run, list(originals.values()), recons, labels, copies, 'semsim-release', src)
 
-# %% ../nbs/05_labels.ipynb 81
+# %% ../nbs/05_labels.ipynb 77
 def export_semsim_train(run: str|Path|RunDir,  # the run
                         out: str|Path,          # folder to write train_with_ori/ and others/ into
                         threshold: float=0.5,   # majority threshold (see `votes`)
@@ -1088,7 +980,7 @@ def export_semsim_train(run: str|Path|RunDir,  # the run
                 write_bytes_atomic(out/'others'/f'{iid}_{name}', data)
     return n
 
-# %% ../nbs/05_labels.ipynb 82
+# %% ../nbs/05_labels.ipynb 78
 def _image_key(key, dataset, where=''):
     return image_id(dataset, 'release', int(key)) if key.isdigit() else _safe(key, where)
 
@@ -1138,7 +1030,7 @@ def import_semsim_train(src: str|Path,          # a folder holding train_with_or
                 labels.append(dict(recon_id=r['recon_id'], annotator='semsim-train', protocol='binary', answer=yes))
     return _write_import(run, originals, recons, labels, copies, 'semsim-train', src)
 
-# %% ../nbs/05_labels.ipynb 86
+# %% ../nbs/05_labels.ipynb 82
 def export_labels(run: str|Path|RunDir,   # the run
                   out: str|Path,           # CSV file to write
                   raw: bool=False,         # one row per label instead of per reconstruction
@@ -1157,7 +1049,7 @@ def export_labels(run: str|Path|RunDir,   # the run
     write_text_atomic(out, df.to_csv(index=False))
     return df
 
-# %% ../nbs/05_labels.ipynb 87
+# %% ../nbs/05_labels.ipynb 83
 def import_labels_csv(path: str|Path,         # CSV with recon_id, annotator, answer[, protocol, recognized, proxy]
                       run: str|Path|RunDir,   # run whose label store receives them
                      ) -> int:
@@ -1181,7 +1073,7 @@ def import_labels_csv(path: str|Path,         # CSV with recon_id, annotator, an
         except SemsimError as e: raise SemsimError(f"{path}:{line}: {e.what}", f'{path}:{line}', e.fix) from e
     return _add_imported(run, df, 'csv', path)
 
-# %% ../nbs/05_labels.ipynb 91
+# %% ../nbs/05_labels.ipynb 87
 IMPORT_FORMATS = ('semsim-release', 'semsim-train', 'csv')
 
 def import_labels(run: str|Path|RunDir,  # the run to import into (created if missing)
@@ -1198,7 +1090,7 @@ def import_labels(run: str|Path|RunDir,  # the run to import into (created if mi
     if format == 'csv': return dict(labels_added=import_labels_csv(path, run))
     raise SemsimError(f"unknown import format {format!r}", 'format', f"use one of: {', '.join(IMPORT_FORMATS)}")
 
-# %% ../nbs/05_labels.ipynb 94
+# %% ../nbs/05_labels.ipynb 90
 _SOURCE_HELP = ("whose labels: auto (humans when every victim has >= 20 human labels or all are labelled, else the "
                 "proxies), humans, proxy:<kind> (e.g. proxy:panel), import:<format>:<path>, or all (a mixture)")
 
@@ -1228,7 +1120,7 @@ def _cmd_proxies(a):
     df = label_with_proxies(a.run, panel_size=a.panel, seed=a.seed, n_train=a.n_train, epochs=a.epochs, verbose=True)
     print(f"proxy:panel of {a.panel} observers (not people): {len(df)} labels, {df.recognized.mean():.1%} recognised")
 
-# %% ../nbs/05_labels.ipynb 95
+# %% ../nbs/05_labels.ipynb 91
 def register_commands(sub):
     "Add the `labels` subcommands to the `semsim` parser."
     p = sub.add_parser('labels', help='human (and proxy) labels: import, export, agreement, proxies')

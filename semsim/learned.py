@@ -571,7 +571,7 @@ def score_semsim(run: RunDir|str,          # the run to score
     "Write the SemSim distance of every reconstruction to its original into the table; returns its rows."
     run = RunDir(run)
     w = Path(weights)
-    if not w.exists() and run.semsim_dir(str(weights)).exists(): w = run.semsim_dir(str(weights))
+    if not w.exists() and '/' not in str(weights) and run.semsim_dir(str(weights)).exists(): w = run.semsim_dir(str(weights))
     df, _ = read_table(run.reconstructions)
     if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions,
                                       "run the attack step first")

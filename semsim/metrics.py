@@ -764,7 +764,7 @@ def metric_level(metric: str) -> str:  # a metric column name
 
 # %% ../nbs/04_metrics.ipynb 105
 NOT_METRICS = ('recognized', 'votes_recognized', 'votes_total', 'human_rate', 'class_id', 'attack_loss',
-               'iterations', 'seconds')
+               'iterations', 'seconds', 'proxy')
 
 def metric_columns(df: pd.DataFrame,       # any table
                    level: str|None=None,   # only 'image' or 'set' columns; None: both

@@ -1,11 +1,11 @@
-"The labelling widget driven as a person would: key presses in its keys box, button clicks, resume."
+"The labelling widget driven as a person would: key presses (as the focused widget receives them), button clicks, resume."
 import sqlite3
 import pandas as pd
 import pytest
 import torch
 from semsim.core import RunDir, recon_id, save_png, load_png, update_table, generator
 from semsim.data import export_originals
-from semsim.labels import labelling_widget, KEYS
+from semsim.labelling import labelling_widget, KEYS
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
@@ -86,10 +86,13 @@ def test_locked_database_shows_message_and_keeps_item(run):
     assert w.current == before and w.counter.value == '0 / 12'
     w.press('3'); assert w.counter.value == '1 / 12'
 
-def test_keys_box_deletion_and_replacement(run):
+def test_key_messages_from_the_front_end(run):
+    "Each keydown the focused widget sends (a custom message {'key': ...}) is one key press; nothing accumulates."
     w = labelling_widget(run, 'pat', protocol='binary')
-    w.press('yy'); assert w.counter.value == '2 / 12'
-    w.keys.value = 'y'; assert w.counter.value == '2 / 12'      # backspace: nothing happens
-    w.keys.value = 'n'; assert w.counter.value == '3 / 12'      # select-all and type n: one 'no'
+    for k in 'yYn': w.keys._handle_custom_msg({'key': k}, [])
+    assert w.counter.value == '3 / 12'
     assert list(w.store.current('pat', 'binary').answer) == ['yes', 'yes', 'no']
-    assert 'semsim-keys' in w.keys._dom_classes and 'semsim-progress' in w.counter._dom_classes
+    assert w.message.value.startswith('saved: no')
+    w.keys._handle_custom_msg({}, [])                        # a message without a key does nothing
+    assert w.counter.value == '3 / 12' and 'y yes' in w.keys.hint
+    assert 'semsim-labelling' in w.ui._dom_classes and 'semsim-progress' in w.counter._dom_classes
