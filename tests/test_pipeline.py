@@ -17,7 +17,8 @@ TINY = dict(n_originals=10, victims=[dict(arch='lenet', epochs=0), dict(arch='le
                                      dict(arch='convnet', width=8, epochs=0)],
             attacks=[dict(attack='ig', iterations=60)], attack_batch=10,
             metrics=dict(names=['psnr', 'mse', 'ssim', 'lpips'], preset='paper'),
-            labels=dict(source='proxy:panel', panel=3, threshold=0.5), semsim=dict(arch='convnet', epochs=2, sampler='paper'),
+            labels=dict(source='proxy:panel', panel=3, threshold=0.5),
+            semsim=dict(arch='convnet', epochs=2, sampler='paper'),
             analysis=dict(bootstrap=200))
 
 def semsim_cli(*args, cwd=None, timeout=600):
@@ -32,8 +33,8 @@ def test_report_cli_writes_html_offline(tmp_path):
     run = RunDir(tmp_path/'runs'/'tiny')
     assert f'report: {run.report_html.resolve()}' in p.stdout
     html = run.report_html.read_text()
-    for must in ('Which metric tells', 'These labels are proxies, not people', 'noise ceiling', 'SemSim on held-out originals',
-                 'Label provenance', 'Experiment config as resolved', 'lpips'):
+    for must in ('Which metric tells', 'These labels are proxies, not people', 'noise ceiling',
+                 'SemSim on held-out originals', 'Label provenance', 'Experiment config as resolved', 'lpips'):
         assert must in html, must
     assert 'semsim weights' in html                                  # LPIPS has no weights offline: said, with the fix
     assert 'recomputed because it never ran in this run' in html     # the appendix says what each step did
@@ -121,15 +122,16 @@ def _digits(name, iterations):
         ('labels.source', 'humans'), ('semsim.epochs', '1'), ('analysis.bootstrap', '50')])
 
 def _label(run, cfg, tmp_path):
-    "Attack and measure, then two people label every current reconstruction: some of each original's recognised, some not."
+    "Attack and measure, then two people label every current reconstruction (of each original, some recognised)."
     from semsim.labels import open_labels
     run_pipeline(cfg, tmp_path, verbose=False, steps=STEPS[:4])
     cur, _ = current_table(run)
     order = {i: k for k, i in enumerate(sorted(cur.image_id.unique()))}
     victim = {m: k for k, m in enumerate(sorted(cur.model_id.unique()))}
     with open_labels(run) as st:
+        recognised = lambda r: (order[r.image_id] + victim[r.model_id]) % 2
         st.add_many(pd.DataFrame([dict(recon_id=r.recon_id, annotator=a,
-                                       answer=int(r.class_id) if (order[r.image_id] + victim[r.model_id]) % 2 else 'cannot')
+                                       answer=int(r.class_id) if recognised(r) else 'cannot')
                                   for r in cur.itertuples() for a in ('alice', 'bob')]))
     return cur
 
@@ -173,8 +175,8 @@ def test_changed_labels_retrain_semsim(tmp_path):
     assert set(out.values()) == {UNCHANGED}                              # nothing changed: nothing recomputed
     from semsim.labels import open_labels
     with open_labels(run) as st:   # bob changes his mind on one reconstruction
-        st.add(cur.recon_id[0], 'bob', 'cannot' if st.current(annotator='bob').set_index('recon_id').recognized[cur.recon_id[0]]
-               else int(cur.class_id[0]))
+        was = st.current(annotator='bob').set_index('recon_id').recognized[cur.recon_id[0]]
+        st.add(cur.recon_id[0], 'bob', 'cannot' if was else int(cur.class_id[0]))
     run_pipeline(cfg, tmp_path, verbose=False)
     out = json.loads((run.path/'pipeline.json').read_text())['outcome']
     assert out['labels'] == UNCHANGED and out['semsim'] == 'recomputed because its inputs changed: votes'
@@ -196,14 +198,36 @@ def test_changed_labels_retrain_semsim(tmp_path):
     table = read_table(run.reconstructions)[0].set_index('recon_id')
     assert table.psnr_standard.notna().any() and table.mse.equals(mse)
 
+def test_import_csv_label_source_end_to_end(tmp_path):
+    cfg, run = _digits('imp', 5), RunDir(tmp_path/'imp')
+    run_pipeline(cfg, tmp_path, verbose=False, steps=STEPS[:4])
+    cur, _ = current_table(run)
+    victim = {m: k for k, m in enumerate(sorted(cur.model_id.unique()))}
+    csv = tmp_path/'labels.csv'
+    recognised = lambda k, r: (k + victim[r.model_id]) % 2
+    pd.DataFrame([dict(recon_id=r.recon_id, annotator=a, answer=int(r.class_id) if recognised(k, r) else 'cannot')
+                  for k, r in enumerate(cur.itertuples()) for a in ('carol', 'dan')]).to_csv(csv, index=False)
+    cfg = load_config(dataset='digits', params=[(k, yaml.safe_dump(v)) for k, v in cfg.items() if k != 'labels']
+                      + [('labels.source', f'import:csv:{csv}')])
+    run_pipeline(cfg, tmp_path, verbose=False)
+    v = label_votes(cfg, run, read_steps(run)['current'])
+    assert len(v) == len(cur) and (v.votes_total == 2).all()
+    key = read_steps(run)['semsim']['key']
+    folder = next(p for p in (run.path/'semsim').iterdir() if p.name.endswith(key[:6]))
+    meta = json.loads((folder/'model.json').read_text())
+    assert meta['label_source']['kind'] == f'import:csv:{csv}'
+    assert meta['label_source']['votes_fingerprint'] == fingerprint(v)
+    assert (run.analysis_dir/'correlations.csv').exists()
+
 def test_sweep_survives_a_killed_worker(tmp_path):
     from dask.distributed import Client, LocalCluster
-    cfg = load_config(dataset='fashion_mnist', params=[('name', 'sw'), ('n_originals', '8'), ('victims', '[{arch: lenet, epochs: 0}]'),
-                                                       ('attacks', '[{attack: ig, iterations: 40}]'), ('attack_batch', '2'),
-                                                       ('metrics.names', '[psnr, mse]')])
+    cfg = load_config(dataset='fashion_mnist', params=[
+        ('name', 'sw'), ('n_originals', '8'), ('victims', '[{arch: lenet, epochs: 0}]'),
+        ('attacks', '[{attack: ig, iterations: 40}]'), ('attack_batch', '2'), ('metrics.names', '[psnr, mse]')])
     run = RunDir(tmp_path/'sw')
     outcome = {}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
         pids = list(client.run(os.getpid).values())
         def go():
             try: outcome['status'] = sweep(cfg, cluster.scheduler_address, runs_dir=tmp_path, verbose=False)
@@ -226,7 +250,8 @@ def test_sweep_survives_a_killed_worker(tmp_path):
     assert set(again.values()) == {'skipped'}
     # the run's own config.yaml drives the same sweep: everything finished, and said so truthfully
     p = semsim_cli('sweep', run.config, '--runs', tmp_path)
-    assert p.returncode == 0 and 'sweep: 0 computed, 4 already finished (skipped)' in p.stdout, p.stdout + p.stderr[-2000:]
+    assert p.returncode == 0, p.stdout + p.stderr[-2000:]
+    assert 'sweep: 0 computed, 4 already finished (skipped)' in p.stdout
     # other iterations are other tasks: none of them counts as finished
     cfg2 = {**cfg, 'attacks': [{'attack': 'ig', 'iterations': 20}]}
     status = sweep(cfg2, 'local', runs_dir=tmp_path, verbose=False)
