@@ -420,7 +420,7 @@ def auc(recognized: np.ndarray,  # 0/1 human verdicts
         score: np.ndarray,       # oriented metric (higher = more leakage)
         name: str='metric',      # named in warnings
        ) -> float:
-    "ROC AUC of `score` for `recognized`; NaN with a warning when only one class is present."
+    "ROC AUC of `score` for `recognized` (±inf allowed); NaN with a warning when only one class is present."
     y, s = np.asarray(recognized, float), np.asarray(score, float)
     ok = ~(np.isnan(y) | np.isnan(s)); y, s = y[ok], s[ok]
     if not len(s):
@@ -433,7 +433,7 @@ def auc(recognized: np.ndarray,  # 0/1 human verdicts
         kind = 'recognised' if y[0] else 'unrecognised'
         warnings.warn(f"{name}: every reconstruction is {kind}, AUC undefined (NaN)")
         return np.nan
-    return float(roc_auc_score(y, s))
+    return float(roc_auc_score(y, stats.rankdata(s)))   # ranks: a perfect copy's PSNR = inf ranks first
 
 def fisher_ci(r: float, n: int, confidence: float=0.95) -> tuple:
     "Interval of a Spearman coefficient by Fisher's z with the Bonett–Wright variance (assumes independent rows)."
