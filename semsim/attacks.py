@@ -372,6 +372,7 @@ class _LockedBar:
     def set_postfix(self, **kw):
         with self.lock: self.bar.set_postfix(**kw)
 
+# %% ../nbs/03_attacks.ipynb 45
 def _optimise(objectives: list, x, y, t, tnorm, iterations: int, slices: list, batched: bool, bar=None):
     "Optimise the candidates chunk by chunk, one chunk per worker thread at a time; `_adam_chunk`'s outputs, seconds each."
     n, workers = len(x), len(objectives)
@@ -395,7 +396,7 @@ def _optimise(objectives: list, x, y, t, tnorm, iterations: int, slices: list, b
 # on the squared L2 gradient distance; iDLG recovers the label first and optimises the image only. L-BFGS's line
 # search couples all its variables, so these run one image at a time.
 
-# %% ../nbs/03_attacks.ipynb 45
+# %% ../nbs/03_attacks.ipynb 46
 def _lbfgs_one(objective: _Objective, x0, y, t, ylogit0=None, bar=None):
     "One L-BFGS attack with the objective's distance and priors; returns image, diverged, distance, iterations, label."
     spec = objective.spec
@@ -425,7 +426,7 @@ def _lbfgs_one(objective: _Objective, x0, y, t, ylogit0=None, bar=None):
     label = int(ylogit.detach().argmax()) if ylogit is not None else int(y.argmax())
     return last[0], diverged, float(rec), done, label
 
-# %% ../nbs/03_attacks.ipynb 46
+# %% ../nbs/03_attacks.ipynb 47
 def _attack_lbfgs(model, spec, x0, y, t, gens, verbose):
     "DLG/iDLG on K images, one candidate at a time: reconstructions, status, distance, iterations, seconds, labels."
     K, R, nc = x0.shape[0], x0.shape[1], y.shape[-1]
@@ -440,7 +441,7 @@ def _attack_lbfgs(model, spec, x0, y, t, gens, verbose):
             out.append((best[0].clamp(0, 1), 'diverged' if best[1] else 'ok', best[2], best[3], time.perf_counter() - t0, best[4]))
     return out
 
-# %% ../nbs/03_attacks.ipynb 48
+# %% ../nbs/03_attacks.ipynb 49
 @dataclass
 class AttackResult:
     "What an attack returns for K images."
@@ -452,7 +453,7 @@ class AttackResult:
     labels_used: torch.Tensor  # the label each attack assumed (given, recovered or learned)
     chunk: int = 1            # the chunk size used (1 = sequential)
 
-# %% ../nbs/03_attacks.ipynb 49
+# %% ../nbs/03_attacks.ipynb 50
 def attack_batch(model: nn.Module,          # the victim (its parameters are not changed)
                  images: torch.Tensor,       # K×C×H×W private images in [0, 1]
                  labels: torch.Tensor,       # their K class ids
@@ -485,7 +486,7 @@ def attack_batch(model: nn.Module,          # the victim (its parameters are not
     return AttackResult(torch.stack(recons), list(status), np.array(loss, dtype=float), np.array(done), np.array(secs),
                         torch.tensor(used), chunk)
 
-# %% ../nbs/03_attacks.ipynb 50
+# %% ../nbs/03_attacks.ipynb 51
 def _attack_adam(model, spec, x0, y, t, workers, batch, verbose):
     "The batched engine on K images × R candidates (y: one label row per image, or per candidate if learned)."
     K, R, it = x0.shape[0], x0.shape[1], spec.iterations
@@ -516,7 +517,7 @@ def _attack_adam(model, spec, x0, y, t, workers, batch, verbose):
                     csecs[owner == i].sum().item(), label))
     return out, chunk
 
-# %% ../nbs/03_attacks.ipynb 87
+# %% ../nbs/03_attacks.ipynb 88
 def attack_key(attack: str|Attack,  # a preset name or an `Attack`
                defense=None,         # a defense spec, e.g. 'noise:0.01'
               ) -> str:
@@ -543,7 +544,7 @@ def _load_originals(run: RunDir, originals: pd.DataFrame, shape: tuple) -> dict:
         out[r.image_id] = x
     return out
 
-# %% ../nbs/03_attacks.ipynb 88
+# %% ../nbs/03_attacks.ipynb 89
 def run_attack(run,                          # the run directory (path or `RunDir`)
                model_id: str,                # a victim of the run
                attack_id: str|Attack='ig',   # a preset of `ATTACKS` (or an `Attack`)
@@ -599,7 +600,7 @@ def run_attack(run,                          # the run directory (path or `RunDi
     table, _ = read_table(run.reconstructions)
     return table[(table.model_id == model_id) & (table.attack_id == aid)].reset_index(drop=True)
 
-# %% ../nbs/03_attacks.ipynb 97
+# %% ../nbs/03_attacks.ipynb 98
 def _cmd_attack(args):
     from semsim.victims import list_victims
     models = list_victims(args.run) if args.model == 'all' else [m for m in args.model.split(',') if m]

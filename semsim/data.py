@@ -121,6 +121,7 @@ def _digits(split):
     info = DatasetInfo('digits', [str(i) for i in range(10)], (8, 8), 1, (0.3,), (0.38,), "scikit-learn (bundled)")
     return ImageSet(info, split, y[idx], images=x[idx])
 
+# %% ../nbs/01_data.ipynb 10
 def _lfw_faces(split):
     from skimage.data import lfw_subset
     imgs = lfw_subset()  # 200 × 25 × 25 float in [0,1]: 100 faces then 100 non-faces
@@ -149,6 +150,7 @@ def _resized(img: Image.Image, size, channels, path='image') -> torch.Tensor:
     a = np.array(img)
     return torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy())
 
+# %% ../nbs/01_data.ipynb 11
 def _torchvision_folder(name, split, size=64):
     "Caltech101, Imagenette and CelebA: resized on demand to `size`×`size` RGB."
     import torchvision
@@ -171,6 +173,7 @@ def _torchvision_folder(name, split, size=64):
 
 IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
 
+# %% ../nbs/01_data.ipynb 12
 def _folder(path: str, split, size=32, channels=3):
     "Any ImageFolder tree (`root/<class>/<image>`, optionally under `train/` and `test/`), resized to `size`."
     root = Path(path).expanduser()
@@ -202,7 +205,7 @@ DATASETS = {
     'celeba':        (lambda s: _torchvision_folder('celeba', s), 'CelebA identities resized to 64×64 RGB (torchvision download)'),
 }
 
-# %% ../nbs/01_data.ipynb 11
+# %% ../nbs/01_data.ipynb 14
 _CACHE = {}
 
 def load_dataset(name: str,           # a registry name or `folder:<path>`
@@ -225,7 +228,7 @@ def dataset_info(name: str, **kw) -> DatasetInfo:
     "The `DatasetInfo` of a dataset (loads its test split)."
     return load_dataset(name, 'test', **kw).info
 
-# %% ../nbs/01_data.ipynb 20
+# %% ../nbs/01_data.ipynb 23
 def image_id(dataset: str, split: str, index: int) -> str:
     "The id of a dataset image, used as its file name: e.g. `fashion_mnist_test_00042`."
     safe = dataset.replace(':', '_').replace('/', '_')[-40:]
@@ -264,6 +267,7 @@ def _checked(ds, i, row) -> torch.Tensor:
                           ds.info.source or ds.info.name, "replace the image, or export from a folder dataset (resized)")
     return x
 
+# %% ../nbs/01_data.ipynb 24
 def export_originals(dataset: str,       # registry name
                      n: int,             # number of test images
                      out: str|Path|RunDir,  # the run directory
@@ -296,6 +300,7 @@ def export_originals(dataset: str,       # registry name
                           "free disk space or choose a writable --out") from e
     return table
 
+# %% ../nbs/01_data.ipynb 25
 def load_originals(run: str|Path|RunDir) -> pd.DataFrame:
     "The run's `originals.csv` as a table."
     run = RunDir(run)
@@ -304,7 +309,7 @@ def load_originals(run: str|Path|RunDir) -> pd.DataFrame:
                           f"run: semsim data export --dataset NAME --n 64 --out {run.path}")
     return pd.read_csv(run.originals_csv)
 
-# %% ../nbs/01_data.ipynb 24
+# %% ../nbs/01_data.ipynb 29
 def show_originals(run, n: int=10):
     "A grid of the run's first `n` originals with class names (matplotlib figure)."
     import matplotlib.pyplot as plt
@@ -315,7 +320,7 @@ def show_originals(run, n: int=10):
         ax.imshow(to_uint8(x), cmap='gray', vmin=0, vmax=255); ax.set_title(r.class_name, fontsize=7); ax.axis('off')
     return fig
 
-# %% ../nbs/01_data.ipynb 27
+# %% ../nbs/01_data.ipynb 32
 def _cmd_list(args):
     for k, (_, desc) in DATASETS.items(): print(f'{k:14s} {desc}')
     print(f"{'folder:<path>':14s} any ImageFolder tree of your own, resized")

@@ -570,6 +570,7 @@ def upscaled_png(path: str|Path,  # an image file
     buf = io.BytesIO(); Image.fromarray(a).resize((a.shape[1] * f, a.shape[0] * f), Image.NEAREST).save(buf, format='PNG')
     return buf.getvalue()
 
+# %% ../nbs/05_labels.ipynb 51
 class Labeller:
     "One annotator's labelling session over a run: queue, answers, skip, undo, progress (no display)."
     def __init__(self, run: str|Path|RunDir,     # the run whose reconstructions are labelled
@@ -659,7 +660,7 @@ class Labeller:
         row = self.table.loc[self.current]
         return upscaled_png(self.run.file(row.recon_path if which == 'recon' else row.original_path), size)
 
-# %% ../nbs/05_labels.ipynb 54
+# %% ../nbs/05_labels.ipynb 55
 OBSERVER_ARCHS = ('mlp', 'cnn', 'cnn-wide')
 
 class _Normalise(nn.Module):
@@ -683,6 +684,7 @@ def observer_model(arch: str,  # one of OBSERVER_ARCHS
                             f"use one of: {', '.join(OBSERVER_ARCHS)}")
     return nn.Sequential(_Normalise(info.mean, info.std), body)
 
+# %% ../nbs/05_labels.ipynb 56
 def proxy_panel(dataset: str,                   # registry name
                 panel_size: int=5,              # number of observers
                 seed: int=0,                    # panel seed (member i uses seed*100 + i + 1)
@@ -727,9 +729,11 @@ def proxy_panel(dataset: str,                   # registry name
         panel.append((model.eval(), meta))
     return panel
 
+# %% ../nbs/05_labels.ipynb 57
 PANEL_INDEPENDENCE = ("observer architectures defined in semsim.labels (not the victim zoo or the recognition-accuracy "
                       "metric's classifier), own seeds and own random training subsets")
 
+# %% ../nbs/05_labels.ipynb 58
 def label_with_proxies(run: str|Path|RunDir,  # the run to label
                        panel_size: int=5,      # observers in the panel
                        seed: int=0,            # panel seed
@@ -770,7 +774,7 @@ def label_with_proxies(run: str|Path|RunDir,  # the run to label
     store.add_many(labels, keep_same=True)
     return labels.assign(recognized=[int(a == store.truth[r]) for r, a in zip(labels.recon_id, labels.answer)])
 
-# %% ../nbs/05_labels.ipynb 61
+# %% ../nbs/05_labels.ipynb 65
 def active_order(run,                    # run directory
                  by: str='auto',          # 'disagreement', 'uncertainty' or 'auto'
                  annotator: str|None=None,  # unlabelled by this annotator (default: by any human)
@@ -802,7 +806,7 @@ def active_order(run,                    # run directory
     else: raise SemsimError(f"unknown selection {by!r}", 'by', "use disagreement, uncertainty or auto")
     return todo.sort_values('score', ascending=False, kind='stable')[['recon_id', 'score']].reset_index(drop=True)
 
-# %% ../nbs/05_labels.ipynb 66
+# %% ../nbs/05_labels.ipynb 70
 def read_answers(path: str|Path,         # a `_gt.txt` file
                  n_answers: int=5,       # answers expected
                  n_classes: int|None=None,  # the dataset's number of classes: larger answers are refused
@@ -826,7 +830,7 @@ def read_answers(path: str|Path,         # a `_gt.txt` file
                           f"give exactly {n_answers} answers (or pass n_answers / --answers)")
     return found
 
-# %% ../nbs/05_labels.ipynb 68
+# %% ../nbs/05_labels.ipynb 72
 def release_fixture(dest: str|Path,            # folder to create
                     n_images: int=4,           # originals
                     dataset: str='fashion_mnist',
@@ -847,7 +851,7 @@ def release_fixture(dest: str|Path,            # folder to create
             rows.append(dict(model=model, idx=i, cls=c, answers=answers))
     return pd.DataFrame(rows)
 
-# %% ../nbs/05_labels.ipynb 70
+# %% ../nbs/05_labels.ipynb 74
 def _safe(name: str,             # a folder or file-name part that becomes an id
           where: str|Path='',    # the file it came from, for the message
          ) -> str:
@@ -873,7 +877,7 @@ def _recon_row(run, dataset, model, attack, iid, cls):
                 class_id=int(cls), original_path=f'originals/{iid}.png', recon_path=str(png.relative_to(run.path)),
                 status='ok', attack_loss=float('nan'), iterations=float('nan'), seconds=float('nan'))
 
-# %% ../nbs/05_labels.ipynb 71
+# %% ../nbs/05_labels.ipynb 75
 def _write_import(run, originals, recons, labels, copies, fmt, src) -> dict:
     "Write what an importer gathered (image copies, originals.csv, table rows, labels), all inside the run."
     targets = [(Path(s), run.file(d)) for s, d in copies]     # every destination checked before anything is written
@@ -903,7 +907,7 @@ def _classes_of(dataset):
     try: return list(dataset_info(dataset).classes)
     except Exception: return None
 
-# %% ../nbs/05_labels.ipynb 72
+# %% ../nbs/05_labels.ipynb 76
 def _release_originals(src, dataset, names) -> tuple:
     "The release's originals (index -> row) and their image copies."
     originals, copies = {}, []
@@ -919,7 +923,7 @@ def _release_originals(src, dataset, names) -> tuple:
         copies.append((f, f'originals/{iid}.png'))
     return originals, copies
 
-# %% ../nbs/05_labels.ipynb 73
+# %% ../nbs/05_labels.ipynb 77
 def import_semsim_release(src: str|Path,         # folder holding img/ and original-img/
                           run: str|Path|RunDir,  # run to create or add to
                           dataset: str='cifar100',  # dataset the images come from
@@ -954,7 +958,7 @@ def import_semsim_release(src: str|Path,         # folder holding img/ and origi
                                      "expect img/<model>/<idx>_<cls>_rec.png")
     return _write_import(run, list(originals.values()), recons, labels, copies, 'semsim-release', src)
 
-# %% ../nbs/05_labels.ipynb 77
+# %% ../nbs/05_labels.ipynb 81
 def export_semsim_train(run: str|Path|RunDir,  # the run
                         out: str|Path,          # folder to write train_with_ori/ and others/ into
                         threshold: float=0.5,   # majority threshold (see `votes`)
@@ -980,7 +984,7 @@ def export_semsim_train(run: str|Path|RunDir,  # the run
                 write_bytes_atomic(out/'others'/f'{iid}_{name}', data)
     return n
 
-# %% ../nbs/05_labels.ipynb 78
+# %% ../nbs/05_labels.ipynb 82
 def _image_key(key, dataset, where=''):
     return image_id(dataset, 'release', int(key)) if key.isdigit() else _safe(key, where)
 
@@ -988,6 +992,7 @@ def _rec_ids(f: Path, attack_id):
     s = f.stem[:-4] if f.stem.endswith('_rec') else f.stem
     return tuple(_safe(p, f) for p in s.split('--', 1)) if '--' in s else (_safe(s, f), attack_id)
 
+# %% ../nbs/05_labels.ipynb 83
 def import_semsim_train(src: str|Path,          # a folder holding train_with_ori/ (or img/, img0/, img1/), or train_with_ori itself
                         run: str|Path|RunDir,   # run to create or add to
                         dataset: str='cifar100',
@@ -1030,7 +1035,7 @@ def import_semsim_train(src: str|Path,          # a folder holding train_with_or
                 labels.append(dict(recon_id=r['recon_id'], annotator='semsim-train', protocol='binary', answer=yes))
     return _write_import(run, originals, recons, labels, copies, 'semsim-train', src)
 
-# %% ../nbs/05_labels.ipynb 82
+# %% ../nbs/05_labels.ipynb 87
 def export_labels(run: str|Path|RunDir,   # the run
                   out: str|Path,           # CSV file to write
                   raw: bool=False,         # one row per label instead of per reconstruction
@@ -1049,7 +1054,7 @@ def export_labels(run: str|Path|RunDir,   # the run
     write_text_atomic(out, df.to_csv(index=False))
     return df
 
-# %% ../nbs/05_labels.ipynb 83
+# %% ../nbs/05_labels.ipynb 88
 def import_labels_csv(path: str|Path,         # CSV with recon_id, annotator, answer[, protocol, recognized, proxy]
                       run: str|Path|RunDir,   # run whose label store receives them
                      ) -> int:
@@ -1073,7 +1078,7 @@ def import_labels_csv(path: str|Path,         # CSV with recon_id, annotator, an
         except SemsimError as e: raise SemsimError(f"{path}:{line}: {e.what}", f'{path}:{line}', e.fix) from e
     return _add_imported(run, df, 'csv', path)
 
-# %% ../nbs/05_labels.ipynb 87
+# %% ../nbs/05_labels.ipynb 92
 IMPORT_FORMATS = ('semsim-release', 'semsim-train', 'csv')
 
 def import_labels(run: str|Path|RunDir,  # the run to import into (created if missing)
@@ -1090,7 +1095,7 @@ def import_labels(run: str|Path|RunDir,  # the run to import into (created if mi
     if format == 'csv': return dict(labels_added=import_labels_csv(path, run))
     raise SemsimError(f"unknown import format {format!r}", 'format', f"use one of: {', '.join(IMPORT_FORMATS)}")
 
-# %% ../nbs/05_labels.ipynb 90
+# %% ../nbs/05_labels.ipynb 95
 _SOURCE_HELP = ("whose labels: auto (humans when every victim has >= 20 human labels or all are labelled, else the "
                 "proxies), humans, proxy:<kind> (e.g. proxy:panel), import:<format>:<path>, or all (a mixture)")
 
@@ -1120,7 +1125,7 @@ def _cmd_proxies(a):
     df = label_with_proxies(a.run, panel_size=a.panel, seed=a.seed, n_train=a.n_train, epochs=a.epochs, verbose=True)
     print(f"proxy:panel of {a.panel} observers (not people): {len(df)} labels, {df.recognized.mean():.1%} recognised")
 
-# %% ../nbs/05_labels.ipynb 91
+# %% ../nbs/05_labels.ipynb 96
 def register_commands(sub):
     "Add the `labels` subcommands to the `semsim` parser."
     p = sub.add_parser('labels', help='human (and proxy) labels: import, export, agreement, proxies')

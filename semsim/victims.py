@@ -71,6 +71,7 @@ class ConvNet(nn.Module):
         self.model = nn.Sequential(layers)
     def forward(self, x): return self.model(x)
 
+# %% ../nbs/02_victims.ipynb 8
 class CifarResNet(nn.Module):
     "A ResNet of torchvision `BasicBlock`s with the CIFAR stem (3×3 stride-1 conv, no max-pool) and global average pooling."
     def __init__(self, channels: int, num_classes: int,  # input channels, classes
@@ -89,7 +90,7 @@ class CifarResNet(nn.Module):
         self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(c_in, num_classes)
     def forward(self, x): return self.fc(self.pool(self.layers(self.relu(self.bn1(self.conv1(x))))).flatten(1))
 
-# %% ../nbs/02_victims.ipynb 9
+# %% ../nbs/02_victims.ipynb 10
 ARCHS = {
     'lenet':      (lambda c, k, s, w: LeNet(c, k, s, w), 12, "DLG's LeNet, sigmoid activations (width = channels, 12)"),
     'lenet-dlg':  (lambda c, k, s, w: _dlg_init(LeNet(c, k, s, w)), 12, "DLG's LeNet as DLG runs it: weights U(-0.5, 0.5), raw inputs"),
@@ -130,7 +131,7 @@ def build_model(arch: str,            # a name in `ARCHS`
     if arch in RAW_INPUT: return nn.Sequential(OrderedDict(net=net))
     return nn.Sequential(OrderedDict(norm=Normalize(info.mean, info.std), net=net))
 
-# %% ../nbs/02_victims.ipynb 13
+# %% ../nbs/02_victims.ipynb 14
 ATS_OPS = {  # ATS pool index -> (operation, magnitude) of the authors' released sub-policies used here
     1: ('contrast', 1/3), 3: ('translate_x', 150/331), 7: ('translate_y', 150/331 * 2/9), 13: ('brightness', 5/18),
     18: ('contrast', 7/18), 21: ('translate_x', 150/331 * 5/9), 43: ('translate_y', 150/331 / 3)}
@@ -169,7 +170,7 @@ def parse_variant(variant: str,  # e.g. `crop`, `prune70`, `crop+noise1e-3`
     if out['noise'] is not None: parts.append(f"noise{_number(out['noise'])}")
     return dict(name='+'.join(parts) or 'none', **out)
 
-# %% ../nbs/02_victims.ipynb 17
+# %% ../nbs/02_victims.ipynb 18
 def _ats_op(x, op, mag):
     "One ATS operation on a batch, each image with a random sign (grouped by sign so each group is one call)."
     sign = torch.randint(0, 2, (len(x),)) * 2 - 1
@@ -198,7 +199,7 @@ def augment(x: torch.Tensor,  # float batch N×C×H×W in [0,1]
     for i in torch.randperm(len(ops)).tolist(): x = _ats_op(x, *ATS_OPS[ops[i]])
     return x
 
-# %% ../nbs/02_victims.ipynb 21
+# %% ../nbs/02_victims.ipynb 22
 DEFENSES = {
     'noise': 'Gaussian noise of std σ added to every gradient entry (noise:0.01)',
     'prune': 'top-k pruning: the share p of smallest-magnitude entries of each tensor zeroed (prune:0.7 or prune:70)',
@@ -228,6 +229,7 @@ def parse_defense(spec,  # None, a dict like `{'noise': 0.01}` or a string like 
         out.append((name, v))
     return out
 
+# %% ../nbs/02_victims.ipynb 23
 def defend(grads,                 # list/tuple of gradient tensors (with a leading sample dimension if `batched`)
            spec,                   # defenses, see `parse_defense`
            generator: torch.Generator|None=None,  # random source for noise (device of the gradients)
@@ -255,7 +257,7 @@ def defend(grads,                 # list/tuple of gradient tensors (with a leadi
         out = new
     return out
 
-# %% ../nbs/02_victims.ipynb 26
+# %% ../nbs/02_victims.ipynb 28
 def model_id(arch: str,            # a name in `ARCHS`
              width: int|None=None,  # None = the architecture's default
              variant: str='none',   # a training variant
@@ -266,7 +268,7 @@ def model_id(arch: str,            # a name in `ARCHS`
     width = default_width(arch) if width is None else int(width)
     return f"{arch}{'w' if arch[-1].isdigit() else ''}{width}-{parse_variant(variant)['name']}-e{int(epochs)}-s{int(seed)}"
 
-# %% ../nbs/02_victims.ipynb 29
+# %% ../nbs/02_victims.ipynb 31
 def evaluate(model: nn.Module,   # a victim
              images: torch.Tensor,  # uint8 N×C×H×W
              labels: torch.Tensor,  # class ids
@@ -280,7 +282,7 @@ def evaluate(model: nn.Module,   # a victim
             correct += int((model(x).argmax(1) == labels[i:i + batch_size]).sum())
     return correct / max(len(labels), 1)
 
-# %% ../nbs/02_victims.ipynb 30
+# %% ../nbs/02_victims.ipynb 32
 def check_training(batch_size: int=64, lr: float=0.1, momentum: float=0.9, weight_decay: float=5e-4,
                    max_train: int|None=None, max_test: int|None=None, epochs: int=1):  # `train_victim`'s settings
     "Raise a `SemsimError` naming the first training setting out of range."
@@ -293,7 +295,7 @@ def check_training(batch_size: int=64, lr: float=0.1, momentum: float=0.9, weigh
     for name, v in (('max_train', max_train), ('max_test', max_test)):
         if v is not None and int(v) < 1: raise bad(name, v, f"pass {name.replace('_', '-')} >= 1, or leave it out for all images")
 
-# %% ../nbs/02_victims.ipynb 31
+# %% ../nbs/02_victims.ipynb 33
 def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                  arch: str,              # a name in `ARCHS`
                  variant: str='none',    # a training variant, see `VARIANTS`
@@ -361,7 +363,7 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                 created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
     return model.eval(), meta
 
-# %% ../nbs/02_victims.ipynb 38
+# %% ../nbs/02_victims.ipynb 40
 def save_victim(run,             # the run directory (path or `RunDir`)
                 model: nn.Module,  # a victim from `build_model`/`train_victim`
                 meta: dict,        # its meta from `train_victim` (needs `model_id`)
@@ -385,6 +387,7 @@ def list_victims(run) -> list:  # the run directory
     d = RunDir(run).victims_dir
     return sorted(p.name for p in d.iterdir() if p.is_dir() and _read_meta(p)) if d.is_dir() else []
 
+# %% ../nbs/02_victims.ipynb 41
 def load_victim(run,                        # the run directory
                 model_id: str,              # e.g. `convnet16-crop-e2-s0`
                 expect_arch: str|None=None,    # refuse a victim of another architecture
@@ -411,7 +414,7 @@ def load_victim(run,                        # the run directory
                           d/'model.safetensors', "retrain the victim (delete its directory)") from e
     return model.eval(), meta
 
-# %% ../nbs/02_victims.ipynb 43
+# %% ../nbs/02_victims.ipynb 46
 ZOO_KEYS = ('arch', 'variant', 'epochs', 'width', 'seed', 'batch_size', 'lr', 'momentum', 'weight_decay', 'max_train', 'max_test')
 
 def expand_zoo(zoo: list,  # entries (dicts); list values expand into one entry per value
@@ -434,6 +437,7 @@ def expand_zoo(zoo: list,  # entries (dicts); list values expand into one entry 
 def _settings(meta): return {**meta['settings'], 'dataset': meta['dataset']}
 _TRAIN_DEFAULTS = {k: v.default for k, v in inspect.signature(train_victim).parameters.items()}
 
+# %% ../nbs/02_victims.ipynb 47
 def train_zoo(run,                 # the run directory
               dataset: str,         # a registry name
               zoo: list,            # entries, see `expand_zoo`
@@ -461,6 +465,7 @@ def train_zoo(run,                 # the run directory
         if verbose: print(f"{mid}: test accuracy {meta['test_accuracy']:.3f} ({meta['seconds']:.0f} s)")
     return pd.DataFrame(rows, columns=['model_id', 'status', 'test_accuracy', 'seconds'])
 
+# %% ../nbs/02_victims.ipynb 48
 def load_zoo_config(path,  # a YAML file
                    ) -> dict:
     "A zoo config: `{'dataset': name|None, 'train': {settings for all}, 'zoo': [entries]}` from YAML (see below)."
@@ -478,7 +483,7 @@ def load_zoo_config(path,  # a YAML file
     if bad: raise SemsimError(f"unknown training setting(s) {sorted(bad)} in {path}", path, f"use: {', '.join(ZOO_KEYS)}")
     return dict(dataset=cfg.get('dataset'), train=train, zoo=expand_zoo(cfg['zoo']))
 
-# %% ../nbs/02_victims.ipynb 48
+# %% ../nbs/02_victims.ipynb 53
 def _cmd_train(args):
     entry = {k: v for k, v in dict(arch=args.arch, width=args.width, variant=args.variant, epochs=args.epochs, seed=args.seed,
                                    batch_size=args.batch_size, lr=args.lr, max_train=args.max_train).items() if v is not None}
@@ -503,6 +508,7 @@ def _cmd_list(args):
         meta = _read_meta(RunDir(args.run).victim_dir(m))
         print(f"{m:32s} {meta['dataset']:14s} acc {meta['test_accuracy']:.4f}  {meta['seconds']:.0f} s")
 
+# %% ../nbs/02_victims.ipynb 54
 def register_commands(sub):
     "Add the `victims` subcommands to the `semsim` parser."
     p = sub.add_parser('victims', help='victim classifiers: train one, train a zoo, list them')
