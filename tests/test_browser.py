@@ -24,15 +24,21 @@ def _serve(work, tmp_path):
                              '--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f'http://127.0.0.1:{port}'
+    _wait_for_lab(url, token, proc, tmp_path/'lab.log')
+    yield dict(url=url, token=token, work=work)
+    _stop(proc)
+
+def _wait_for_lab(url, token, proc, log=None):
+    "Wait until the JupyterLab at `url` answers; fail the test (with its log) if it does not start."
     for _ in range(120):
         try:
-            urllib.request.urlopen(f'{url}/api/status?token={token}', timeout=2); break
+            urllib.request.urlopen(f'{url}/api/status?token={token}', timeout=2); return
         except OSError:
             if proc.poll() is not None: break
             time.sleep(0.5)
-    else:
-        proc.kill(); pytest.fail(f"JupyterLab did not start: {(tmp_path/'lab.log').read_text()[-2000:]}")
-    yield dict(url=url, token=token, work=work)
+    proc.kill(); pytest.fail("JupyterLab did not start" + (f": {log.read_text()[-2000:]}" if log and log.exists() else ''))
+
+def _stop(proc):
     proc.terminate()
     try: proc.wait(10)
     except subprocess.TimeoutExpired: proc.kill()
@@ -51,18 +57,9 @@ def lab(tmp_path, monkeypatch):
     run = make_degraded_run(tmp_path/'run', n=N, models=('noise-m',))
     proc, url = start_labelling(run.path, 'browser-test', wait=False)
     base, token = url.split('/lab/')[0], url.split('token=')[1]
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f'{base}/api/status?token={token}', timeout=2); break
-        except OSError:
-            if proc.poll() is not None: break
-            time.sleep(0.5)
-    else:
-        proc.kill(); pytest.fail("JupyterLab did not start")
+    _wait_for_lab(base, token, proc)
     yield dict(url=base, token=token, work=run.path, notebook='labelling/browser-test.ipynb')
-    proc.terminate()
-    try: proc.wait(10)
-    except subprocess.TimeoutExpired: proc.kill()
+    _stop(proc)
 
 def _labels(db):
     with sqlite3.connect(db) as con:
