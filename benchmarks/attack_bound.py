@@ -25,8 +25,9 @@ one thread (the arithmetic-only ratio, no threading effects).
 `--forward-mode` also times the forward-mode formulation of the image gradient (a prototype, not in the engine):
 for the cosine objective d = 1 - <g, t>/(|g||t|) with g = dL/dθ, the image gradient is dd/dx = (d/dx)<g, v> with
 v = -(t/(|g||t|) - <g,t> g/(|g|^3 |t|)) held fixed (v = a t + b stopgrad(g)), and <g, v> is the directional
-derivative of L along v in parameter space, a JVP: dd/dx = (d/dx) jvp(θ -> L(θ, x), (θ,), (v,)). That is forward-over-
-reverse instead of reverse-over-reverse; it needs g first (one ordinary backward), then one JVP with its backward.
+derivative of L along v in parameter space, a JVP: dd/dx = (d/dx) jvp(θ -> L(θ, x), (θ,), (v,)). That is
+forward-over-reverse instead of reverse-over-reverse; it needs g first (one ordinary backward), then one JVP with
+its backward.
 """
 import argparse, math, os, platform, sys, time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,8 @@ from torch.func import functional_call, jvp
 from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from attack_throughput import setups, problem, peak_gflops   # the same victims, data and peak
-from semsim.attacks import get_attack, _adam_chunk, _Objective, _soft_ce, gradient_distance, total_variation, prepare_victim
+from semsim.attacks import (get_attack, _adam_chunk, _Objective, _soft_ce, gradient_distance, total_variation,
+                            prepare_victim)
 
 K = 32
 
@@ -89,7 +91,7 @@ def seq_flops(model, x, y) -> dict:
     return out
 
 def sequential(model, x, y, images: int, iterations: int):
-    "The attack_throughput sequential loop (`_adam_chunk`, one image at a time): returns a timed thunk and its evaluations."
+    "attack_throughput's sequential loop (`_adam_chunk`, one image at a time): a timed thunk, its evaluations."
     spec = get_attack('ig', iterations)
     probs = [problem(model, x[i:i+1], y[i:i+1], spec) for i in range(images)]
     def run():
@@ -156,7 +158,7 @@ def bound(name, model, x, y, rounds: int, threads: int, one_thread: bool = True)
     f = seq_flops(model, x, y)
     ideal = Ideal(model, x[:K], y[:K])
     prepared = Ideal(prepare_victim(model), x[:K], y[:K])
-    halves = [Ideal(prepare_victim(model), x[:K // 2], y[:K // 2]), Ideal(prepare_victim(model), x[K // 2:K], y[K // 2:K])]
+    halves = [Ideal(prepare_victim(model), x[a:a + K // 2], y[a:a + K // 2]) for a in (0, K // 2)]
     u0 = torch.rand(K, *x.shape[1:], generator=torch.Generator().manual_seed(1)).to(x.device)
     with FlopCounterMode(display=False) as fc: ideal.step(u0)
     f['ideal per image'] = fc.get_total_flops() / K
@@ -185,20 +187,22 @@ def bound_row(name, r, peak: float) -> str:
     split = ' / '.join(f"{100 * f[k] / tot:.0f}" for k in ('forward', 'backward', 'double backward'))
     ideal = min(('K=32', 'K=32 prepared', '2 workers × 16'), key=lambda k: b[k][0])
     s = lambda k, i=0: b['loop'][i] / b[k][i]
-    gf = lambda k: f['loop'] / b[k][0] / 1e9
-    return (f"| {name} | {f['loop'] / 1e6:.0f} / {f['ideal per image'] / 1e6:.0f} ({100 * f['ideal per image'] / f['loop'] - 100:+.1f} %) "
-            f"| {split} | {b['loop'][0] * 1e3:.1f} ({100 * gf('loop') / peak:.0f} %) / {b['loop'][1] * 1e3:.1f} "
-            f"| {b[ideal][0] * 1e3:.1f} ({100 * gf(ideal) / peak:.0f} %) / {b[ideal][1] * 1e3:.1f} "
-            f"| **{s(ideal):.2f}×** at {ideal} / {s(ideal, 1):.2f}× | "
+    pct = lambda k: f"{100 * f['loop'] / b[k][0] / 1e9 / peak:.0f} %"
+    ms = lambda k: f"{b[k][0] * 1e3:.1f} ({pct(k)}) / {b[k][1] * 1e3:.1f}"
+    one = b.get('loop, 1 thread'), b.get('K=32, 1 thread')
+    loop1 = f"{one[0][0] * 1e3:.1f}" if one[0] else '–'
+    return (f"| {name} | {f['loop'] / 1e6:.0f} / {f['ideal per image'] / 1e6:.0f} "
+            f"({100 * f['ideal per image'] / f['loop'] - 100:+.1f} %) | {split} | {ms('loop')} | {loop1} | "
+            f"{ms(ideal)} | **{s(ideal):.2f}×** at {ideal} / {s(ideal, 1):.2f}× | "
             + ' | '.join(f"{s(k):.2f}× / {s(k, 1):.2f}×" for k in ('K=32', 'K=32 prepared', '2 workers × 16'))
-            + (f" | {b['loop, 1 thread'][0] / b['K=32, 1 thread'][0]:.2f}× / {b['loop, 1 thread'][1] / b['K=32, 1 thread'][1]:.2f}× |"
-               if 'loop, 1 thread' in b else ' | – |'))
+            + (f" | {one[0][0] / one[1][0]:.2f}× / {one[0][1] / one[1][1]:.2f}× |" if one[0] else ' | – |'))
 
-BOUND_HEADER = ['| victim | MFLOP per image-iteration: loop / ideal batched (difference) | FLOP split forward / backward / '
-                'double backward, % | loop ms per image-iteration, wall (% of peak) / CPU | ideal batched ms per image, wall '
-                '(% of peak) / CPU | attainable speed-up, wall / CPU | K=32 | K=32 prepared | 2 workers × 16 | '
-                '1 thread: loop vs K=32 |',
-                '|---|---|---|---|---|---|---|---|---|---|']
+BOUND_HEADER = ['| victim | MFLOP per image-iteration: loop / ideal batched (difference) '
+                '| FLOP split forward / backward / double backward, % '
+                '| loop ms per image-iteration, wall (% of peak) / CPU | loop on 1 thread, ms '
+                '| ideal batched ms per image, wall (% of peak) / CPU | attainable speed-up, wall / CPU '
+                '| K=32 | K=32 prepared | 2 workers × 16 | 1 thread: loop vs K=32, wall / CPU |',
+                '|---|---|---|---|---|---|---|---|---|---|---|']
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -212,8 +216,9 @@ def main():
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     peak = max(peak_gflops(dev).values())
-    lines = [f"device: {a.device} ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {a.threads} "
-             f"thread(s)); load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}; peak {peak:.1f} GFLOP/s",
+    load = lambda: ' '.join(f'{v:.1f}' for v in os.getloadavg())
+    lines = [f"device: {a.device} ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+             f"{a.threads} thread(s)); load average at start: {load()}; peak {peak:.1f} GFLOP/s",
              ''] + BOUND_HEADER
     print('\n'.join(lines), flush=True)
     t0 = time.perf_counter()
@@ -224,7 +229,7 @@ def main():
         if a.forward_mode and name.startswith('resnet20_4'):
             fm = forward_mode(name, model, x, y, a.rounds)
             lines += ['', fm]; print(fm, flush=True)
-    lines += ['', f"bound time {time.perf_counter() - t0:.0f} s; load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}"]
+    lines += ['', f"bound time {time.perf_counter() - t0:.0f} s; load average at end: {load()}"]
     print(lines[-1])
     if a.out: open(a.out, 'w').write('\n'.join(lines) + '\n')
 

@@ -6,7 +6,7 @@ on a prepared copy of the victim (`prepare_victim`), the way `attack_batch` spli
 chunk per worker thread (K = 32 on 2 workers: two chunks of 16 at the same time, one thread each; K = 1: the
 sequential path on all threads); `auto` runs `attack_batch` on 32 images with the chunk size its calibration picks
 (calibration time included). Everything runs in one process, same data, same iterations, interleaved per model,
-best of `--rounds` rounds (1 for the 32x32 victims). An attack of N iterations evaluates the objective N + 1 times
+best of `--rounds` rounds (`--resnet-rounds`, default 1, for the 32x32 victims). An attack of N iterations evaluates the objective N + 1 times
 (the last gives its final distance): times are per evaluation (seconds / (N + 1)), and reconstructions per hour
 are at 1000 iterations. Ratios are against the sequential loop on the same device. `--ks` sets the K columns
 (default 1, 8, 32 on a CPU; 1, 8, 32, 128, 512 on a GPU, where one worker runs one chunk of K).
@@ -139,6 +139,7 @@ def main():
     p.add_argument('--iterations', type=int, default=20, help='iterations per attack (lenet, convnet16)')
     p.add_argument('--resnet-iterations', type=int, default=3, help='iterations per attack for the 32x32 victims (convnet64, resnet20_4)')
     p.add_argument('--rounds', type=int, default=2, help='interleaved rounds for the 28x28 victims (best is kept)')
+    p.add_argument('--resnet-rounds', type=int, default=1, help='interleaved rounds for the 32x32 victims')
     p.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch CPU threads (default: all cores)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--ks', default=None, help='comma-separated K to time (default 1,8,32 on a CPU, 1,8,32,128,512 on a GPU)')
@@ -170,7 +171,7 @@ def main():
         n_seq = 8
         sizes = {k: max(n_seq, k) for k in ks}   # images timed per column
         per = {}  # seconds per image-iteration, the best of `rounds` interleaved rounds (the machine may be shared)
-        for _ in range(1 if big else a.rounds):   # an attack of `it` iterations evaluates the objective it + 1 times
+        for _ in range(a.resnet_rounds if big else a.rounds):   # an attack of `it` iterations evaluates the objective it + 1 times
             per['seq'] = min(per.get('seq', math.inf), sequential_loop(model, x[:n_seq], y[:n_seq], it) / n_seq / (it + 1))
             for k, n in sizes.items():
                 per[k] = min(per.get(k, math.inf), engine(model, x[:n], y[:n], it, k, W) / n / (it + 1))
