@@ -4,16 +4,22 @@
 
 # %% ../nbs/00_core.ipynb 2
 from __future__ import annotations
-import os, json, random, tempfile, contextlib, fcntl, importlib.metadata, platform
+import os, json, random, tempfile, contextlib, fcntl, hashlib, importlib.metadata, math, platform, time
 from pathlib import Path
+from typing import Callable
 import numpy as np
 import torch
+from torch import nn
+import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import save as safetensors_save, load as safetensors_load
 
 # %% auto 0
 __all__ = ['RECON_COLUMNS', 'SemsimError', 'check_id', 'RunDir', 'atomic_write', 'write_bytes_atomic', 'write_text_atomic',
-           'write_json_atomic', 'file_lock', 'to_uint8', 'to_tensor', 'save_png', 'load_png', 'seed_everything',
-           'generator', 'package_versions', 'recon_id', 'read_table', 'write_table', 'update_table']
+           'write_json_atomic', 'file_lock', 'checkpoint_files', 'save_checkpoint', 'checkpoint_meta',
+           'load_checkpoint', 'to_uint8', 'to_tensor', 'save_png', 'load_png', 'seed_everything', 'generator',
+           'Normalize', 'make_optimizer', 'step_milestones', 'make_schedule', 'fit_classifier', 'package_versions',
+           'recon_id', 'read_table', 'write_table', 'update_table']
 
 # %% ../nbs/00_core.ipynb 5
 class SemsimError(Exception):
@@ -117,6 +123,66 @@ def file_lock(path: str|Path):  # the file to lock (a `.lock` sibling is used)
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/00_core.ipynb 24
+def checkpoint_files(stem: str|Path) -> tuple:  # the common path without suffix, e.g. `folder/'model'`
+    "`(<stem>.safetensors, <stem>.json)`: the weights and their description."
+    return Path(f'{stem}.safetensors'), Path(f'{stem}.json')
+
+def save_checkpoint(stem: str|Path,         # e.g. `run.victim_dir(m)/'model'` for `model.safetensors` + `model.json`
+                    state: dict|nn.Module,  # a state dict of tensors, or a module (its state dict is saved)
+                    meta: dict,             # JSON-able description: what rebuilds the network, provenance
+                   ) -> dict:
+    "Write `<stem>.safetensors`, then `<stem>.json` (`meta` + `weights_sha256`), each atomically; returns that JSON."
+    if isinstance(state, nn.Module): state = state.state_dict()
+    blob = safetensors_save({k: v.detach().cpu().contiguous() for k, v in state.items()})
+    weights, desc = checkpoint_files(stem)
+    meta = {**meta, 'weights_sha256': hashlib.sha256(blob).hexdigest()}
+    write_bytes_atomic(weights, blob)
+    write_json_atomic(desc, meta)
+    return meta
+
+# %% ../nbs/00_core.ipynb 26
+_CKPT_FIX = "delete both files and create them again"
+
+def _read_checkpoint(stem, fix, what, require_hash) -> tuple:
+    "`(meta, weight bytes)` once both files exist, the JSON is an object and the bytes match its hash."
+    weights, desc = checkpoint_files(stem)
+    for f in (desc, weights):
+        if not f.is_file(): raise SemsimError(f"incomplete {what}: {f} is missing", f, fix)
+    try: meta, blob = json.loads(desc.read_text(encoding='utf-8')), weights.read_bytes()
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SemsimError(f"{desc} is not valid JSON ({e})", desc, fix) from e
+    except OSError as e: raise SemsimError(f"unreadable {what} {stem}: {e}", stem, fix) from e
+    if not isinstance(meta, dict):
+        raise SemsimError(f"{desc} is not valid JSON for a {what} (not an object)", desc, fix)
+    want = meta.get('weights_sha256')
+    if want is None and require_hash: raise SemsimError(f"{desc} records no weights_sha256", desc, fix)
+    if want is not None and hashlib.sha256(blob).hexdigest() != want:
+        raise SemsimError(f"{weights} does not match the sha256 in {desc.name} (truncated or changed)", weights, fix)
+    return meta, blob
+
+# %% ../nbs/00_core.ipynb 27
+def checkpoint_meta(stem: str|Path,        # as given to `save_checkpoint`
+                    fix: str=_CKPT_FIX,    # what to do about a broken checkpoint, e.g. "retrain the victim"
+                    what: str='checkpoint',  # what it is, for messages (e.g. `victim`)
+                    require_hash: bool=True,  # refuse a description without `weights_sha256`
+                   ) -> dict:
+    "The description of a complete checkpoint whose weights match their hash (the tensors are not parsed)."
+    return _read_checkpoint(stem, fix, what, require_hash)[0]
+
+def load_checkpoint(stem: str|Path, fix: str=_CKPT_FIX, what: str='checkpoint',  # as for `checkpoint_meta`
+                    require_hash: bool=True) -> tuple:
+    "`(state dict, meta)` of a checkpoint written by `save_checkpoint`, checked as above; else one SemsimError."
+    meta, blob = _read_checkpoint(stem, fix, what, require_hash)
+    weights = checkpoint_files(stem)[0]
+    try: state = safetensors_load(blob)
+    except Exception as e:   # safetensors raises its own SafetensorError (and others) on damaged bytes
+        raise SemsimError(f"{weights} is not a readable safetensors file ({type(e).__name__}: {e})", weights,
+                          fix) from e
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SemsimError(f"{weights} holds something other than tensors", weights, fix)
+    return state, meta
+
+# %% ../nbs/00_core.ipynb 36
 def to_uint8(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] (values outside are clipped) or uint8
             ) -> np.ndarray:
     "An image as a uint8 `H×W` (1 channel) or `H×W×3` array."
@@ -147,7 +213,7 @@ def save_png(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] or uint8 
     write_bytes_atomic(path, buf.getvalue())
     return Path(path)
 
-# %% ../nbs/00_core.ipynb 26
+# %% ../nbs/00_core.ipynb 38
 def _eight_bit(im: Image.Image, path) -> np.ndarray:
     "A decoded image as uint8 `H×W` (gray) or `H×W×3` (colour), by the rules above."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
@@ -182,7 +248,7 @@ def load_png(path: str|Path,           # a PNG written by `save_png` (or any ima
     if channels == 3 and arr.ndim == 2: arr = np.repeat(arr[..., None], 3, axis=2)
     return to_tensor(arr)
 
-# %% ../nbs/00_core.ipynb 32
+# %% ../nbs/00_core.ipynb 44
 def seed_everything(seed: int):  # the seed for python, numpy and torch
     "Seed every random number generator the project uses."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
@@ -191,7 +257,93 @@ def generator(seed: int) -> torch.Generator:  # the seed
     "A torch CPU generator seeded with `seed`."
     return torch.Generator().manual_seed(int(seed))
 
-# %% ../nbs/00_core.ipynb 35
+# %% ../nbs/00_core.ipynb 47
+class Normalize(nn.Module):
+    "Subtract the per-channel mean and divide by the std: the first layer of a network on [0,1] images."
+    def __init__(self, mean: tuple,             # per-channel mean of [0,1] images
+                 std: tuple,                    # per-channel std
+                 persistent: bool=False):       # save mean and std in the state dict
+        super().__init__()
+        for name, v in (('mean', mean), ('std', std)):
+            self.register_buffer(name, torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1), persistent=persistent)
+    def forward(self, x): return (x - self.mean) / self.std
+    def extra_repr(self): return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+# %% ../nbs/00_core.ipynb 52
+def make_optimizer(params,                  # the parameters to optimise
+                   name: str='sgd',         # 'sgd' or 'adam'
+                   lr: float=0.1,           # learning rate
+                   momentum: float=0.0,     # SGD momentum
+                   nesterov: bool=False,    # SGD Nesterov momentum
+                   weight_decay: float=0.0, # L2 weight decay
+                  ) -> torch.optim.Optimizer:
+    "A torch optimizer by name, with the settings the project's training loops use."
+    if name == 'sgd': return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
+                                             weight_decay=weight_decay)
+    if name == 'adam': return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise SemsimError(f"unknown optimizer {name!r}", 'optimizer', "use 'sgd' or 'adam'")
+
+def step_milestones(total: int,                       # optimizer steps in the whole run
+                    fractions: tuple=(3/8, 5/8, 7/8)  # where the rate drops, as fractions of the run
+                   ) -> list:
+    "The steps at which a step schedule lowers the rate: each fraction of `total` (at least step 1); [] for none."
+    return sorted({max(1, round(total * f)) for f in fractions}) if total else []
+
+def make_schedule(opt, schedule, total: int, lr: float):
+    "None, or the per-step scheduler `schedule` names: 'one-cycle' (peak `lr`), 'steps' (×0.1 at `step_milestones`)."
+    if schedule is None or callable(schedule): return schedule and schedule(opt, total)
+    if schedule == 'one-cycle': return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total, 1))
+    if schedule == 'steps': return torch.optim.lr_scheduler.MultiStepLR(opt, step_milestones(total), gamma=0.1)
+    raise SemsimError(f"unknown schedule {schedule!r}", 'schedule', "use None, 'one-cycle', 'steps' or a function")
+
+# %% ../nbs/00_core.ipynb 54
+def _fit_epoch(model, x, y, g, batch_size, opt, sched, inputs, grad_hook, min_batch, bar, epoch) -> dict:
+    "One pass over `x` in a seeded order; returns the epoch's log entry."
+    model.train()
+    loss_sum, correct, seen, t0 = 0.0, 0, 0, time.time()
+    for step, b in enumerate(torch.randperm(len(x), generator=g).split(batch_size)):
+        if len(b) < min_batch: continue
+        out = model(x[b] if inputs is None else inputs(x[b])); loss = F.cross_entropy(out, y[b])
+        if not torch.isfinite(loss):
+            raise SemsimError(f"training diverged: loss {loss.item()} in epoch {epoch + 1}, step {step + 1}; "
+                              "nothing was saved", '--lr', "lower the learning rate")
+        opt.zero_grad(set_to_none=True); loss.backward()
+        if grad_hook is not None: grad_hook(model)
+        opt.step()
+        if sched is not None: sched.step()
+        loss_sum += loss.item() * len(b); correct += int((out.argmax(1) == y[b]).sum()); seen += len(b)
+        bar.set_postfix(loss=f'{loss.item():.3f}', refresh=False); bar.update(1)
+    return dict(epoch=epoch + 1, loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
+                lr_end=opt.param_groups[0]['lr'], seconds=round(time.time() - t0, 2))
+
+# %% ../nbs/00_core.ipynb 55
+def fit_classifier(model: nn.Module,   # maps an input batch to logits; built (after seeding) by the caller
+                   x: torch.Tensor,    # the stored training inputs `N×…` (e.g. uint8 images; see `inputs`)
+                   y: torch.Tensor,    # their class ids `N`
+                   epochs: int=1,      # passes over the data (0: no training)
+                   lr: float=0.1,      # learning rate (the peak for 'one-cycle')
+                   batch_size: int=64, # images per step
+                   seed: int|torch.Generator=0,  # batch order: a seed, or a generator to go on with (e.g. the subset's)
+                   optimizer: str='sgd', momentum: float=0.0, nesterov: bool=False,  # see `make_optimizer`
+                   weight_decay: float=0.0,
+                   schedule=None,                 # None, 'one-cycle', 'steps', or `f(optimizer, total_steps)`
+                   inputs: Callable|None=None,    # a batch of `x` -> the model's input; None: as stored
+                   grad_hook: Callable|None=None, # `f(model)` after backward, before the step (e.g. gradient noise)
+                   min_batch: int=1,              # skip batches smaller than this (2 for BatchNorm)
+                   progress: bool=True,           # show a progress bar
+                   desc: str='training',          # its label
+                  ) -> list:
+    "Train `model` with cross-entropy; returns one dict per epoch: epoch, loss, train_accuracy, lr_end, seconds."
+    from tqdm.auto import tqdm
+    g = seed if isinstance(seed, torch.Generator) else generator(seed)
+    total = int(epochs) * math.ceil(len(x) / batch_size)
+    opt = make_optimizer(model.parameters(), optimizer, lr, momentum, nesterov, weight_decay)
+    sched = make_schedule(opt, schedule, total, lr)
+    with tqdm(total=total, disable=not progress, desc=desc, leave=False) as bar:
+        return [_fit_epoch(model, x, y, g, batch_size, opt, sched, inputs, grad_hook, min_batch, bar, e)
+                for e in range(int(epochs))]
+
+# %% ../nbs/00_core.ipynb 60
 def package_versions(names=('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics',
                             'scipy', 'scikit-learn', 'pandas')) -> dict:
     "Installed versions of the packages that shape results, plus Python's."
@@ -201,7 +353,7 @@ def package_versions(names=('semsim', 'torch', 'torchvision', 'numpy', 'scikit-i
         except importlib.metadata.PackageNotFoundError: out[n] = None
     return out
 
-# %% ../nbs/00_core.ipynb 39
+# %% ../nbs/00_core.ipynb 64
 RECON_COLUMNS = ['recon_id', 'dataset', 'model_id', 'attack_id', 'image_id', 'class_id', 'original_path',
                  'recon_path', 'status', 'attack_loss', 'iterations', 'seconds']
 
@@ -228,7 +380,7 @@ def read_table(path: str|Path,            # a reconstructions parquet
                                               "restore the table from a backup or re-run the attack step") from e
     return t.to_pandas(), meta
 
-# %% ../nbs/00_core.ipynb 40
+# %% ../nbs/00_core.ipynb 65
 def write_table(path: str|Path, df, meta: dict|None=None):
     "Write `df` (and `meta` as JSON under the `semsim` key) to a parquet file atomically."
     import pyarrow as pa, pyarrow.parquet as pq, io
