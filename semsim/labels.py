@@ -75,9 +75,8 @@ CREATE TRIGGER IF NOT EXISTS labels_no_delete BEFORE DELETE ON labels
 COMMIT;
 """
 _NOT_UNDONE = "NOT EXISTS (SELECT 1 FROM labels u WHERE u.supersedes = {t}.id AND u.answer = 'undo')"
-_EFFECTIVE = (f"answer != 'undo' AND {_NOT_UNDONE.format(t='l')} AND l.id = (SELECT MAX(m.id) FROM labels m WHERE "
-              f"m.recon_id = l.recon_id AND m.annotator = l.annotator AND m.protocol = l.protocol AND m.answer != 'undo' "
-              f"AND {_NOT_UNDONE.format(t='m')})")
+_EFFECTIVE = ("l.id IN (SELECT MAX(m.id) FROM labels m WHERE m.answer != 'undo' AND " + _NOT_UNDONE.format(t='m')
+              + "{where} GROUP BY m.recon_id, m.annotator, m.protocol)")   # the latest live row of each key, one pass
 
 # %% ../nbs/05_labels.ipynb 12
 def _now(): return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='milliseconds')
@@ -340,14 +339,26 @@ def rows(self: LabelStore) -> pd.DataFrame:
 def current(self: LabelStore, annotator: str|None=None,  # only this annotator's
             protocol: str|None=None,         # only this protocol's
             skips: bool=False,               # include effective skips
+            columns: list|None=None,         # only these of LABEL_COLUMNS (fewer columns read faster); None: all
            ) -> pd.DataFrame:
     "The effective labels: per reconstruction, annotator and protocol, the latest answer not undone."
-    where = [_EFFECTIVE] + ([] if skips else [f"answer != '{SKIP}'"])
-    args = []
-    if annotator: where.append('annotator = ?'); args.append(annotator)
-    if protocol: where.append('protocol = ?'); args.append(protocol)
-    return self._query(f"SELECT * FROM labels l WHERE {' AND '.join(where)} ORDER BY id", args)
+    keys = [(k, v) for k, v in (('annotator', annotator), ('protocol', protocol)) if v]
+    where = _EFFECTIVE.format(where=''.join(f' AND m.{k} = ?' for k, _ in keys)) + ('' if skips else f" AND l.answer != '{SKIP}'")
+    bad = [c for c in columns or [] if c not in LABEL_COLUMNS]
+    if bad: raise SemsimError(f"unknown label column(s) {bad}", 'columns', f"use some of: {', '.join(LABEL_COLUMNS)}")
+    cols = ', '.join(f'l.{c}' for c in columns) if columns else 'l.*'
+    return self._query(f"SELECT {cols} FROM labels l WHERE {where} ORDER BY l.id", [v for _, v in keys])
 
+@patch
+def since(self: LabelStore, annotator: str, protocol: str,
+          after: int=0,  # a row id: only rows written after it
+         ) -> list:
+    "One annotator's rows of one protocol after row `after`, and anyone's undos of them: (id, recon_id, answer, supersedes)."
+    return self._retry(lambda: self._con.execute(     # CROSS JOIN: start from the new rows `u`, not all of `l`'s
+        "SELECT id, recon_id, answer, supersedes FROM labels WHERE annotator=? AND protocol=? AND id>? UNION "
+        "SELECT u.id, u.recon_id, u.answer, u.supersedes FROM labels u CROSS JOIN labels l ON l.id = u.supersedes "
+        f"WHERE u.id>? AND u.answer='{UNDO}' AND l.annotator=? AND l.protocol=? ORDER BY 1",
+        (annotator, protocol, after, after, annotator, protocol)).fetchall())
 
 @patch
 def start_session(self: LabelStore, annotator: str, protocol: str, settings: dict|None=None):
@@ -383,7 +394,8 @@ def open_labels(run: str|Path|RunDir,    # the run directory
 # %% ../nbs/05_labels.ipynb 34
 AUTO_MIN_PER_VICTIM = 20   # `auto` uses humans when every victim has this many human-labelled reconstructions
 
-def _store(run) -> LabelStore: return run if isinstance(run, LabelStore) else open_labels(run)
+def _store(run) -> LabelStore:   # reading needs no true classes: the store alone, not the table behind `open_labels`
+    return run if isinstance(run, LabelStore) else LabelStore(RunDir(run).labels_db)
 
 def _proxy_kind(annotator: str) -> str:
     "The kind of a proxy annotator: `proxy:panel:3` -> `panel` (`other` for proxies not named `proxy:<kind>:...`)."
@@ -399,9 +411,9 @@ def _queue(st: LabelStore) -> pd.DataFrame|None:
 
 def _coverage(queue, labels) -> dict:
     "How many of the run's labelable reconstructions `labels` cover, in all and for the least-covered victim."
-    ids = set(labels.recon_id)
+    ids = pd.Index(labels.recon_id.unique())
     if queue is None: return dict(n=len(ids), total=len(ids), least_per_victim=None)
-    hit = queue.recon_id.isin(ids)
+    hit = pd.Series(ids.get_indexer(queue.recon_id) >= 0, index=queue.index)   # isin on text is 20x slower
     per = hit.groupby(queue.model_id).sum()
     return dict(n=int(hit.sum()), total=len(queue), least_per_victim=int(per.min()) if len(per) else 0)
 
@@ -413,10 +425,13 @@ def _import_sessions(st, fmt, path) -> set:
             and json.loads(r.settings or '{}').get('format') == fmt and json.loads(r.settings or '{}').get('path') == want]
     return set(keep)
 
-def _select(run, source='auto', protocol=None, min_per_victim=AUTO_MIN_PER_VICTIM) -> tuple:
-    "(source chosen, its effective labels, the humans' coverage) for a requested `source`."
+
+def _select(run, source='auto', protocol=None, min_per_victim=AUTO_MIN_PER_VICTIM, columns=None) -> tuple:
+    "(source chosen, its effective labels, the humans' coverage) for a requested `source`; `columns`: also these."
     st = _store(run)
-    try: return _choose(st, st.current(protocol=protocol), source, min_per_victim)
+    need = ['recon_id', 'annotator', 'proxy'] + (['session'] if str(source).startswith('import:') else [])
+    cols = None if columns is None else list(dict.fromkeys([*need, *columns]))   # what `_choose` reads, and these
+    try: return _choose(st, st.current(protocol=protocol, columns=cols), source, min_per_victim)
     finally:
         if st is not run: st.close()        # a store opened here is closed here (a read-only mount stays unbusy)
 
@@ -426,7 +441,8 @@ def _choose(st, cur, source, min_per_victim) -> tuple:
     queue = _queue(st)
     humans = cur[cur.proxy == 0]
     hcov = _coverage(queue, humans)
-    kinds = cur.annotator[cur.proxy == 1].map(_proxy_kind)
+    proxies = cur.annotator[cur.proxy == 1]
+    kinds = proxies.map({a: _proxy_kind(a) for a in proxies.unique()})   # per name, not per row
     best = max(sorted(set(kinds)), key=lambda k: _coverage(queue, cur[cur.proxy == 1][kinds == k])['n'], default=None)
     hcov['enough'] = bool(len(humans)) and (queue is None or hcov['n'] >= hcov['total']
                                             or (hcov['least_per_victim'] or 0) >= min_per_victim)
@@ -437,7 +453,7 @@ def _choose(st, cur, source, min_per_victim) -> tuple:
     elif src == 'all': out = cur
     elif src == 'none': out = cur.iloc[:0]
     elif src.startswith('proxy:') and src.count(':') == 1:
-        out = cur[(cur.proxy == 1) & (cur.annotator.map(_proxy_kind) == src[6:])]
+        out = cur.loc[kinds.index[kinds == src[6:]]]
     elif src.startswith('import:') and src.count(':') >= 2:
         _, fmt, path = src.split(':', 2)
         out = cur[cur.session.isin(_import_sessions(st, fmt, path))]
@@ -463,7 +479,7 @@ def votes(run,                      # run directory (or an open LabelStore)
           min_per_victim: int=AUTO_MIN_PER_VICTIM,  # `auto`: human-labelled reconstructions each victim needs
          ) -> pd.DataFrame:
     "Votes per reconstruction: recon_id, votes_recognized, votes_total, recognized (majority at threshold), proxy."
-    cur = source_labels(run, source, protocol, min_per_victim)
+    cur = _select(run, source, protocol, min_per_victim, columns=['recognized'])[1]
     v = cur.groupby('recon_id').agg(votes_recognized=('recognized', 'sum'), votes_total=('recognized', 'size'),
                                     proxy=('proxy', 'max')).reset_index()
     v['votes_recognized'] = v.votes_recognized.astype(int)
@@ -571,6 +587,44 @@ def upscaled_png(path: str|Path,  # an image file
     return buf.getvalue()
 
 # %% ../nbs/05_labels.ipynb 51
+class _Queue:
+    "One annotator's answered / skipped reconstructions (one protocol) in memory, updated from the rows written since."
+    def __init__(self, store, annotator, protocol, order):
+        self.store, self.annotator, self.protocol, self.order = store, annotator, protocol, order
+        self.index = {r: k for k, r in enumerate(order)}
+        self.live, self.where, self.state, self.skipped = {}, {}, {}, set()   # recon -> [(id, answer)]; id -> recon
+        self.seen = self.pos = self.n_answered = 0    # last row read; order[:pos] all seen; answered ones in order
+
+    def sync(self):
+        "Read the rows written since the last look (by any session): one indexed query, no full read."
+        changed = set()
+        for i, rid, ans, sup in self.store.since(self.annotator, self.protocol, self.seen):
+            self.seen = max(self.seen, i)
+            if ans == UNDO:
+                r = self.where.pop(sup, None)
+                if r is not None: self.live[r] = [x for x in self.live[r] if x[0] != sup]; changed.add(r)
+            else: self.live.setdefault(rid, []).append((i, ans)); self.where[i] = rid; changed.add(rid)
+        for r in changed: self._set(r, self.live[r][-1][1] if self.live[r] else None)
+
+    def _set(self, r, new):
+        "Record reconstruction `r`'s effective state: an answer, SKIP, or None (unseen)."
+        old, inq = self.state.get(r), r in self.index
+        if inq: self.n_answered += (new not in (None, SKIP)) - (old not in (None, SKIP))
+        if new is None: self.state.pop(r, None)
+        else: self.state[r] = new
+        (self.skipped.add if new == SKIP else self.skipped.discard)(r)
+        if new is None and inq: self.pos = min(self.pos, self.index[r])
+
+    def next(self, after=None):
+        "The first unseen reconstruction in order; else the first skipped one after `after` (wrapping); else None."
+        self.sync()
+        while self.pos < len(self.order) and self.order[self.pos] in self.state: self.pos += 1
+        if self.pos < len(self.order): return self.order[self.pos]
+        ks = sorted(self.index[r] for r in self.skipped if r in self.index)
+        start = self.index[after] + 1 if after in self.index else 0
+        return self.order[next((k for k in ks if k >= start), ks[0])] if ks else None
+
+# %% ../nbs/05_labels.ipynb 52
 class Labeller:
     "One annotator's labelling session over a run: queue, answers, skip, undo, progress (no display)."
     def __init__(self, run: str|Path|RunDir,     # the run whose reconstructions are labelled
@@ -596,7 +650,8 @@ class Labeller:
             unknown = [r for r in order if r not in self.table.index]
             if unknown: raise SemsimError(f"{len(unknown)} ids in `order` are not in the run, e.g. {unknown[0]!r}",
                                           'order', "pass recon_ids of reconstructions.parquet")
-            failed = [r for r in order if r not in set(ids)]
+            ok = set(ids)
+            failed = [r for r in order if r not in ok]
             if failed: raise SemsimError(f"{len(failed)} ids in `order` are failed reconstructions (no image), "
                                          f"e.g. {failed[0]!r}", 'order',
                                          "pass only reconstructions whose attack ended ok (active_order gives them)")
@@ -606,27 +661,18 @@ class Labeller:
         self.store.start_session(annotator, protocol,
                                  dict(seed=seed, show_original=self.show_original,
                                       order='given' if order is not None else 'seeded', n=len(ids)))
+        self._queue = _Queue(self.store, annotator, protocol, ids)
         self.current = self._next()
-
-    def _done(self):
-        c = self.store.current(self.annotator, self.protocol, skips=True)
-        return set(c.recon_id[c.answer != SKIP]), set(c.recon_id[c.answer == SKIP])
 
     def _next(self, after: str|None=None):
         "The first unanswered, unskipped reconstruction in order; then skipped ones (from `after` on); None when all are answered."
-        answered, skipped = self._done()
-        for r in self.order:
-            if r not in answered and r not in skipped: return r
-        start = self.order.index(after) + 1 if after in self.order else 0
-        for r in self.order[start:] + self.order[:start]:
-            if r not in answered: return r
-        return None
+        return self._queue.next(after)
 
     @property
     def progress(self) -> tuple:
         "(answered, total) for this annotator and protocol."
-        answered, _ = self._done()
-        return len(answered & set(self.order)), len(self.order)
+        self._queue.sync()
+        return self._queue.n_answered, len(self.order)
 
     @property
     def true_class(self): return None if self.current is None else int(self.table.class_id[self.current])
@@ -660,7 +706,7 @@ class Labeller:
         row = self.table.loc[self.current]
         return upscaled_png(self.run.file(row.recon_path if which == 'recon' else row.original_path), size)
 
-# %% ../nbs/05_labels.ipynb 55
+# %% ../nbs/05_labels.ipynb 57
 OBSERVER_ARCHS = ('mlp', 'cnn', 'cnn-wide')
 
 class _Normalise(nn.Module):
@@ -684,7 +730,7 @@ def observer_model(arch: str,  # one of OBSERVER_ARCHS
                             f"use one of: {', '.join(OBSERVER_ARCHS)}")
     return nn.Sequential(_Normalise(info.mean, info.std), body)
 
-# %% ../nbs/05_labels.ipynb 56
+# %% ../nbs/05_labels.ipynb 58
 def proxy_panel(dataset: str,                   # registry name
                 panel_size: int=5,              # number of observers
                 seed: int=0,                    # panel seed (member i uses seed*100 + i + 1)
@@ -729,11 +775,11 @@ def proxy_panel(dataset: str,                   # registry name
         panel.append((model.eval(), meta))
     return panel
 
-# %% ../nbs/05_labels.ipynb 57
+# %% ../nbs/05_labels.ipynb 59
 PANEL_INDEPENDENCE = ("observer architectures defined in semsim.labels (not the victim zoo or the recognition-accuracy "
                       "metric's classifier), own seeds and own random training subsets")
 
-# %% ../nbs/05_labels.ipynb 58
+# %% ../nbs/05_labels.ipynb 60
 def label_with_proxies(run: str|Path|RunDir,  # the run to label
                        panel_size: int=5,      # observers in the panel
                        seed: int=0,            # panel seed
@@ -774,7 +820,7 @@ def label_with_proxies(run: str|Path|RunDir,  # the run to label
     store.add_many(labels, keep_same=True)
     return labels.assign(recognized=[int(a == store.truth[r]) for r, a in zip(labels.recon_id, labels.answer)])
 
-# %% ../nbs/05_labels.ipynb 65
+# %% ../nbs/05_labels.ipynb 67
 def active_order(run,                    # run directory
                  by: str='auto',          # 'disagreement', 'uncertainty' or 'auto'
                  annotator: str|None=None,  # unlabelled by this annotator (default: by any human)
@@ -806,7 +852,7 @@ def active_order(run,                    # run directory
     else: raise SemsimError(f"unknown selection {by!r}", 'by', "use disagreement, uncertainty or auto")
     return todo.sort_values('score', ascending=False, kind='stable')[['recon_id', 'score']].reset_index(drop=True)
 
-# %% ../nbs/05_labels.ipynb 70
+# %% ../nbs/05_labels.ipynb 72
 def read_answers(path: str|Path,         # a `_gt.txt` file
                  n_answers: int=5,       # answers expected
                  n_classes: int|None=None,  # the dataset's number of classes: larger answers are refused
@@ -830,7 +876,7 @@ def read_answers(path: str|Path,         # a `_gt.txt` file
                           f"give exactly {n_answers} answers (or pass n_answers / --answers)")
     return found
 
-# %% ../nbs/05_labels.ipynb 72
+# %% ../nbs/05_labels.ipynb 74
 def release_fixture(dest: str|Path,            # folder to create
                     n_images: int=4,           # originals
                     dataset: str='fashion_mnist',
@@ -851,7 +897,7 @@ def release_fixture(dest: str|Path,            # folder to create
             rows.append(dict(model=model, idx=i, cls=c, answers=answers))
     return pd.DataFrame(rows)
 
-# %% ../nbs/05_labels.ipynb 74
+# %% ../nbs/05_labels.ipynb 76
 def _safe(name: str,             # a folder or file-name part that becomes an id
           where: str|Path='',    # the file it came from, for the message
          ) -> str:
@@ -877,7 +923,7 @@ def _recon_row(run, dataset, model, attack, iid, cls):
                 class_id=int(cls), original_path=f'originals/{iid}.png', recon_path=str(png.relative_to(run.path)),
                 status='ok', attack_loss=float('nan'), iterations=float('nan'), seconds=float('nan'))
 
-# %% ../nbs/05_labels.ipynb 75
+# %% ../nbs/05_labels.ipynb 77
 def _write_import(run, originals, recons, labels, copies, fmt, src) -> dict:
     "Write what an importer gathered (image copies, originals.csv, table rows, labels), all inside the run."
     targets = [(Path(s), run.file(d)) for s, d in copies]     # every destination checked before anything is written
@@ -907,7 +953,7 @@ def _classes_of(dataset):
     try: return list(dataset_info(dataset).classes)
     except Exception: return None
 
-# %% ../nbs/05_labels.ipynb 76
+# %% ../nbs/05_labels.ipynb 78
 def _release_originals(src, dataset, names) -> tuple:
     "The release's originals (index -> row) and their image copies."
     originals, copies = {}, []
@@ -923,7 +969,7 @@ def _release_originals(src, dataset, names) -> tuple:
         copies.append((f, f'originals/{iid}.png'))
     return originals, copies
 
-# %% ../nbs/05_labels.ipynb 77
+# %% ../nbs/05_labels.ipynb 79
 def import_semsim_release(src: str|Path,         # folder holding img/ and original-img/
                           run: str|Path|RunDir,  # run to create or add to
                           dataset: str='cifar100',  # dataset the images come from
@@ -958,7 +1004,7 @@ def import_semsim_release(src: str|Path,         # folder holding img/ and origi
                                      "expect img/<model>/<idx>_<cls>_rec.png")
     return _write_import(run, list(originals.values()), recons, labels, copies, 'semsim-release', src)
 
-# %% ../nbs/05_labels.ipynb 81
+# %% ../nbs/05_labels.ipynb 83
 def export_semsim_train(run: str|Path|RunDir,  # the run
                         out: str|Path,          # folder to write train_with_ori/ and others/ into
                         threshold: float=0.5,   # majority threshold (see `votes`)
@@ -984,7 +1030,7 @@ def export_semsim_train(run: str|Path|RunDir,  # the run
                 write_bytes_atomic(out/'others'/f'{iid}_{name}', data)
     return n
 
-# %% ../nbs/05_labels.ipynb 82
+# %% ../nbs/05_labels.ipynb 84
 def _image_key(key, dataset, where=''):
     return image_id(dataset, 'release', int(key)) if key.isdigit() else _safe(key, where)
 
@@ -992,7 +1038,7 @@ def _rec_ids(f: Path, attack_id):
     s = f.stem[:-4] if f.stem.endswith('_rec') else f.stem
     return tuple(_safe(p, f) for p in s.split('--', 1)) if '--' in s else (_safe(s, f), attack_id)
 
-# %% ../nbs/05_labels.ipynb 83
+# %% ../nbs/05_labels.ipynb 85
 def import_semsim_train(src: str|Path,          # a folder holding train_with_ori/ (or img/, img0/, img1/), or train_with_ori itself
                         run: str|Path|RunDir,   # run to create or add to
                         dataset: str='cifar100',
@@ -1035,7 +1081,7 @@ def import_semsim_train(src: str|Path,          # a folder holding train_with_or
                 labels.append(dict(recon_id=r['recon_id'], annotator='semsim-train', protocol='binary', answer=yes))
     return _write_import(run, originals, recons, labels, copies, 'semsim-train', src)
 
-# %% ../nbs/05_labels.ipynb 87
+# %% ../nbs/05_labels.ipynb 89
 def export_labels(run: str|Path|RunDir,   # the run
                   out: str|Path,           # CSV file to write
                   raw: bool=False,         # one row per label instead of per reconstruction
@@ -1054,7 +1100,7 @@ def export_labels(run: str|Path|RunDir,   # the run
     write_text_atomic(out, df.to_csv(index=False))
     return df
 
-# %% ../nbs/05_labels.ipynb 88
+# %% ../nbs/05_labels.ipynb 90
 def import_labels_csv(path: str|Path,         # CSV with recon_id, annotator, answer[, protocol, recognized, proxy]
                       run: str|Path|RunDir,   # run whose label store receives them
                      ) -> int:
@@ -1078,7 +1124,7 @@ def import_labels_csv(path: str|Path,         # CSV with recon_id, annotator, an
         except SemsimError as e: raise SemsimError(f"{path}:{line}: {e.what}", f'{path}:{line}', e.fix) from e
     return _add_imported(run, df, 'csv', path)
 
-# %% ../nbs/05_labels.ipynb 92
+# %% ../nbs/05_labels.ipynb 94
 IMPORT_FORMATS = ('semsim-release', 'semsim-train', 'csv')
 
 def import_labels(run: str|Path|RunDir,  # the run to import into (created if missing)
@@ -1095,7 +1141,7 @@ def import_labels(run: str|Path|RunDir,  # the run to import into (created if mi
     if format == 'csv': return dict(labels_added=import_labels_csv(path, run))
     raise SemsimError(f"unknown import format {format!r}", 'format', f"use one of: {', '.join(IMPORT_FORMATS)}")
 
-# %% ../nbs/05_labels.ipynb 95
+# %% ../nbs/05_labels.ipynb 97
 _SOURCE_HELP = ("whose labels: auto (humans when every victim has >= 20 human labels or all are labelled, else the "
                 "proxies), humans, proxy:<kind> (e.g. proxy:panel), import:<format>:<path>, or all (a mixture)")
 
@@ -1125,7 +1171,7 @@ def _cmd_proxies(a):
     df = label_with_proxies(a.run, panel_size=a.panel, seed=a.seed, n_train=a.n_train, epochs=a.epochs, verbose=True)
     print(f"proxy:panel of {a.panel} observers (not people): {len(df)} labels, {df.recognized.mean():.1%} recognised")
 
-# %% ../nbs/05_labels.ipynb 96
+# %% ../nbs/05_labels.ipynb 98
 def register_commands(sub):
     "Add the `labels` subcommands to the `semsim` parser."
     p = sub.add_parser('labels', help='human (and proxy) labels: import, export, agreement, proxies')
