@@ -4,27 +4,26 @@
 
 # %% ../nbs/04_metrics.ipynb 2
 from __future__ import annotations
-import functools, hashlib, json, re, socket, time, warnings
+import functools, json, re, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 import numpy as np, pandas as pd, torch
 import torch.nn as nn, torch.nn.functional as F
 from .core import (SemsimError, RunDir, load_png, to_uint8, read_table, update_table, write_json_atomic,
-                         write_bytes_atomic, file_lock, seed_everything, package_versions)
+                         write_bytes_atomic, file_lock, seed_everything, package_versions, Normalize, fit_classifier,
+                         save_checkpoint, load_checkpoint, checkpoint_files)
 from .data import data_dir, load_dataset
+from .weights import (WEIGHTS, WeightsUnavailable, find_weights, require_weights, load_state_dict_file,
+                            import_weights, register_commands as _weights_commands)
 
 # %% auto 0
-__all__ = ['PRESETS', 'WEIGHTS', 'LPIPS_PRESETS', 'LPIPS_BACKBONES', 'INCEPTION_INPUTS', 'METRICS', 'NOT_METRICS', 'load_pairs',
-           'psnr', 'mse', 'ssim', 'WeightsSpec', 'hub_checkpoints', 'weights_dirs', 'sha256_file', 'trusted_hashes',
-           'find_weights', 'weights_status', 'WeightsUnavailable', 'require_weights', 'load_state_dict_file',
-           'import_weights', 'fetch_weights', 'lpips_network', 'lpips_distance', 'frechet_distance', 'FIDInception',
-           'inception_network', 'inception_features', 'single_frechet_distance', 'EvalCNN', 'train_eval_classifier',
-           'eval_classifier_path', 'eval_classifier', 'classifier_outputs', 'feature_distances', 'recognition',
-           'PairSet', 'Column', 'Metric', 'resolve_metrics', 'metric_column', 'orientation', 'metric_level',
-           'metric_columns', 'undeclared_columns', 'metrics_for_pairs', 'compute_metrics', 'compute_pairs',
-           'register_commands']
+__all__ = ['PRESETS', 'LPIPS_PRESETS', 'LPIPS_BACKBONES', 'INCEPTION_INPUTS', 'METRICS', 'NOT_METRICS', 'load_pairs', 'psnr',
+           'mse', 'ssim', 'lpips_network', 'lpips_distance', 'frechet_distance', 'FIDInception', 'inception_network',
+           'inception_features', 'single_frechet_distance', 'EvalCNN', 'train_eval_classifier', 'eval_classifier_path',
+           'eval_classifier', 'classifier_outputs', 'feature_distances', 'recognition', 'PairSet', 'Column', 'Metric',
+           'resolve_metrics', 'metric_column', 'orientation', 'metric_level', 'metric_columns', 'undeclared_columns',
+           'metrics_for_pairs', 'compute_metrics', 'compute_pairs', 'register_commands']
 
 # %% ../nbs/04_metrics.ipynb 7
 def load_pairs(original_paths: list,  # original image files
@@ -111,158 +110,7 @@ def ssim(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0
                                                 reduction='none').numpy()
     return _out(v, single)
 
-# %% ../nbs/04_metrics.ipynb 24
-@dataclass
-class WeightsSpec:
-    "A published weights file: where it comes from and the hash prefix its publisher gives it."
-    name: str      # our name, e.g. `alexnet`
-    url: str       # the publisher's download URL
-    used_by: str   # the metrics that need it
-    @property
-    def filename(self): return Path(urlparse(self.url).path).name
-    @property
-    def sha256_prefix(self): return re.search(r'-([a-f0-9]+)\.', self.filename).group(1)
-
-def _weights_registry() -> dict:
-    import torchvision.models as tvm
-    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-    return {s.name: s for s in (
-        WeightsSpec('alexnet', tvm.AlexNet_Weights.IMAGENET1K_V1.url, 'lpips (standard preset)'),
-        WeightsSpec('vgg16', tvm.VGG16_Weights.IMAGENET1K_V1.url, 'lpips:vgg'),
-        WeightsSpec('squeezenet1_1', tvm.SqueezeNet1_1_Weights.IMAGENET1K_V1.url,
-                    'lpips (paper preset), lpips:squeeze'),
-        WeightsSpec('inception_fid', URL_INCEPTION_V3, 'fid, fid:paper, inception'))}
-
-WEIGHTS = _weights_registry()
-
-def hub_checkpoints() -> Path:
-    "The folder where torchvision looks for downloaded weights (`$TORCH_HOME/hub/checkpoints`)."
-    return Path(torch.hub.get_dir())/'checkpoints'
-
-def weights_dirs() -> list:
-    "Where weights files are looked for, in order."
-    return [hub_checkpoints(), data_dir()/'weights']
-
-# %% ../nbs/04_metrics.ipynb 26
-_SHA_CACHE = {}
-
-def sha256_file(path) -> str:
-    "The sha256 hex digest of a file (remembered while the file's size and modification time stay the same)."
-    st = Path(path).stat(); key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if key in _SHA_CACHE: return _SHA_CACHE[key]
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
-    _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
-
-def _trust_file() -> Path: return data_dir()/'weights'/'trusted.json'
-
-def trusted_hashes() -> dict:
-    "sha256 -> note, for weights files the user explicitly trusted (`semsim weights import FILE --trust`)."
-    p = _trust_file()
-    return json.loads(p.read_text()) if p.exists() else {}
-
-def find_weights(name: str) -> dict:
-    "Where weights `name` are and whether they check out: name, state (ok|trusted|missing|hash mismatch), path, sha256."
-    spec = WEIGHTS[name]
-    found = {'name': name, 'file': spec.filename, 'used_by': spec.used_by, 'state': 'missing', 'path': '', 'sha256': ''}
-    for d in weights_dirs():
-        p = d/spec.filename
-        if not p.exists(): continue
-        h = sha256_file(p)
-        state = 'ok' if h.startswith(spec.sha256_prefix) else 'trusted' if h in trusted_hashes() else 'hash mismatch'
-        found.update(state=state, path=str(p), sha256=h)
-        if state != 'hash mismatch': break
-    return found
-
-# %% ../nbs/04_metrics.ipynb 28
-def weights_status() -> pd.DataFrame:
-    "One row per weights file the metrics can use: where it is and whether its hash checks out."
-    return pd.DataFrame([find_weights(n) for n in WEIGHTS])
-
-class WeightsUnavailable(SemsimError):
-    "Weights a metric needs are missing or fail their hash check."
-
-def require_weights(name: str) -> dict:
-    "The verified weights `name` (as `find_weights`), or `WeightsUnavailable` saying how to get them."
-    f = find_weights(name)
-    if f['state'] in ('ok', 'trusted'): return f
-    spec = WEIGHTS[name]
-    what = (f"weights {spec.filename} ({name}, for {spec.used_by}) are not installed" if f['state'] == 'missing'
-            else f"weights {f['path']} fail their hash check (sha256 {f['sha256'][:8]}…, "
-                 f"published prefix {spec.sha256_prefix})")
-    raise WeightsUnavailable(what, ' or '.join(str(d) for d in weights_dirs()),
-                             f"run `semsim weights fetch {name}` (online), or download {spec.url} elsewhere "
-                             "and run `semsim weights import FILE`")
-
-# %% ../nbs/04_metrics.ipynb 33
-def load_state_dict_file(path: str|Path,  # a `.pth` state dict
-                        ) -> dict:
-    "Tensors of a `.pth` file, read with `weights_only=True`; anything else is refused with the file named."
-    try: state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise SemsimError(f"{path} cannot be read as plain tensors ({type(e).__name__}): it is damaged, or it holds "
-                          "Python objects, which are never loaded", path,
-                          "use the genuine published file (`semsim weights status` lists them)") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SemsimError(f"{path} holds no state dict of tensors", path,
-                          "use the genuine published file (`semsim weights status` lists them)")
-    return state
-
-def _spec_for(path: Path, h: str, name: str|None):
-    if name is not None:
-        if name not in WEIGHTS:
-            raise SemsimError(f"unknown weights {name!r}", '--name', f"use one of: {', '.join(WEIGHTS)}")
-        return WEIGHTS[name]
-    for s in WEIGHTS.values():
-        if h.startswith(s.sha256_prefix) or path.name == s.filename: return s
-    raise SemsimError(f"{path} is none of the known weights (by name or hash)", path,
-                      f"pass --name with one of: {', '.join(WEIGHTS)}")
-
-# %% ../nbs/04_metrics.ipynb 35
-def import_weights(path: str|Path,     # a weights file (.pth) obtained elsewhere
-                   name: str|None=None,  # which weights it is (default: recognised by hash or file name)
-                   trust: bool=False,  # accept a file whose hash is not the published one (recorded as trusted)
-                  ) -> Path:
-    "Install a weights file into the torch hub cache after checking its hash; returns the installed path."
-    path = Path(path)
-    if not path.is_file(): raise SemsimError(f"no such file: {path}", path, "give the path of a downloaded .pth file")
-    h = sha256_file(path)
-    spec = _spec_for(path, h, name)
-    if not h.startswith(spec.sha256_prefix):
-        if not trust:
-            raise SemsimError(f"{path} has sha256 {h[:8]}…, but {spec.filename} is published with prefix "
-                              f"{spec.sha256_prefix}", path,
-                              f"download the genuine file from {spec.url}; or, for weights you made yourself, "
-                              "pass --trust")
-        load_state_dict_file(path)   # a trusted file must still be plain tensors
-        with file_lock(_trust_file()):
-            write_json_atomic(_trust_file(), {**trusted_hashes(), h: f"{spec.name}: imported from {path} with --trust"})
-    dst = hub_checkpoints()/spec.filename
-    if path.resolve() != dst.resolve(): write_bytes_atomic(dst, path.read_bytes())
-    return dst
-
-# %% ../nbs/04_metrics.ipynb 37
-def fetch_weights(name: str,          # a key of `WEIGHTS`
-                  timeout: float=30,  # seconds before giving up on the network
-                 ) -> Path:
-    "Download weights `name` from the publisher into the torch hub cache, checking the hash prefix."
-    if name not in WEIGHTS:
-        raise SemsimError(f"unknown weights {name!r}", 'semsim weights fetch', f"use one of: {', '.join(WEIGHTS)}")
-    spec, dst = WEIGHTS[name], hub_checkpoints()/WEIGHTS[name].filename
-    if find_weights(name)['state'] in ('ok', 'trusted'): return Path(find_weights(name)['path'])
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    old = socket.getdefaulttimeout(); socket.setdefaulttimeout(timeout)
-    try: torch.hub.download_url_to_file(spec.url, str(dst), hash_prefix=spec.sha256_prefix, progress=False)
-    except Exception as e:
-        raise SemsimError(f"could not download {spec.url} ({type(e).__name__}: {e})", name,
-                          f"on a machine that is online, download {spec.url}, copy it here and run "
-                          "`semsim weights import FILE`") from e
-    finally: socket.setdefaulttimeout(old)
-    return dst
-
-# %% ../nbs/04_metrics.ipynb 44
+# %% ../nbs/04_metrics.ipynb 27
 _LPIPS_NOTE = "inputs scaled to [-1,1], gray replicated to RGB, images under 64 px upsampled (bilinear) to 64"
 LPIPS_PRESETS = {
     'standard': dict(net='alex', normalize=True, resize=None, min_size=64,
@@ -279,6 +127,7 @@ LPIPS_PRESETS = {
 LPIPS_BACKBONES = {'alex': 'alexnet', 'vgg': 'vgg16', 'squeeze': 'squeezenet1_1'}
 _LPIPS_CACHE = {}
 
+# %% ../nbs/04_metrics.ipynb 29
 def lpips_network(net: str='alex',  # 'alex', 'vgg' or 'squeeze'
                  ) -> tuple:
     "An `lpips.LPIPS` model with its backbone loaded from verified weights, and the weights' record."
@@ -298,7 +147,7 @@ def lpips_network(net: str='alex',  # 'alex', 'vgg' or 'squeeze'
         _LPIPS_CACHE.clear(); _LPIPS_CACHE[key] = model.eval()
     return _LPIPS_CACHE[key], w
 
-# %% ../nbs/04_metrics.ipynb 46
+# %% ../nbs/04_metrics.ipynb 31
 def _lpips_input(x, s):
     x = x.float()
     if x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
@@ -325,7 +174,7 @@ def lpips_distance(originals,             # float image `C×H×W` or batch `N×C
             out.append(model(a, b, normalize=s['normalize']).flatten())
     return _out(torch.cat(out).numpy() if out else [], single)
 
-# %% ../nbs/04_metrics.ipynb 54
+# %% ../nbs/04_metrics.ipynb 39
 class _Features(nn.Module):
     "Passes pre-computed feature vectors through, so torchmetrics' FID can be used on any features."
     def forward(self, x): return x.flatten(1)
@@ -340,7 +189,7 @@ def frechet_distance(real: torch.Tensor,  # features of the originals, `N×D`
     fid.update(real.double(), real=True); fid.update(fake.double(), real=False)
     return float(fid.compute())
 
-# %% ../nbs/04_metrics.ipynb 56
+# %% ../nbs/04_metrics.ipynb 41
 class FIDInception(nn.Module):
     "The TensorFlow FID Inception v3 (torch-fidelity's TF-compatible blocks) up to its 2048-d pool3 features."
     LAYERS = ('Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3', 'MaxPool_1', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3',
@@ -365,7 +214,7 @@ class FIDInception(nn.Module):
         for name in self.LAYERS: x = getattr(self, name)(x)
         return x.flatten(1)
 
-# %% ../nbs/04_metrics.ipynb 58
+# %% ../nbs/04_metrics.ipynb 43
 def _standard_input(x):
     "torchmetrics' path: uint8 levels, bilinear (antialiased) to 299, (x - 128) / 128."
     x = F.interpolate((x * 255).round().clamp(0, 255), size=(299, 299), mode='bilinear', align_corners=False,
@@ -383,7 +232,7 @@ def _paper_input(x):
 
 INCEPTION_INPUTS = {'standard': _standard_input, 'paper': _paper_input}
 
-# %% ../nbs/04_metrics.ipynb 60
+# %% ../nbs/04_metrics.ipynb 45
 _INCEPTION_CACHE = {}
 
 def inception_network() -> tuple:
@@ -399,7 +248,7 @@ def inception_network() -> tuple:
         _INCEPTION_CACHE.clear(); _INCEPTION_CACHE[w['sha256']] = net
     return _INCEPTION_CACHE[w['sha256']], w
 
-# %% ../nbs/04_metrics.ipynb 62
+# %% ../nbs/04_metrics.ipynb 47
 def inception_features(images: torch.Tensor,     # float `N×C×H×W` in [0,1]
                        preset: str='standard',   # input path: a key of `INCEPTION_INPUTS`
                        batch: int=32,            # images per forward pass
@@ -421,7 +270,7 @@ def single_frechet_distance(f_orig: torch.Tensor,   # features of the originals 
     v1, v2 = f_orig.double().var(1), f_recon.double().var(1)   # np.cov of a vector: ddof 1
     return ((m1 - m2) ** 2 + v1 + v2 - 2 * (v1 * v2).sqrt()).numpy()
 
-# %% ../nbs/04_metrics.ipynb 70
+# %% ../nbs/04_metrics.ipynb 55
 class EvalCNN(nn.Module):
     "The evaluation classifier: a 3-conv CNN on [0,1] images (normalisation is its first step), 128-d features."
     def __init__(self, channels: int,        # image channels
@@ -429,18 +278,17 @@ class EvalCNN(nn.Module):
                  mean: tuple=(0.5,),         # per-channel normalisation mean
                  std: tuple=(0.25,)):        # per-channel normalisation std
         super().__init__()
-        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.norm = Normalize(mean, std)   # rebuilt from the dataset's statistics, not saved with the weights
         self.body = nn.Sequential(
             nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
             nn.Linear(1024, 128), nn.ReLU())
         self.head = nn.Linear(128, num_classes)
-    def features(self, x): return self.body((x.float() - self.mean) / self.std)
+    def features(self, x): return self.body(self.norm(x.float()))
     def forward(self, x): return self.head(self.features(x))
 
-# %% ../nbs/04_metrics.ipynb 72
+# %% ../nbs/04_metrics.ipynb 57
 def train_eval_classifier(dataset: str,          # registry name
                           n_train: int|None=None,  # train images to use (None: the whole train split)
                           epochs: int=3,         # passes over them
@@ -450,23 +298,16 @@ def train_eval_classifier(dataset: str,          # registry name
                           verbose: bool=False,   # show a progress bar
                          ) -> tuple:
     "Train an `EvalCNN` on the train split; returns `(model, meta)` with its test accuracy."
-    from tqdm.auto import tqdm
     seed_everything(seed)
     train, test = load_dataset(dataset, 'train'), load_dataset(dataset, 'test')
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(train), generator=g)[:n_train] if n_train else torch.arange(len(train))
-    x, y = train.images[idx].float() / 255, train.labels[idx]
+    x, y = train.images[idx], train.labels[idx]
     info = train.info
     model = EvalCNN(info.channels, info.num_classes, info.mean, info.std)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = epochs * ((len(x) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    bar = tqdm(total=steps, disable=not verbose, desc=f'eval classifier on {dataset}')
-    for _ in range(epochs):
-        for b in torch.randperm(len(x), generator=g).split(batch):
-            loss = F.cross_entropy(model(x[b]), y[b])
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step(); bar.update()
-    bar.close(); model.eval()
+    fit_classifier(model, x, y, epochs, lr, batch, seed=g, optimizer='adam', schedule='one-cycle',
+                   inputs=lambda b: b.float() / 255, progress=verbose, desc=f'eval classifier on {dataset}')
+    model.eval()
     n_test = min(len(test), 2000)
     with torch.no_grad(): predicted = model(test.images[:n_test].float() / 255).argmax(1)
     acc = (predicted == test.labels[:n_test]).float().mean().item()
@@ -474,7 +315,7 @@ def train_eval_classifier(dataset: str,          # registry name
                 test_accuracy=round(acc, 4), test_images=n_test, versions=package_versions())
     return model, meta
 
-# %% ../nbs/04_metrics.ipynb 74
+# %% ../nbs/04_metrics.ipynb 59
 _EVAL_CACHE = {}
 
 def eval_classifier_path(dataset: str, n_train: int|None=None, epochs: int=3, seed: int=0) -> Path:
@@ -482,6 +323,20 @@ def eval_classifier_path(dataset: str, n_train: int|None=None, epochs: int=3, se
     safe = re.sub(r'[^A-Za-z0-9_.-]', '_', dataset)[-60:]
     return data_dir()/'cache'/'eval'/safe/f"evalcnn-n{n_train or 'all'}-e{epochs}-s{seed}.safetensors"
 
+def _cached_eval_classifier(dataset: str, stem: Path) -> tuple|None:
+    "The classifier cached at `stem`, or None when there is none or it is unusable (a warning then says why)."
+    if not any(f.exists() for f in checkpoint_files(stem)): return None
+    info = load_dataset(dataset, 'test').info
+    model = EvalCNN(info.channels, info.num_classes, info.mean, info.std)
+    try:
+        state, meta = load_checkpoint(stem, "it is retrained now", 'evaluation classifier')
+        model.load_state_dict(state)
+    except (SemsimError, RuntimeError) as e:   # damaged, or written by an older version (no weights_sha256)
+        warnings.warn(f"retraining the evaluation classifier: the cached one is unusable ({str(e)[:300]})")
+        return None
+    return model.eval(), meta
+
+# %% ../nbs/04_metrics.ipynb 60
 def eval_classifier(dataset: str,            # registry name
                     n_train: int|None=None,  # train images (None: all)
                     epochs: int=3,           # epochs
@@ -489,24 +344,17 @@ def eval_classifier(dataset: str,            # registry name
                     verbose: bool=False,     # progress bar when training
                    ) -> tuple:
     "The cached evaluation classifier for `dataset` (trained on first use): `(model, meta)`."
-    from safetensors.torch import load as st_load, save as st_save
     path = eval_classifier_path(dataset, n_train, epochs, seed)
     if path in _EVAL_CACHE: return _EVAL_CACHE[path]
     with file_lock(path):
-        if path.exists() and path.with_suffix('.json').exists():
-            meta = json.loads(path.with_suffix('.json').read_text())
-            info = load_dataset(dataset, 'test').info
-            model = EvalCNN(info.channels, info.num_classes, info.mean, info.std)
-            model.load_state_dict(st_load(path.read_bytes())); model.eval()
-        else:
+        cached = _cached_eval_classifier(dataset, path.with_suffix(''))
+        if cached is None:
             model, meta = train_eval_classifier(dataset, n_train, epochs, seed, verbose=verbose)
-            blob = st_save({k: v.contiguous() for k, v in model.state_dict().items()})
-            meta['sha256'] = hashlib.sha256(blob).hexdigest()
-            write_bytes_atomic(path, blob); write_json_atomic(path.with_suffix('.json'), meta)
-    _EVAL_CACHE[path] = (model, meta)
-    return model, meta
+            cached = model, save_checkpoint(path.with_suffix(''), model, meta)
+    _EVAL_CACHE[path] = cached
+    return cached
 
-# %% ../nbs/04_metrics.ipynb 81
+# %% ../nbs/04_metrics.ipynb 69
 def classifier_outputs(model: EvalCNN,      # an evaluation classifier
                        images: torch.Tensor,  # float `N×C×H×W` in [0,1]
                        batch: int=256,        # images per forward pass
@@ -533,7 +381,7 @@ def recognition(probs: torch.Tensor,  # class probabilities of the reconstructio
     y = torch.tensor(np.asarray(class_ids, dtype=np.int64))
     return (probs.argmax(1) == y).double().numpy(), probs.double().gather(1, y[:, None])[:, 0].numpy()
 
-# %% ../nbs/04_metrics.ipynb 85
+# %% ../nbs/04_metrics.ipynb 73
 @dataclass
 class PairSet:
     "What metrics are computed on: paired image tensors and what is known about each pair."
@@ -559,7 +407,7 @@ def _need_dataset(pairs, what):
         raise SemsimError(f"{what} needs the dataset's evaluation classifier, but no dataset is known", '--dataset',
                           "pass --dataset NAME (stand-alone mode) or compute on a run")
 
-# %% ../nbs/04_metrics.ipynb 87
+# %% ../nbs/04_metrics.ipynb 75
 def _compute_psnr(p, s): return {'psnr': psnr(p.originals, p.recons, s['preset'])}
 def _compute_mse(p, s): return {'mse': mse(p.originals, p.recons)}
 def _compute_ssim(p, s): return {'ssim': ssim(p.originals, p.recons, s['preset'])}
@@ -580,7 +428,7 @@ def _compute_inception(p, s):
     l2, cos = feature_distances(fo, fr)
     return {'inception_l2': l2, 'inception_cos': cos, 'single_fd': single_frechet_distance(fo, fr)}
 
-# %% ../nbs/04_metrics.ipynb 89
+# %% ../nbs/04_metrics.ipynb 77
 def _compute_feat(p, s):
     _need_dataset(p, 'feat')
     model, _ = eval_classifier(p.dataset, **p.eval_kw)
@@ -598,7 +446,7 @@ def _compute_recog(p, s):
     acc_original, _ = recognition(classifier_outputs(model, p.originals)[1], p.class_ids)
     return {'recog_acc': acc, 'recog_p_true': p_true, 'recog_acc_paper': np.where(acc_original == 1, acc, np.nan)}
 
-# %% ../nbs/04_metrics.ipynb 91
+# %% ../nbs/04_metrics.ipynb 79
 _WEIGHTS_CHECK = {'ok': 'published torchvision/torch-fidelity hash',
                   'trusted': 'trusted by the user (not the published file)'}
 
@@ -613,10 +461,10 @@ def _inception_weights(preset, pairs): return _file_weights('inception_fid')
 def _classifier_weights(preset, pairs):
     if not pairs.dataset: return {}
     p, meta = eval_classifier_path(pairs.dataset, **pairs.eval_kw), eval_classifier(pairs.dataset, **pairs.eval_kw)[1]
-    return {'weights': str(p.name), 'weights_sha256': meta.get('sha256'),
+    return {'weights': str(p.name), 'weights_sha256': meta.get('weights_sha256'),
             'classifier': {k: meta[k] for k in ('dataset', 'n_train', 'epochs', 'seed', 'test_accuracy')}}
 
-# %% ../nbs/04_metrics.ipynb 93
+# %% ../nbs/04_metrics.ipynb 81
 @dataclass(frozen=True)
 class Column:
     "What the package asks about a metric column: which way means leakage, and one value per image or per set."
@@ -624,6 +472,7 @@ class Column:
     level: str = 'image'  # 'image': one value per reconstruction; 'set': one per (model, attack) set, e.g. FID
     partial: bool = False  # NaN by definition on some rows (e.g. `recog_acc_paper` where the original is misclassified)
 
+# %% ../nbs/04_metrics.ipynb 83
 @dataclass
 class Metric:
     "A metric: the columns it writes, its named presets (settings recorded with its values) and how to compute it."
@@ -649,7 +498,7 @@ class Metric:
     @property
     def needs_sets(self) -> bool: return any(c.level == 'set' for c in self.columns.values())
 
-# %% ../nbs/04_metrics.ipynb 95
+# %% ../nbs/04_metrics.ipynb 85
 _SKI = "scikit-image on uint8 images, data range 255 (as the SemSim paper's code)"
 _PIXEL_METRICS = (
     Metric('psnr', {'psnr': Column(1)}, {
@@ -670,7 +519,7 @@ _PIXEL_METRICS = (
         _compute_ssim, 'scikit-image / torchmetrics'),
 )
 
-# %% ../nbs/04_metrics.ipynb 97
+# %% ../nbs/04_metrics.ipynb 87
 _SET = ("per reconstruction set (originals vs the reconstructions of one model and attack); "
         "every pair carries its set's value")
 _INCEPTION = dict(network='Inception v3 (TF FID, torch-fidelity weights)', features='pool3, 2048-d')
@@ -695,7 +544,7 @@ _NETWORK_METRICS = (
            _compute_inception, 'torch-fidelity / scikit-image', weights=_inception_weights),
 )
 
-# %% ../nbs/04_metrics.ipynb 99
+# %% ../nbs/04_metrics.ipynb 89
 _EVAL = 'EvalCNN evaluation classifier'
 _CLASSIFIER_METRICS = (
     Metric('feat', {'feat_l2': Column(-1), 'feat_cos': Column(-1), 'feat_fid': Column(-1, 'set')},
@@ -717,7 +566,7 @@ _CLASSIFIER_METRICS = (
 )
 METRICS = {m.name: m for m in _PIXEL_METRICS + _NETWORK_METRICS + _CLASSIFIER_METRICS}
 
-# %% ../nbs/04_metrics.ipynb 101
+# %% ../nbs/04_metrics.ipynb 91
 def resolve_metrics(metrics=None,          # names or 'name:preset' (list or comma-separated); None: all
                     preset: str='paper',   # the preset for metrics given without one
                    ) -> list:
@@ -736,7 +585,7 @@ def resolve_metrics(metrics=None,          # names or 'name:preset' (list or com
         out.append((m, m.preset_for(p or preset)))
     return out
 
-# %% ../nbs/04_metrics.ipynb 103
+# %% ../nbs/04_metrics.ipynb 93
 def metric_column(column: str) -> tuple|None:
     "`(Metric, base, Column)` of a table column (`lpips_vgg` and `psnr_standard` are variants of their base), or None."
     best = None
@@ -762,7 +611,7 @@ def metric_level(metric: str) -> str:  # a metric column name
     return _column(metric).level
 
 
-# %% ../nbs/04_metrics.ipynb 105
+# %% ../nbs/04_metrics.ipynb 95
 NOT_METRICS = ('recognized', 'votes_recognized', 'votes_total', 'human_rate', 'class_id', 'attack_loss',
                'iterations', 'seconds', 'proxy')
 
@@ -784,7 +633,7 @@ def undeclared_columns(df: pd.DataFrame) -> list:  # any table
             and not pd.api.types.is_bool_dtype(df[c])]
 
 
-# %% ../nbs/04_metrics.ipynb 109
+# %% ../nbs/04_metrics.ipynb 99
 _LIBRARIES = ('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics', 'torch-fidelity')
 
 @functools.lru_cache(maxsize=1)
@@ -798,6 +647,7 @@ def _settings(m: Metric, preset: str, extra: dict|None=None) -> dict:
     return {'metric': m.name, 'preset': preset, **m.presets[preset], 'library': m.library,
             'versions': {'semsim': v['semsim'], **lib}, **(extra or {})}
 
+# %% ../nbs/04_metrics.ipynb 101
 def metrics_for_pairs(pairs: PairSet,       # the paired images
                       metrics=None,         # metric names / 'name:preset' (None: all)
                       preset: str='paper',  # preset for metrics given without one
@@ -817,7 +667,7 @@ def metrics_for_pairs(pairs: PairSet,       # the paired images
         for c in m.columns: values[m.column(c, p)] = np.asarray(got[c], dtype=np.float64); settings[m.column(c, p)] = s
     return pd.DataFrame(values), settings
 
-# %% ../nbs/04_metrics.ipynb 111
+# %% ../nbs/04_metrics.ipynb 103
 def _run_rows(run: RunDir, recon_ids):
     "The run's reconstructions table (only `recon_ids` when given), refusing unknown ids and an empty table."
     df, _ = read_table(run.reconstructions)
@@ -839,7 +689,7 @@ def _write_metrics(run: RunDir, rows: pd.DataFrame, all_settings: dict) -> pd.Da
         write_json_atomic(json_path, {**old, **all_settings})
     return table
 
-# %% ../nbs/04_metrics.ipynb 113
+# %% ../nbs/04_metrics.ipynb 105
 def compute_metrics(run: str|Path|RunDir,  # the run directory
                     metrics=None,          # metric names / 'name:preset' (None: all)
                     preset: str='paper',   # preset for metrics given without one
@@ -869,7 +719,7 @@ def compute_metrics(run: str|Path|RunDir,  # the run directory
     rows = rows.reindex(columns=['recon_id'] + cols).astype({c: 'float64' for c in cols})
     return _write_metrics(run, rows, all_settings)
 
-# %% ../nbs/04_metrics.ipynb 130
+# %% ../nbs/04_metrics.ipynb 122
 def compute_pairs(originals_dir: str|Path,  # folder of original images
                   recon_dir: str|Path,      # folder of reconstructions, same file names
                   metrics=None,             # metric names / 'name:preset' (None: all but recog)
@@ -900,7 +750,7 @@ def compute_pairs(originals_dir: str|Path,  # folder of original images
     out.attrs.update(metrics=settings, unpaired=unpaired)
     return out
 
-# %% ../nbs/04_metrics.ipynb 134
+# %% ../nbs/04_metrics.ipynb 126
 def _cmd_metrics(args):
     if bool(args.run) == bool(args.originals or args.recon):
         raise SemsimError("give either --run, or --originals and --recon", 'semsim metrics',
@@ -930,21 +780,7 @@ def _cmd_metrics(args):
     for col, s in info.items():
         if 'unavailable' in s: print(f"unavailable: {col}: {s['unavailable']}")
 
-# %% ../nbs/04_metrics.ipynb 136
-def _cmd_weights(args):
-    if args.weights_cmd == 'status':
-        st = weights_status()
-        print(st[['name', 'state', 'file', 'used_by', 'path']].to_string(index=False))
-        print(f"looked in: {', '.join(str(d) for d in weights_dirs())}")
-        if (st.state != 'ok').any():
-            print("fix: `semsim weights fetch NAME` when online, or `semsim weights import FILE` with a file "
-                  "downloaded elsewhere")
-    elif args.weights_cmd == 'fetch':
-        for n in args.names or list(WEIGHTS): print(f"{n}: {fetch_weights(n)}")
-    else:
-        print(f"installed {import_weights(args.file, args.name, args.trust)}")
-
-# %% ../nbs/04_metrics.ipynb 138
+# %% ../nbs/04_metrics.ipynb 128
 def register_commands(sub):
     "Add the `metrics` and `weights` commands to the `semsim` parser."
     p = sub.add_parser('metrics', help='compute metrics for a run, or for two folders of images')
@@ -960,16 +796,4 @@ def register_commands(sub):
                    help='train the evaluation classifier on this many images (default: all)')
     p.add_argument('--quiet', action='store_true', help='no line per metric')
     p.set_defaults(func=_cmd_metrics)
-    w = sub.add_parser('weights', help='network weights for LPIPS and FID: status, fetch, import')
-    s = w.add_subparsers(dest='weights_cmd', required=True)
-    st = s.add_parser('status', help='where each weights file is and whether its hash checks out')
-    st.set_defaults(func=_cmd_weights)
-    f = s.add_parser('fetch', help='download weights (needs the internet)')
-    f.add_argument('names', nargs='*', help=f"of: {', '.join(WEIGHTS)} (default all)")
-    f.set_defaults(func=_cmd_weights)
-    i = s.add_parser('import', help='install a weights file downloaded elsewhere')
-    i.add_argument('file', help='the downloaded .pth file')
-    i.add_argument('--name', default=None, help=f"of: {', '.join(WEIGHTS)} (default: by hash or file name)")
-    i.add_argument('--trust', action='store_true',
-                   help='accept a file whose hash is not the published one (e.g. weights you made)')
-    i.set_defaults(func=_cmd_weights)
+    _weights_commands(sub)

@@ -2,7 +2,7 @@
 import argparse
 import pandas as pd, pytest, torch, torchvision
 from semsim.core import SemsimError, RunDir, save_png, update_table, read_table, recon_id
-from semsim import metrics as M
+from semsim import metrics as M, weights as W
 
 
 @pytest.fixture(autouse=True)
@@ -46,8 +46,8 @@ def test_import_checks_hash_and_trust_is_explicit(capsys, tmp_path):
 def test_tampered_file_in_cache_is_not_used(tmp_path):
     d = tmp_path/'torch'/'hub'/'checkpoints'; d.mkdir(parents=True)
     random_squeezenet(d/'squeezenet1_1-b8a52dc0.pth')           # right name, wrong content, not trusted
-    assert M.find_weights('squeezenet1_1')['state'] == 'hash mismatch'
-    with pytest.raises(M.WeightsUnavailable, match='hash check'):
+    assert W.find_weights('squeezenet1_1')['state'] == 'hash mismatch'
+    with pytest.raises(W.WeightsUnavailable, match='hash check'):
         M.lpips_distance(torch.rand(1, 28, 28), torch.rand(1, 28, 28), 'paper')
 
 
@@ -91,11 +91,11 @@ def test_fid_features_equal_torchmetrics_with_imported_weights(tmp_path):
     with unittest.mock.patch.object(tfi, 'load_state_dict_from_url', lambda *a, **k: None), \
          unittest.mock.patch.object(tfi.FeatureExtractorInceptionV3, 'load_state_dict', lambda *a, **k: None):
         state = tfi.FeatureExtractorInceptionV3('inception-v3-compat', ['2048']).state_dict()
-    f = tmp_path/M.WEIGHTS['inception_fid'].filename
+    f = tmp_path/W.WEIGHTS['inception_fid'].filename
     torch.save(state, f)
-    with pytest.raises(M.WeightsUnavailable, match='semsim weights fetch inception_fid'):
+    with pytest.raises(W.WeightsUnavailable, match='semsim weights fetch inception_fid'):
         M.inception_features(torch.rand(2, 1, 28, 28))
-    M.import_weights(f, trust=True)
+    W.import_weights(f, trust=True)
     images = (torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 255).round() / 255
     ours = M.inception_features(images)
     reference = FrechetInceptionDistance(feature=2048)          # finds the same file in $TORCH_HOME
@@ -112,7 +112,7 @@ def test_import_refuses_pickled_objects_even_trusted(capsys, tmp_path):
         semsim(capsys, 'weights', 'import', f, '--trust')
     msg = str(e.value)
     assert str(f) in msg and 'cannot be read as plain tensors' in msg and 'weights_only=False' not in msg and '\n' not in msg
-    assert M.find_weights('squeezenet1_1')['state'] == 'missing' and not M._trust_file().exists()
+    assert W.find_weights('squeezenet1_1')['state'] == 'missing' and not W._trust_file().exists()
 
 
 def test_untrusted_pickle_in_cache_is_not_loaded_at_compute_time(tmp_path, monkeypatch):
@@ -120,7 +120,7 @@ def test_untrusted_pickle_in_cache_is_not_loaded_at_compute_time(tmp_path, monke
     d = tmp_path/'torch'/'hub'/'checkpoints'; d.mkdir(parents=True)
     f = d/'squeezenet1_1-b8a52dc0.pth'
     torch.save({'extra': argparse.Namespace(a=1)}, f)
-    monkeypatch.setattr(M, 'trusted_hashes', lambda: {M.sha256_file(f): 'test'})
+    monkeypatch.setattr(W, 'trusted_hashes', lambda: {W.sha256_file(f): 'test'})
     with pytest.raises(SemsimError, match='cannot be read as plain tensors') as e:
         M.lpips_distance(torch.rand(1, 28, 28), torch.rand(1, 28, 28), 'paper')
     assert 'weights_only=False' not in str(e.value)
