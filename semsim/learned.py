@@ -4,18 +4,19 @@
 
 # %% ../nbs/06_learned.ipynb 2
 from __future__ import annotations
-import hashlib, json, time
+import json, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import (SemsimError, RunDir, read_table, update_table, load_png, seed_everything, write_json_atomic,
-                         write_text_atomic, write_bytes_atomic, package_versions)
+                         write_text_atomic, package_versions, Normalize, make_optimizer, save_checkpoint,
+                         load_checkpoint)
 from .metrics import metric_columns, metric_column, orientation
 from .labels import votes as run_votes, label_source as run_label_source
 
 # %% auto 0
-__all__ = ['SAMPLERS', 'SAMPLER_REFERENCES', 'ARCHS', 'SCORES', 'LOSSES', 'SPLITS', 'labelled_reconstructions', 'check_split',
+__all__ = ['SAMPLERS', 'SAMPLER_REFERENCES', 'BACKBONES', 'SCORES', 'LOSSES', 'SPLITS', 'labelled_reconstructions', 'check_split',
            'split_by_image', 'paper_triplets', 'cluster_triplets', 'official_triplets', 'ImageBank', 'load_bank',
            'convnet_backbone', 'resnet18_backbone', 'default_score', 'SemsimNet', 'embed', 'TrainConfig',
            'milestone_epochs', 'triplet_accuracy', 'fit_semsim', 'pair_distances', 'metric_candidates',
@@ -127,6 +128,7 @@ def cluster_triplets(rows: pd.DataFrame,           # labelled reconstructions (i
         out += _cap(rng, t, max_per_image)
     return pd.DataFrame(out, columns=['anchor', 'positive', 'negative'])
 
+# %% ../nbs/06_learned.ipynb 21
 def official_triplets(rows: pd.DataFrame,           # labelled reconstructions (image_id, recon_id, recognized)
                       seed: int=0,                  # sampling seed
                       max_per_image: int|None=None,  # cap on triplets per original
@@ -141,6 +143,7 @@ def official_triplets(rows: pd.DataFrame,           # labelled reconstructions (
         out += _cap(rng, t, max_per_image)
     return pd.DataFrame(out, columns=['anchor', 'positive', 'negative'])
 
+# %% ../nbs/06_learned.ipynb 23
 SAMPLERS = {'paper': paper_triplets, 'official': official_triplets, 'clusters': cluster_triplets}
 SAMPLER_REFERENCES = {
     'paper': "the paper's description: (original, recognised reconstruction, unrecognised reconstruction of it)",
@@ -151,7 +154,7 @@ SAMPLER_REFERENCES = {
     'clusters': "all ordered pairs of {original + recognised} against an unrecognised reconstruction (not the code's)",
 }
 
-# %% ../nbs/06_learned.ipynb 26
+# %% ../nbs/06_learned.ipynb 30
 @dataclass
 class ImageBank:
     "Images by id (`image_id` for originals, `recon_id` for reconstructions) as one float tensor."
@@ -163,6 +166,7 @@ class ImageBank:
     @property
     def size(self): return tuple(self.images.shape[2:])
 
+# %% ../nbs/06_learned.ipynb 32
 def load_bank(rows: pd.DataFrame,          # labelled reconstructions (image_id, recon_id, original_file, recon_file)
               channels: int|None=None,      # force 1 or 3 channels; None: as the first original
              ) -> ImageBank:
@@ -179,7 +183,7 @@ def load_bank(rows: pd.DataFrame,          # labelled reconstructions (image_id,
                                          "resize the reconstructions to the originals' size")
     return ImageBank(torch.stack(imgs), {k: i for i, (k, _) in enumerate(files)})
 
-# %% ../nbs/06_learned.ipynb 30
+# %% ../nbs/06_learned.ipynb 36
 def convnet_backbone(channels: int,    # input channels
                      dim: int=128,      # embedding size
                      width: int=16,     # channels of the first block
@@ -200,13 +204,13 @@ def resnet18_backbone(channels: int,   # input channels
     m.fc = nn.Identity() if dim == 512 else nn.Linear(512, dim)
     return m
 
-ARCHS = {'convnet': (convnet_backbone, 128), 'resnet18': (resnet18_backbone, 512)}
+BACKBONES = {'convnet': (convnet_backbone, 128), 'resnet18': (resnet18_backbone, 512)}  # name -> (builder, dim)
 
-# %% ../nbs/06_learned.ipynb 32
+# %% ../nbs/06_learned.ipynb 39
 SCORES = {'paper': "L2 distance between the un-normalised embeddings (the SemSim code's evaluation; unbounded)",
           'unit': "L2 distance between the L2-normalised embeddings (0..2)"}
 
-def default_score(arch: str) -> str:  # a key of `ARCHS`
+def default_score(arch: str) -> str:  # a key of `BACKBONES`
     "The score a SemSim of `arch` uses unless told: the paper's for its `resnet18`, `unit` otherwise."
     return 'paper' if arch == 'resnet18' else 'unit'
 
@@ -215,28 +219,28 @@ def _check_score(score):
                                               f"use one of: {', '.join(SCORES)}")
     return score
 
-# %% ../nbs/06_learned.ipynb 34
+# %% ../nbs/06_learned.ipynb 41
 class SemsimNet(nn.Module):
     "An embedding net for SemSim: normalises its [0,1] input, embeds; `forward` gives unit-length vectors."
-    def __init__(self, arch: str='convnet',  # a key of `ARCHS`
+    def __init__(self, arch: str='convnet',  # a key of `BACKBONES`
                  channels: int=1,            # input channels
                  dim: int|None=None,         # embedding size; None: the arch's default
                  mean=(0.5,), std=(0.25,),   # per-channel input normalisation
                  score: str|None=None):      # a key of `SCORES`; None: `default_score(arch)`
         super().__init__()
-        if arch not in ARCHS: raise SemsimError(f"unknown SemSim arch {arch!r}", '--arch',
-                                                f"use one of: {', '.join(ARCHS)}")
+        if arch not in BACKBONES: raise SemsimError(f"unknown SemSim arch {arch!r}", '--arch',
+                                                    f"use one of: {', '.join(BACKBONES)}")
         if len(mean) != channels or len(std) != channels:
             raise SemsimError(f"normalisation for {len(mean)} channels given to a {channels}-channel net", 'mean/std',
                               "pass one mean and std per channel")
-        self.arch, self.channels, self.dim = arch, channels, dim or ARCHS[arch][1]
+        self.arch, self.channels, self.dim = arch, channels, dim or BACKBONES[arch][1]
         self.score = _check_score(score or default_score(arch))
-        self.backbone = ARCHS[arch][0](channels, self.dim)
-        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-    def features(self, x): return self.backbone((x - self.mean) / self.std)
+        self.backbone = BACKBONES[arch][0](channels, self.dim)
+        self.norm = Normalize(mean, std, persistent=True)   # the training originals' statistics: saved with the weights
+    def features(self, x): return self.backbone(self.norm(x))
     def forward(self, x): return F.normalize(self.features(x), dim=1)
 
+# %% ../nbs/06_learned.ipynb 43
 @torch.no_grad()
 def embed(model: SemsimNet,       # a SemSim net
           images: torch.Tensor,   # N×C×H×W float in [0,1]
@@ -251,14 +255,14 @@ def embed(model: SemsimNet,       # a SemSim net
     model.train(was)
     return out
 
-# %% ../nbs/06_learned.ipynb 38
+# %% ../nbs/06_learned.ipynb 47
 LOSSES = ('triplet', 'psnr-weighted', 'class')
 
 @dataclass
 class TrainConfig:
     "Every setting of a SemSim training run (recorded in `model.json`)."
     sampler: str = 'paper'             # triplet sampler: a key of `SAMPLERS`
-    arch: str = 'convnet'              # backbone: a key of `ARCHS`
+    arch: str = 'convnet'              # backbone: a key of `BACKBONES`
     dim: int|None = None               # embedding size; None: the arch's default
     loss: str = 'triplet'              # 'triplet', 'psnr-weighted' or 'class'
     score: str|None = None             # what is scored, a key of `SCORES`; None: `default_score(arch)`
@@ -279,7 +283,7 @@ class TrainConfig:
     test_size: float = 0.25            # fraction of originals held out
     seed: int = 0                      # seeds split, sampling, initialisation and augmentation
     def __post_init__(self):
-        for k, d in (('sampler', SAMPLERS), ('arch', ARCHS), ('loss', LOSSES)):
+        for k, d in (('sampler', SAMPLERS), ('arch', BACKBONES), ('loss', LOSSES)):
             if getattr(self, k) not in d:
                 raise SemsimError(f"unknown {k} {getattr(self, k)!r}", f'--{k}', f"use one of: {', '.join(d)}")
         self.score = _check_score(self.score or default_score(self.arch))
@@ -288,7 +292,7 @@ class TrainConfig:
                                               "pass --epochs 30")
         _check_test_size(self.test_size)
 
-# %% ../nbs/06_learned.ipynb 40
+# %% ../nbs/06_learned.ipynb 49
 def _check_test_size(test_size):
     if not (isinstance(test_size, (int, float)) and 0 < test_size < 1):
         raise SemsimError(f"test size must be a fraction between 0 and 1 (exclusive), not {test_size!r}", '--test-size',
@@ -298,7 +302,7 @@ def milestone_epochs(cfg: TrainConfig) -> list:
     "The epochs at which the learning rate decays: the milestone fractions scaled to `cfg.epochs`."
     return sorted({max(1, int(round(f * cfg.epochs))) for f in cfg.milestones if round(f * cfg.epochs) < cfg.epochs})
 
-# %% ../nbs/06_learned.ipynb 44
+# %% ../nbs/06_learned.ipynb 53
 def triplet_accuracy(model: SemsimNet,       # a SemSim net
                      bank: ImageBank,        # images by id
                      triplets: pd.DataFrame,  # anchor, positive, negative ids
@@ -320,7 +324,7 @@ def _augmenter(cfg: TrainConfig, size):
 def _device(device):
     return torch.device(device if device else ('cuda' if torch.cuda.is_available() else 'cpu'))
 
-# %% ../nbs/06_learned.ipynb 46
+# %% ../nbs/06_learned.ipynb 55
 def _triplet_weights(cfg, rows, t):
     if cfg.loss != 'psnr-weighted': return torch.ones(len(t))
     if 'psnr' not in rows.columns or rows.psnr.isna().all():
@@ -338,7 +342,7 @@ def _class_members(train):
                                                                                                         'image_id'])
     return members, torch.tensor(members.image_id.map({g: i for i, g in enumerate(clusters)}).to_numpy()), len(clusters)
 
-# %% ../nbs/06_learned.ipynb 48
+# %% ../nbs/06_learned.ipynb 57
 def _triplet_epoch(model, bank, train, cfg, epoch, opt, aug, g, dev):
     "One epoch of the triplet loss on freshly drawn triplets; returns the batch losses."
     crit = nn.TripletMarginLoss(margin=cfg.margin, p=cfg.p, reduction='none')
@@ -365,7 +369,7 @@ def _class_epoch(model, head, bank, members, target, cfg, opt, aug, g, dev):
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
     return losses
 
-# %% ../nbs/06_learned.ipynb 50
+# %% ../nbs/06_learned.ipynb 59
 def fit_semsim(bank: ImageBank,          # images of all rows
                train: pd.DataFrame,      # labelled rows to learn from
                test: pd.DataFrame,       # held-out rows (per-epoch triplet accuracy)
@@ -384,8 +388,7 @@ def fit_semsim(bank: ImageBank,          # images of all rows
         members, target, n_clusters = _class_members(train)
         head = nn.Linear(model.dim, n_clusters).to(dev)
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                          weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, 'sgd', cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestone_epochs(cfg), gamma=cfg.gamma)
     aug, g = _augmenter(cfg, bank.size), torch.Generator().manual_seed(cfg.seed)
     held, history = paper_triplets(test, seed=cfg.seed), []
@@ -402,7 +405,7 @@ def fit_semsim(bank: ImageBank,          # images of all rows
         bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}', acc=f'{acc:.3f}', refresh=False)
     return model.cpu().eval(), pd.DataFrame(history)
 
-# %% ../nbs/06_learned.ipynb 55
+# %% ../nbs/06_learned.ipynb 64
 def pair_distances(model: SemsimNet,    # a SemSim net
                    bank: ImageBank,     # images by id
                    rows: pd.DataFrame,  # reconstructions (recon_id, image_id)
@@ -420,7 +423,7 @@ def metric_candidates(df: pd.DataFrame) -> list:
     return [c for c in metric_columns(df, level='image', numeric=True)
             if not c.startswith('semsim') and not metric_column(c)[2].partial]
 
-# %% ../nbs/06_learned.ipynb 57
+# %% ../nbs/06_learned.ipynb 66
 def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                        bank: ImageBank,         # images by id
                        test: pd.DataFrame,      # held-out labelled rows
@@ -443,48 +446,32 @@ def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                         spearman=spearmanr(t.votes_fraction, v).statistic))
     return pd.DataFrame(out)
 
-# %% ../nbs/06_learned.ipynb 63
+# %% ../nbs/06_learned.ipynb 72
 def save_semsim(model: SemsimNet,  # a trained net
                 path: str|Path,    # a folder, e.g. `run.semsim_dir('convnet-paper')`
                 meta: dict,        # what to record in model.json (merged with the net's own description)
                ) -> Path:
     "Write `model.safetensors` and `model.json` (with the weights' sha256) atomically into `path`; returns the folder."
-    from safetensors.torch import save as st_save
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    blob = st_save({k: v.contiguous() for k, v in model.state_dict().items()})
-    write_bytes_atomic(path/'model.safetensors', blob)
+    path, n = Path(path), model.norm
     desc = dict(format='semsim-learned/1', arch=model.arch, dim=model.dim, channels=model.channels,
-                normalisation=dict(input='8-bit PNG levels as float in [0,1]', mean=model.mean.flatten().tolist(),
-                                   std=model.std.flatten().tolist(), embedding='L2-normalised for the triplet loss'),
-                score=model.score, distance=f"{SCORES[model.score]}; lower = more leakage",
-                weights_sha256=hashlib.sha256(blob).hexdigest())
-    write_json_atomic(path/'model.json', {**desc, **meta})
+                normalisation=dict(input='8-bit PNG levels as float in [0,1]', mean=n.mean.flatten().tolist(),
+                                   std=n.std.flatten().tolist(), embedding='L2-normalised for the triplet loss'),
+                score=model.score, distance=f"{SCORES[model.score]}; lower = more leakage")
+    save_checkpoint(path/'model', model, {**desc, **meta})
     return path
 
-# %% ../nbs/06_learned.ipynb 65
-def _read_semsim_meta(path: Path) -> dict:
-    try: meta = json.loads((path/'model.json').read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise SemsimError(f"{path/'model.json'} is not valid JSON ({e})", path/'model.json',
-                          "retrain SemSim (semsim learn train) or restore the folder from a backup") from e
+# %% ../nbs/06_learned.ipynb 74
+_SEMSIM_FIX = "retrain SemSim (semsim learn train) or restore the folder from a backup"
+
+def _semsim_checkpoint(path: Path) -> tuple:
+    "`(state, meta)` of a SemSim folder: JSON, hash and tensors checked by core, then the keys that rebuild the net."
+    state, meta = load_checkpoint(path/'model', _SEMSIM_FIX, 'SemSim model', require_hash=False)
     missing = [k for k in ('arch', 'channels', 'dim', 'normalisation') if k not in meta]
-    if missing: raise SemsimError(f"{path/'model.json'} lacks {', '.join(missing)}", path/'model.json',
-                                  "retrain SemSim (semsim learn train) or restore the folder from a backup")
-    return meta
+    if missing: raise SemsimError(f"{path/'model.json'} lacks {', '.join(missing)}", path/'model.json', _SEMSIM_FIX)
+    # folders saved before the net used core's `Normalize` name its buffers `mean`/`std` instead of `norm.mean`/...
+    return {('norm.' + k if k in ('mean', 'std') else k): v for k, v in state.items()}, meta
 
-def _semsim_state(path: Path, meta: dict) -> dict:
-    "The state dict of `model.safetensors`, checked against the sha256 in `model.json` when it has one."
-    from safetensors.torch import load as st_load
-    blob, f = (path/'model.safetensors').read_bytes(), path/'model.safetensors'
-    if meta.get('weights_sha256') and hashlib.sha256(blob).hexdigest() != meta['weights_sha256']:
-        raise SemsimError(f"{f} does not match the sha256 in model.json (truncated or changed)", f,
-                          "retrain SemSim (semsim learn train) or restore the folder from a backup")
-    try: return st_load(blob)
-    except Exception as e:   # safetensors raises its own SafetensorError (and others) on a damaged file
-        raise SemsimError(f"{f} is not a readable safetensors file ({type(e).__name__}: {e})", f,
-                          "retrain SemSim (semsim learn train) or restore the folder from a backup") from e
-
-# %% ../nbs/06_learned.ipynb 67
+# %% ../nbs/06_learned.ipynb 76
 def load_semsim(path: str|Path,            # a folder with model.safetensors + model.json (or the .safetensors file)
                 size: tuple|None=None,     # refuse unless the weights are for images of this (H, W)
                 channels: int|None=None,   # refuse unless the weights are for this many channels
@@ -493,22 +480,23 @@ def load_semsim(path: str|Path,            # a folder with model.safetensors + m
     path = Path(path); path = path.parent if path.suffix == '.safetensors' else path
     if not (path/'model.json').exists() or not (path/'model.safetensors').exists():
         raise SemsimError(f"no SemSim weights in {path}", path, "train first: semsim learn train --run runs/NAME")
-    meta = _read_semsim_meta(path)
+    state, meta = _semsim_checkpoint(path)
     for what, want, have in (('size', size, meta.get('size')), ('channels', channels, meta.get('channels'))):
         if want is not None and have is not None and list(np.atleast_1d(want)) != list(np.atleast_1d(have)):
             raise SemsimError(f"these SemSim weights are for images of {what} {have}, not {want}", path,
-                              "train SemSim on this dataset (semsim learn train) or score a run of the same image size")
+                              "train SemSim on this dataset (semsim learn train) or score a run of the same image "
+                              "size")
     n = meta['normalisation']
-    model = SemsimNet(meta['arch'], meta['channels'], meta['dim'], n['mean'], n['std'], score=meta.get('score', 'unit'))
-    state = _semsim_state(path, meta)
+    model = SemsimNet(meta['arch'], meta['channels'], meta['dim'], n['mean'], n['std'],
+                      score=meta.get('score', 'unit'))
     try: model.load_state_dict(state)
     except RuntimeError as e:
         raise SemsimError(f"{path/'model.safetensors'} does not fit a {meta['arch']} SemSim net "
                           f"({str(e).splitlines()[0]})", path/'model.safetensors',
-                          "retrain SemSim (semsim learn train) or restore the folder from a backup") from e
+                          _SEMSIM_FIX) from e
     return model.eval(), meta
 
-# %% ../nbs/06_learned.ipynb 73
+# %% ../nbs/06_learned.ipynb 84
 def _label_meta(run, votes, given, label_source):
     "Where the labels came from: the label store's description (or the caller's), whether proxies, and who."
     src = dict(label_source or ({} if given else run_label_source(run)) or {'kind': 'votes passed by the caller'})
@@ -528,7 +516,7 @@ def _save_training(run, sid, model, bank, cfg, report):
     write_text_atomic(run.analysis_dir/'semsim_heldout.csv', report['heldout'].to_csv(index=False))
     return folder
 
-# %% ../nbs/06_learned.ipynb 75
+# %% ../nbs/06_learned.ipynb 86
 def train_semsim(run: RunDir|str,                  # the run (reconstructions table + labels)
                  sampler: str='paper',             # a key of `SAMPLERS`
                  arch: str='convnet',              # 'convnet' (CPU) or 'resnet18' (the paper's)
@@ -561,7 +549,7 @@ def train_semsim(run: RunDir|str,                  # the run (reconstructions ta
         report['weights'] = _save_training(run, sid, model, bank, cfg, report)
     return model, report
 
-# %% ../nbs/06_learned.ipynb 83
+# %% ../nbs/06_learned.ipynb 94
 def score_semsim(run: RunDir|str,          # the run to score
                  weights: str|Path,        # a SemSim folder (or its model.safetensors), or a semsim_id of this run
                  column: str='semsim',     # the column to write
@@ -571,7 +559,8 @@ def score_semsim(run: RunDir|str,          # the run to score
     "Write the SemSim distance of every reconstruction to its original into the table; returns its rows."
     run = RunDir(run)
     w = Path(weights)
-    if not w.exists() and '/' not in str(weights) and run.semsim_dir(str(weights)).exists(): w = run.semsim_dir(str(weights))
+    if not w.exists() and '/' not in str(weights) and run.semsim_dir(str(weights)).exists():
+        w = run.semsim_dir(str(weights))
     df, _ = read_table(run.reconstructions)
     if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions,
                                       "run the attack step first")
@@ -587,7 +576,7 @@ def score_semsim(run: RunDir|str,          # the run to score
         orientation='lower = more leakage', scored=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))}})
     return out
 
-# %% ../nbs/06_learned.ipynb 85
+# %% ../nbs/06_learned.ipynb 96
 def semsim_per_model(df: pd.DataFrame,        # a reconstructions table with a SemSim column
                      column: str='semsim',    # the SemSim column
                     ) -> pd.DataFrame:
@@ -596,9 +585,10 @@ def semsim_per_model(df: pd.DataFrame,        # a reconstructions table with a S
     stats = df.groupby(key)[column].agg(['mean', 'std', 'count'])
     return stats.rename(columns=lambda c: f'{column}_{c}').reset_index()
 
-# %% ../nbs/06_learned.ipynb 95
+# %% ../nbs/06_learned.ipynb 106
 SPLITS = {'cross-model': 'model_id', 'cross-attack': 'attack_id', 'cross-dataset': 'dataset'}
 
+# %% ../nbs/06_learned.ipynb 108
 def generalisation_table(run: RunDir|str,               # the run
                          votes: pd.DataFrame|None=None,  # aggregated votes; None: the run's
                          splits=tuple(SPLITS),          # which of `SPLITS` to report
@@ -627,7 +617,7 @@ def generalisation_table(run: RunDir|str,               # the run
                                   "reconstruct with several models or attacks")
     return pd.concat(out)[['split', 'held_out', 'n_train', 'metric', 'n', 'auc', 'spearman']].reset_index(drop=True)
 
-# %% ../nbs/06_learned.ipynb 102
+# %% ../nbs/06_learned.ipynb 115
 def _cmd_train(args):
     _, rep = train_semsim(args.run, sampler=args.sampler, arch=args.arch, epochs=args.epochs, seed=args.seed,
                           loss=args.loss, score=args.score, test_size=args.test_size, semsim_id=args.id,
@@ -642,7 +632,7 @@ def _cmd_score(args):
     print(f"{out[args.column].notna().sum()} reconstructions scored into {RunDir(args.run).reconstructions} "
           f"({args.column})")
 
-# %% ../nbs/06_learned.ipynb 104
+# %% ../nbs/06_learned.ipynb 117
 def register_commands(sub):
     "Add the `learn` subcommands to the `semsim` parser."
     p = sub.add_parser('learn', help='SemSim, the learned metric: train on labels, score a run')
@@ -651,7 +641,7 @@ def register_commands(sub):
     t.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
     t.add_argument('--sampler', default='paper', choices=list(SAMPLERS), help='triplet sampler: ' +
                    '; '.join(f'{k}: {v.split(":")[0]}' for k, v in SAMPLER_REFERENCES.items()))
-    t.add_argument('--arch', default='convnet', choices=list(ARCHS), help='backbone (resnet18 is the paper\'s)')
+    t.add_argument('--arch', default='convnet', choices=list(BACKBONES), help='backbone (resnet18 is the paper\'s)')
     t.add_argument('--loss', default='triplet', choices=list(LOSSES), help='training loss')
     t.add_argument('--score', default=None, choices=list(SCORES),
                    help="what is scored: paper (raw-embedding L2) or unit (unit-embedding L2); default: paper for "
