@@ -99,6 +99,7 @@ def atomic_write(path: str|Path,  # final destination
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
 
+# %% ../nbs/00_core.ipynb 18
 def write_bytes_atomic(path, data: bytes):
     "Write `data` to `path` atomically."
     with atomic_write(path, 'wb') as f: f.write(data)
@@ -111,7 +112,7 @@ def write_json_atomic(path, obj, **kw):
     "Write `obj` as indented JSON to `path` atomically."
     write_text_atomic(path, json.dumps(obj, indent=2, default=str, **kw) + '\n')
 
-# %% ../nbs/00_core.ipynb 21
+# %% ../nbs/00_core.ipynb 23
 @contextlib.contextmanager
 def file_lock(path: str|Path):  # the file to lock (a `.lock` sibling is used)
     "Hold an exclusive inter-process lock on `path` for the duration of the block."
@@ -122,7 +123,7 @@ def file_lock(path: str|Path):  # the file to lock (a `.lock` sibling is used)
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/00_core.ipynb 24
+# %% ../nbs/00_core.ipynb 26
 def checkpoint_files(stem: str|Path) -> tuple:  # the common path without suffix, e.g. `folder/'model'`
     "`(<stem>.safetensors, <stem>.json)`: the weights and their description."
     return Path(f'{stem}.safetensors'), Path(f'{stem}.json')
@@ -140,7 +141,7 @@ def save_checkpoint(stem: str|Path,         # e.g. `run.victim_dir(m)/'model'` f
     write_json_atomic(desc, meta)
     return meta
 
-# %% ../nbs/00_core.ipynb 26
+# %% ../nbs/00_core.ipynb 28
 _CKPT_FIX = "delete both files and create them again"
 
 def _read_checkpoint(stem, fix, what, require_hash) -> tuple:
@@ -160,7 +161,7 @@ def _read_checkpoint(stem, fix, what, require_hash) -> tuple:
         raise SemsimError(f"{weights} does not match the sha256 in {desc.name} (truncated or changed)", weights, fix)
     return meta, blob
 
-# %% ../nbs/00_core.ipynb 27
+# %% ../nbs/00_core.ipynb 29
 def checkpoint_meta(stem: str|Path,        # as given to `save_checkpoint`
                     fix: str=_CKPT_FIX,    # what to do about a broken checkpoint, e.g. "retrain the victim"
                     what: str='checkpoint',  # what it is, for messages (e.g. `victim`)
@@ -182,7 +183,7 @@ def load_checkpoint(stem: str|Path, fix: str=_CKPT_FIX, what: str='checkpoint', 
         raise SemsimError(f"{weights} holds something other than tensors", weights, fix)
     return state, meta
 
-# %% ../nbs/00_core.ipynb 36
+# %% ../nbs/00_core.ipynb 38
 def to_uint8(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] (values outside are clipped) or uint8
             ) -> np.ndarray:
     "An image as a uint8 `H×W` (1 channel) or `H×W×3` array."
@@ -213,7 +214,7 @@ def save_png(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] or uint8 
     write_bytes_atomic(path, buf.getvalue())
     return Path(path)
 
-# %% ../nbs/00_core.ipynb 38
+# %% ../nbs/00_core.ipynb 40
 def _eight_bit(im: Image.Image, path) -> np.ndarray:
     "A decoded image as uint8 `H×W` (gray) or `H×W×3` (colour), by the rules above."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
@@ -231,6 +232,7 @@ def _eight_bit(im: Image.Image, path) -> np.ndarray:
         return rgb[..., 0] if im.mode in ('LA', 'La') else rgb
     return np.array(im.convert('RGB'))
 
+# %% ../nbs/00_core.ipynb 42
 def load_png(path: str|Path,           # a PNG written by `save_png` (or any image file)
              channels: int|None=None,  # force 1 or 3 channels; None keeps the file's
             ) -> torch.Tensor:
@@ -248,7 +250,7 @@ def load_png(path: str|Path,           # a PNG written by `save_png` (or any ima
     if channels == 3 and arr.ndim == 2: arr = np.repeat(arr[..., None], 3, axis=2)
     return to_tensor(arr)
 
-# %% ../nbs/00_core.ipynb 44
+# %% ../nbs/00_core.ipynb 48
 def seed_everything(seed: int):  # the seed for python, numpy and torch
     "Seed every random number generator the project uses."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
@@ -257,7 +259,7 @@ def generator(seed: int) -> torch.Generator:  # the seed
     "A torch CPU generator seeded with `seed`."
     return torch.Generator().manual_seed(int(seed))
 
-# %% ../nbs/00_core.ipynb 47
+# %% ../nbs/00_core.ipynb 51
 class Normalize(nn.Module):
     "Subtract the per-channel mean and divide by the std: the first layer of a network on [0,1] images."
     def __init__(self, mean: tuple,             # per-channel mean of [0,1] images
@@ -269,7 +271,7 @@ class Normalize(nn.Module):
     def forward(self, x): return (x - self.mean) / self.std
     def extra_repr(self): return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
-# %% ../nbs/00_core.ipynb 52
+# %% ../nbs/00_core.ipynb 56
 def make_optimizer(params,                  # the parameters to optimise
                    name: str='sgd',         # 'sgd' or 'adam'
                    lr: float=0.1,           # learning rate
@@ -296,7 +298,7 @@ def make_schedule(opt, schedule, total: int, lr: float):
     if schedule == 'steps': return torch.optim.lr_scheduler.MultiStepLR(opt, step_milestones(total), gamma=0.1)
     raise SemsimError(f"unknown schedule {schedule!r}", 'schedule', "use None, 'one-cycle', 'steps' or a function")
 
-# %% ../nbs/00_core.ipynb 54
+# %% ../nbs/00_core.ipynb 58
 def _fit_epoch(model, x, y, g, batch_size, opt, sched, inputs, grad_hook, min_batch, bar, epoch) -> dict:
     "One pass over `x` in a seeded order; returns the epoch's log entry."
     model.train()
@@ -316,7 +318,7 @@ def _fit_epoch(model, x, y, g, batch_size, opt, sched, inputs, grad_hook, min_ba
     return dict(epoch=epoch + 1, loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
                 lr_end=opt.param_groups[0]['lr'], seconds=round(time.time() - t0, 2))
 
-# %% ../nbs/00_core.ipynb 55
+# %% ../nbs/00_core.ipynb 59
 def fit_classifier(model: nn.Module,   # maps an input batch to logits; built (after seeding) by the caller
                    x: torch.Tensor,    # the stored training inputs `N×…` (e.g. uint8 images; see `inputs`)
                    y: torch.Tensor,    # their class ids `N`
@@ -343,7 +345,7 @@ def fit_classifier(model: nn.Module,   # maps an input batch to logits; built (a
         return [_fit_epoch(model, x, y, g, batch_size, opt, sched, inputs, grad_hook, min_batch, bar, e)
                 for e in range(int(epochs))]
 
-# %% ../nbs/00_core.ipynb 60
+# %% ../nbs/00_core.ipynb 64
 def package_versions(names=('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics',
                             'scipy', 'scikit-learn', 'pandas')) -> dict:
     "Installed versions of the packages that shape results, plus Python's."
@@ -353,7 +355,7 @@ def package_versions(names=('semsim', 'torch', 'torchvision', 'numpy', 'scikit-i
         except importlib.metadata.PackageNotFoundError: out[n] = None
     return out
 
-# %% ../nbs/00_core.ipynb 64
+# %% ../nbs/00_core.ipynb 68
 RECON_COLUMNS = ['recon_id', 'dataset', 'model_id', 'attack_id', 'image_id', 'class_id', 'original_path',
                  'recon_path', 'status', 'attack_loss', 'iterations', 'seconds']
 
@@ -380,7 +382,7 @@ def read_table(path: str|Path,            # a reconstructions parquet
                                               "restore the table from a backup or re-run the attack step") from e
     return t.to_pandas(), meta
 
-# %% ../nbs/00_core.ipynb 65
+# %% ../nbs/00_core.ipynb 69
 def write_table(path: str|Path, df, meta: dict|None=None):
     "Write `df` (and `meta` as JSON under the `semsim` key) to a parquet file atomically."
     import pyarrow as pa, pyarrow.parquet as pq, io
@@ -390,6 +392,7 @@ def write_table(path: str|Path, df, meta: dict|None=None):
     buf = io.BytesIO(); pq.write_table(t, buf)
     write_bytes_atomic(path, buf.getvalue())
 
+# %% ../nbs/00_core.ipynb 71
 def update_table(path: str|Path,        # the reconstructions parquet
                  rows=None,               # DataFrame of rows/columns to upsert, keyed by `recon_id`
                  meta: dict|None=None):   # metadata entries to merge (e.g. `{'metrics': {...}}`)
