@@ -170,6 +170,7 @@ def checkpoint_meta(stem: str|Path,        # as given to `save_checkpoint`
     "The description of a complete checkpoint whose weights match their hash (the tensors are not parsed)."
     return _read_checkpoint(stem, fix, what, require_hash)[0]
 
+# %% ../nbs/00_core.ipynb 30
 def load_checkpoint(stem: str|Path, fix: str=_CKPT_FIX, what: str='checkpoint',  # as for `checkpoint_meta`
                     require_hash: bool=True) -> tuple:
     "`(state dict, meta)` of a checkpoint written by `save_checkpoint`, checked as above; else one SemsimError."
@@ -183,7 +184,7 @@ def load_checkpoint(stem: str|Path, fix: str=_CKPT_FIX, what: str='checkpoint', 
         raise SemsimError(f"{weights} holds something other than tensors", weights, fix)
     return state, meta
 
-# %% ../nbs/00_core.ipynb 38
+# %% ../nbs/00_core.ipynb 39
 def to_uint8(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] (values outside are clipped) or uint8
             ) -> np.ndarray:
     "An image as a uint8 `H×W` (1 channel) or `H×W×3` array."
@@ -198,6 +199,7 @@ def to_uint8(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] (values o
         raise SemsimError(f"cannot make an image of shape {img.shape}", 'image', "pass C×H×W with C in (1, 3)")
     return img
 
+# %% ../nbs/00_core.ipynb 40
 def to_tensor(arr: np.ndarray,  # uint8 `H×W` or `H×W×C`
              ) -> torch.Tensor:
     "A uint8 array as a float tensor `C×H×W` in [0,1]."
@@ -205,6 +207,7 @@ def to_tensor(arr: np.ndarray,  # uint8 `H×W` or `H×W×C`
     if arr.ndim == 2: arr = arr[..., None]
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float() / 255
 
+# %% ../nbs/00_core.ipynb 41
 def save_png(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] or uint8 `H×W[×3]`
              path: str|Path):                 # destination, written atomically
     "Save an image as an 8-bit PNG (grayscale or RGB), atomically; returns the path."
@@ -214,7 +217,7 @@ def save_png(img: torch.Tensor|np.ndarray,  # float `C×H×W` in [0,1] or uint8 
     write_bytes_atomic(path, buf.getvalue())
     return Path(path)
 
-# %% ../nbs/00_core.ipynb 40
+# %% ../nbs/00_core.ipynb 43
 def _eight_bit(im: Image.Image, path) -> np.ndarray:
     "A decoded image as uint8 `H×W` (gray) or `H×W×3` (colour), by the rules above."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
@@ -232,7 +235,7 @@ def _eight_bit(im: Image.Image, path) -> np.ndarray:
         return rgb[..., 0] if im.mode in ('LA', 'La') else rgb
     return np.array(im.convert('RGB'))
 
-# %% ../nbs/00_core.ipynb 42
+# %% ../nbs/00_core.ipynb 45
 def load_png(path: str|Path,           # a PNG written by `save_png` (or any image file)
              channels: int|None=None,  # force 1 or 3 channels; None keeps the file's
             ) -> torch.Tensor:
@@ -250,7 +253,7 @@ def load_png(path: str|Path,           # a PNG written by `save_png` (or any ima
     if channels == 3 and arr.ndim == 2: arr = np.repeat(arr[..., None], 3, axis=2)
     return to_tensor(arr)
 
-# %% ../nbs/00_core.ipynb 48
+# %% ../nbs/00_core.ipynb 51
 def seed_everything(seed: int):  # the seed for python, numpy and torch
     "Seed every random number generator the project uses."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
@@ -259,7 +262,7 @@ def generator(seed: int) -> torch.Generator:  # the seed
     "A torch CPU generator seeded with `seed`."
     return torch.Generator().manual_seed(int(seed))
 
-# %% ../nbs/00_core.ipynb 51
+# %% ../nbs/00_core.ipynb 54
 class Normalize(nn.Module):
     "Subtract the per-channel mean and divide by the std: the first layer of a network on [0,1] images."
     def __init__(self, mean: tuple,             # per-channel mean of [0,1] images
@@ -271,7 +274,7 @@ class Normalize(nn.Module):
     def forward(self, x): return (x - self.mean) / self.std
     def extra_repr(self): return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
-# %% ../nbs/00_core.ipynb 56
+# %% ../nbs/00_core.ipynb 59
 def make_optimizer(params,                  # the parameters to optimise
                    name: str='sgd',         # 'sgd' or 'adam'
                    lr: float=0.1,           # learning rate
@@ -285,6 +288,7 @@ def make_optimizer(params,                  # the parameters to optimise
     if name == 'adam': return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     raise SemsimError(f"unknown optimizer {name!r}", 'optimizer', "use 'sgd' or 'adam'")
 
+# %% ../nbs/00_core.ipynb 60
 def step_milestones(total: int,                       # optimizer steps in the whole run
                     fractions: tuple=(3/8, 5/8, 7/8)  # where the rate drops, as fractions of the run
                    ) -> list:
@@ -298,7 +302,7 @@ def make_schedule(opt, schedule, total: int, lr: float):
     if schedule == 'steps': return torch.optim.lr_scheduler.MultiStepLR(opt, step_milestones(total), gamma=0.1)
     raise SemsimError(f"unknown schedule {schedule!r}", 'schedule', "use None, 'one-cycle', 'steps' or a function")
 
-# %% ../nbs/00_core.ipynb 58
+# %% ../nbs/00_core.ipynb 62
 def _fit_epoch(model, x, y, g, batch_size, opt, sched, inputs, grad_hook, min_batch, bar, epoch) -> dict:
     "One pass over `x` in a seeded order; returns the epoch's log entry."
     model.train()
@@ -318,7 +322,7 @@ def _fit_epoch(model, x, y, g, batch_size, opt, sched, inputs, grad_hook, min_ba
     return dict(epoch=epoch + 1, loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
                 lr_end=opt.param_groups[0]['lr'], seconds=round(time.time() - t0, 2))
 
-# %% ../nbs/00_core.ipynb 59
+# %% ../nbs/00_core.ipynb 63
 def fit_classifier(model: nn.Module,   # maps an input batch to logits; built (after seeding) by the caller
                    x: torch.Tensor,    # the stored training inputs `N×…` (e.g. uint8 images; see `inputs`)
                    y: torch.Tensor,    # their class ids `N`
@@ -345,7 +349,7 @@ def fit_classifier(model: nn.Module,   # maps an input batch to logits; built (a
         return [_fit_epoch(model, x, y, g, batch_size, opt, sched, inputs, grad_hook, min_batch, bar, e)
                 for e in range(int(epochs))]
 
-# %% ../nbs/00_core.ipynb 64
+# %% ../nbs/00_core.ipynb 68
 def package_versions(names=('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics',
                             'scipy', 'scikit-learn', 'pandas')) -> dict:
     "Installed versions of the packages that shape results, plus Python's."
@@ -355,7 +359,7 @@ def package_versions(names=('semsim', 'torch', 'torchvision', 'numpy', 'scikit-i
         except importlib.metadata.PackageNotFoundError: out[n] = None
     return out
 
-# %% ../nbs/00_core.ipynb 68
+# %% ../nbs/00_core.ipynb 72
 RECON_COLUMNS = ['recon_id', 'dataset', 'model_id', 'attack_id', 'image_id', 'class_id', 'original_path',
                  'recon_path', 'status', 'attack_loss', 'iterations', 'seconds']
 
@@ -382,7 +386,7 @@ def read_table(path: str|Path,            # a reconstructions parquet
                                               "restore the table from a backup or re-run the attack step") from e
     return t.to_pandas(), meta
 
-# %% ../nbs/00_core.ipynb 69
+# %% ../nbs/00_core.ipynb 73
 def write_table(path: str|Path, df, meta: dict|None=None):
     "Write `df` (and `meta` as JSON under the `semsim` key) to a parquet file atomically."
     import pyarrow as pa, pyarrow.parquet as pq, io
@@ -392,7 +396,7 @@ def write_table(path: str|Path, df, meta: dict|None=None):
     buf = io.BytesIO(); pq.write_table(t, buf)
     write_bytes_atomic(path, buf.getvalue())
 
-# %% ../nbs/00_core.ipynb 71
+# %% ../nbs/00_core.ipynb 75
 def update_table(path: str|Path,        # the reconstructions parquet
                  rows=None,               # DataFrame of rows/columns to upsert, keyed by `recon_id`
                  meta: dict|None=None):   # metadata entries to merge (e.g. `{'metrics': {...}}`)

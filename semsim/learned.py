@@ -74,6 +74,7 @@ def check_split(train: pd.DataFrame,  # labelled rows to train on
                           'labels',
                           "label more reconstructions (both recognised and unrecognised ones), or change --test-size")
 
+# %% ../nbs/06_learned.ipynb 14
 def split_by_image(rows: pd.DataFrame,    # labelled reconstructions
                    test_size: float=0.25,  # fraction of originals held out
                    seed: int=0,            # split seed
@@ -89,7 +90,7 @@ def split_by_image(rows: pd.DataFrame,    # labelled reconstructions
     check_split(train, test)
     return train, test
 
-# %% ../nbs/06_learned.ipynb 17
+# %% ../nbs/06_learned.ipynb 18
 def _negative(rng, neg_same, others):
     return rng.choice(neg_same) if len(neg_same) else rng.choice(others)
 
@@ -102,6 +103,7 @@ def _clusters(rows, g, r):
     return ([g] + r.recon_id[r.recognized == 1].tolist(), r.recon_id[r.recognized == 0].tolist(),
             rows.recon_id[rows.image_id != g].to_numpy())
 
+# %% ../nbs/06_learned.ipynb 19
 def paper_triplets(rows: pd.DataFrame,           # labelled reconstructions (image_id, recon_id, recognized)
                    seed: int=0,                  # sampling seed
                    max_per_image: int|None=None,  # cap on triplets per original
@@ -114,7 +116,7 @@ def paper_triplets(rows: pd.DataFrame,           # labelled reconstructions (ima
         out += _cap(rng, [(g, p, _negative(rng, neg, others)) for p in cluster[1:]], max_per_image)
     return pd.DataFrame(out, columns=['anchor', 'positive', 'negative'])
 
-# %% ../nbs/06_learned.ipynb 19
+# %% ../nbs/06_learned.ipynb 21
 def cluster_triplets(rows: pd.DataFrame,           # labelled reconstructions (image_id, recon_id, recognized)
                      seed: int=0,                  # sampling seed
                      max_per_image: int|None=None,  # cap on triplets per original
@@ -128,7 +130,7 @@ def cluster_triplets(rows: pd.DataFrame,           # labelled reconstructions (i
         out += _cap(rng, t, max_per_image)
     return pd.DataFrame(out, columns=['anchor', 'positive', 'negative'])
 
-# %% ../nbs/06_learned.ipynb 21
+# %% ../nbs/06_learned.ipynb 23
 def official_triplets(rows: pd.DataFrame,           # labelled reconstructions (image_id, recon_id, recognized)
                       seed: int=0,                  # sampling seed
                       max_per_image: int|None=None,  # cap on triplets per original
@@ -143,7 +145,7 @@ def official_triplets(rows: pd.DataFrame,           # labelled reconstructions (
         out += _cap(rng, t, max_per_image)
     return pd.DataFrame(out, columns=['anchor', 'positive', 'negative'])
 
-# %% ../nbs/06_learned.ipynb 23
+# %% ../nbs/06_learned.ipynb 25
 SAMPLERS = {'paper': paper_triplets, 'official': official_triplets, 'clusters': cluster_triplets}
 SAMPLER_REFERENCES = {
     'paper': "the paper's description: (original, recognised reconstruction, unrecognised reconstruction of it)",
@@ -154,7 +156,7 @@ SAMPLER_REFERENCES = {
     'clusters': "all ordered pairs of {original + recognised} against an unrecognised reconstruction (not the code's)",
 }
 
-# %% ../nbs/06_learned.ipynb 30
+# %% ../nbs/06_learned.ipynb 32
 @dataclass
 class ImageBank:
     "Images by id (`image_id` for originals, `recon_id` for reconstructions) as one float tensor."
@@ -166,7 +168,7 @@ class ImageBank:
     @property
     def size(self): return tuple(self.images.shape[2:])
 
-# %% ../nbs/06_learned.ipynb 32
+# %% ../nbs/06_learned.ipynb 34
 def load_bank(rows: pd.DataFrame,          # labelled reconstructions (image_id, recon_id, original_file, recon_file)
               channels: int|None=None,      # force 1 or 3 channels; None: as the first original
              ) -> ImageBank:
@@ -183,7 +185,7 @@ def load_bank(rows: pd.DataFrame,          # labelled reconstructions (image_id,
                                          "resize the reconstructions to the originals' size")
     return ImageBank(torch.stack(imgs), {k: i for i, (k, _) in enumerate(files)})
 
-# %% ../nbs/06_learned.ipynb 36
+# %% ../nbs/06_learned.ipynb 38
 def convnet_backbone(channels: int,    # input channels
                      dim: int=128,      # embedding size
                      width: int=16,     # channels of the first block
@@ -194,6 +196,7 @@ def convnet_backbone(channels: int,    # input channels
     return nn.Sequential(*block(channels, w), nn.MaxPool2d(2), *block(w, 2 * w), nn.MaxPool2d(2), *block(2 * w, 4 * w),
                          *block(4 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, dim))
 
+# %% ../nbs/06_learned.ipynb 39
 def resnet18_backbone(channels: int,   # input channels
                       dim: int=512,     # embedding size (512: the pooled features; otherwise a linear layer is added)
                      ) -> nn.Module:
@@ -206,7 +209,7 @@ def resnet18_backbone(channels: int,   # input channels
 
 BACKBONES = {'convnet': (convnet_backbone, 128), 'resnet18': (resnet18_backbone, 512)}  # name -> (builder, dim)
 
-# %% ../nbs/06_learned.ipynb 39
+# %% ../nbs/06_learned.ipynb 42
 SCORES = {'paper': "L2 distance between the un-normalised embeddings (the SemSim code's evaluation; unbounded)",
           'unit': "L2 distance between the L2-normalised embeddings (0..2)"}
 
@@ -219,7 +222,7 @@ def _check_score(score):
                                               f"use one of: {', '.join(SCORES)}")
     return score
 
-# %% ../nbs/06_learned.ipynb 41
+# %% ../nbs/06_learned.ipynb 44
 class SemsimNet(nn.Module):
     "An embedding net for SemSim: normalises its [0,1] input, embeds; `forward` gives unit-length vectors."
     def __init__(self, arch: str='convnet',  # a key of `BACKBONES`
@@ -240,7 +243,7 @@ class SemsimNet(nn.Module):
     def features(self, x): return self.backbone(self.norm(x))
     def forward(self, x): return F.normalize(self.features(x), dim=1)
 
-# %% ../nbs/06_learned.ipynb 43
+# %% ../nbs/06_learned.ipynb 46
 @torch.no_grad()
 def embed(model: SemsimNet,       # a SemSim net
           images: torch.Tensor,   # N×C×H×W float in [0,1]
@@ -255,7 +258,7 @@ def embed(model: SemsimNet,       # a SemSim net
     model.train(was)
     return out
 
-# %% ../nbs/06_learned.ipynb 47
+# %% ../nbs/06_learned.ipynb 50
 LOSSES = ('triplet', 'psnr-weighted', 'class')
 
 @dataclass
@@ -292,7 +295,7 @@ class TrainConfig:
                                               "pass --epochs 30")
         _check_test_size(self.test_size)
 
-# %% ../nbs/06_learned.ipynb 49
+# %% ../nbs/06_learned.ipynb 52
 def _check_test_size(test_size):
     if not (isinstance(test_size, (int, float)) and 0 < test_size < 1):
         raise SemsimError(f"test size must be a fraction between 0 and 1 (exclusive), not {test_size!r}", '--test-size',
@@ -302,7 +305,7 @@ def milestone_epochs(cfg: TrainConfig) -> list:
     "The epochs at which the learning rate decays: the milestone fractions scaled to `cfg.epochs`."
     return sorted({max(1, int(round(f * cfg.epochs))) for f in cfg.milestones if round(f * cfg.epochs) < cfg.epochs})
 
-# %% ../nbs/06_learned.ipynb 53
+# %% ../nbs/06_learned.ipynb 56
 def triplet_accuracy(model: SemsimNet,       # a SemSim net
                      bank: ImageBank,        # images by id
                      triplets: pd.DataFrame,  # anchor, positive, negative ids
@@ -314,6 +317,7 @@ def triplet_accuracy(model: SemsimNet,       # a SemSim net
     a, p, n = (torch.stack([e[i] for i in triplets[c]]) for c in ('anchor', 'positive', 'negative'))
     return float(((a - p).norm(dim=1) < (a - n).norm(dim=1)).float().mean())
 
+# %% ../nbs/06_learned.ipynb 57
 def _augmenter(cfg: TrainConfig, size):
     from torchvision.transforms import v2
     if not cfg.augment: return lambda x: x
@@ -324,7 +328,7 @@ def _augmenter(cfg: TrainConfig, size):
 def _device(device):
     return torch.device(device if device else ('cuda' if torch.cuda.is_available() else 'cpu'))
 
-# %% ../nbs/06_learned.ipynb 55
+# %% ../nbs/06_learned.ipynb 59
 def _triplet_weights(cfg, rows, t):
     if cfg.loss != 'psnr-weighted': return torch.ones(len(t))
     if 'psnr' not in rows.columns or rows.psnr.isna().all():
@@ -334,6 +338,7 @@ def _triplet_weights(cfg, rows, t):
     gap = (t.negative.map(psnr) - t.positive.map(psnr)).fillna(0).clip(lower=0)
     return torch.tensor(1 + gap.to_numpy() / cfg.psnr_scale, dtype=torch.float32)
 
+# %% ../nbs/06_learned.ipynb 60
 def _class_members(train):
     "Training images with their cluster index (original + recognised reconstructions = one class), and the count."
     clusters = sorted(set(train.image_id))
@@ -342,7 +347,7 @@ def _class_members(train):
                                                                                                         'image_id'])
     return members, torch.tensor(members.image_id.map({g: i for i, g in enumerate(clusters)}).to_numpy()), len(clusters)
 
-# %% ../nbs/06_learned.ipynb 57
+# %% ../nbs/06_learned.ipynb 62
 def _triplet_epoch(model, bank, train, cfg, epoch, opt, aug, g, dev):
     "One epoch of the triplet loss on freshly drawn triplets; returns the batch losses."
     crit = nn.TripletMarginLoss(margin=cfg.margin, p=cfg.p, reduction='none')
@@ -359,6 +364,7 @@ def _triplet_epoch(model, bank, train, cfg, epoch, opt, aug, g, dev):
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
     return losses
 
+# %% ../nbs/06_learned.ipynb 63
 def _class_epoch(model, head, bank, members, target, cfg, opt, aug, g, dev):
     "One epoch of cross-entropy over the training clusters (the class-feature baseline); returns the batch losses."
     order, losses = torch.randperm(len(members), generator=g), []
@@ -369,7 +375,7 @@ def _class_epoch(model, head, bank, members, target, cfg, opt, aug, g, dev):
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
     return losses
 
-# %% ../nbs/06_learned.ipynb 59
+# %% ../nbs/06_learned.ipynb 65
 def fit_semsim(bank: ImageBank,          # images of all rows
                train: pd.DataFrame,      # labelled rows to learn from
                test: pd.DataFrame,       # held-out rows (per-epoch triplet accuracy)
@@ -405,7 +411,7 @@ def fit_semsim(bank: ImageBank,          # images of all rows
         bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}', acc=f'{acc:.3f}', refresh=False)
     return model.cpu().eval(), pd.DataFrame(history)
 
-# %% ../nbs/06_learned.ipynb 64
+# %% ../nbs/06_learned.ipynb 70
 def pair_distances(model: SemsimNet,    # a SemSim net
                    bank: ImageBank,     # images by id
                    rows: pd.DataFrame,  # reconstructions (recon_id, image_id)
@@ -423,7 +429,7 @@ def metric_candidates(df: pd.DataFrame) -> list:
     return [c for c in metric_columns(df, level='image', numeric=True)
             if not c.startswith('semsim') and not metric_column(c)[2].partial]
 
-# %% ../nbs/06_learned.ipynb 66
+# %% ../nbs/06_learned.ipynb 72
 def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                        bank: ImageBank,         # images by id
                        test: pd.DataFrame,      # held-out labelled rows
@@ -446,7 +452,7 @@ def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                         spearman=spearmanr(t.votes_fraction, v).statistic))
     return pd.DataFrame(out)
 
-# %% ../nbs/06_learned.ipynb 72
+# %% ../nbs/06_learned.ipynb 78
 def save_semsim(model: SemsimNet,  # a trained net
                 path: str|Path,    # a folder, e.g. `run.semsim_dir('convnet-paper')`
                 meta: dict,        # what to record in model.json (merged with the net's own description)
@@ -460,7 +466,7 @@ def save_semsim(model: SemsimNet,  # a trained net
     save_checkpoint(path/'model', model, {**desc, **meta})
     return path
 
-# %% ../nbs/06_learned.ipynb 74
+# %% ../nbs/06_learned.ipynb 80
 _SEMSIM_FIX = "retrain SemSim (semsim learn train) or restore the folder from a backup"
 
 def _semsim_checkpoint(path: Path) -> tuple:
@@ -471,7 +477,7 @@ def _semsim_checkpoint(path: Path) -> tuple:
     # folders saved before the net used core's `Normalize` name its buffers `mean`/`std` instead of `norm.mean`/...
     return {('norm.' + k if k in ('mean', 'std') else k): v for k, v in state.items()}, meta
 
-# %% ../nbs/06_learned.ipynb 76
+# %% ../nbs/06_learned.ipynb 82
 def load_semsim(path: str|Path,            # a folder with model.safetensors + model.json (or the .safetensors file)
                 size: tuple|None=None,     # refuse unless the weights are for images of this (H, W)
                 channels: int|None=None,   # refuse unless the weights are for this many channels
@@ -496,7 +502,7 @@ def load_semsim(path: str|Path,            # a folder with model.safetensors + m
                           _SEMSIM_FIX) from e
     return model.eval(), meta
 
-# %% ../nbs/06_learned.ipynb 84
+# %% ../nbs/06_learned.ipynb 90
 def _label_meta(run, votes, given, label_source):
     "Where the labels came from: the label store's description (or the caller's), whether proxies, and who."
     src = dict(label_source or ({} if given else run_label_source(run)) or {'kind': 'votes passed by the caller'})
@@ -505,6 +511,7 @@ def _label_meta(run, votes, given, label_source):
     src['votes_per_reconstruction'] = float(votes.votes_total.mean())
     return src
 
+# %% ../nbs/06_learned.ipynb 91
 def _save_training(run, sid, model, bank, cfg, report):
     "Write the weights with their provenance and `analysis/semsim_heldout.csv`; returns the weights folder."
     folder = save_semsim(model, run.semsim_dir(sid), dict(
@@ -516,7 +523,7 @@ def _save_training(run, sid, model, bank, cfg, report):
     write_text_atomic(run.analysis_dir/'semsim_heldout.csv', report['heldout'].to_csv(index=False))
     return folder
 
-# %% ../nbs/06_learned.ipynb 86
+# %% ../nbs/06_learned.ipynb 93
 def train_semsim(run: RunDir|str,                  # the run (reconstructions table + labels)
                  sampler: str='paper',             # a key of `SAMPLERS`
                  arch: str='convnet',              # 'convnet' (CPU) or 'resnet18' (the paper's)
@@ -549,7 +556,7 @@ def train_semsim(run: RunDir|str,                  # the run (reconstructions ta
         report['weights'] = _save_training(run, sid, model, bank, cfg, report)
     return model, report
 
-# %% ../nbs/06_learned.ipynb 94
+# %% ../nbs/06_learned.ipynb 101
 def score_semsim(run: RunDir|str,          # the run to score
                  weights: str|Path,        # a SemSim folder (or its model.safetensors), or a semsim_id of this run
                  column: str='semsim',     # the column to write
@@ -576,7 +583,7 @@ def score_semsim(run: RunDir|str,          # the run to score
         orientation='lower = more leakage', scored=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))}})
     return out
 
-# %% ../nbs/06_learned.ipynb 96
+# %% ../nbs/06_learned.ipynb 103
 def semsim_per_model(df: pd.DataFrame,        # a reconstructions table with a SemSim column
                      column: str='semsim',    # the SemSim column
                     ) -> pd.DataFrame:
@@ -585,10 +592,10 @@ def semsim_per_model(df: pd.DataFrame,        # a reconstructions table with a S
     stats = df.groupby(key)[column].agg(['mean', 'std', 'count'])
     return stats.rename(columns=lambda c: f'{column}_{c}').reset_index()
 
-# %% ../nbs/06_learned.ipynb 106
+# %% ../nbs/06_learned.ipynb 113
 SPLITS = {'cross-model': 'model_id', 'cross-attack': 'attack_id', 'cross-dataset': 'dataset'}
 
-# %% ../nbs/06_learned.ipynb 108
+# %% ../nbs/06_learned.ipynb 115
 def generalisation_table(run: RunDir|str,               # the run
                          votes: pd.DataFrame|None=None,  # aggregated votes; None: the run's
                          splits=tuple(SPLITS),          # which of `SPLITS` to report
@@ -617,7 +624,7 @@ def generalisation_table(run: RunDir|str,               # the run
                                   "reconstruct with several models or attacks")
     return pd.concat(out)[['split', 'held_out', 'n_train', 'metric', 'n', 'auc', 'spearman']].reset_index(drop=True)
 
-# %% ../nbs/06_learned.ipynb 115
+# %% ../nbs/06_learned.ipynb 122
 def _cmd_train(args):
     _, rep = train_semsim(args.run, sampler=args.sampler, arch=args.arch, epochs=args.epochs, seed=args.seed,
                           loss=args.loss, score=args.score, test_size=args.test_size, semsim_id=args.id,
@@ -632,7 +639,7 @@ def _cmd_score(args):
     print(f"{out[args.column].notna().sum()} reconstructions scored into {RunDir(args.run).reconstructions} "
           f"({args.column})")
 
-# %% ../nbs/06_learned.ipynb 117
+# %% ../nbs/06_learned.ipynb 124
 def register_commands(sub):
     "Add the `learn` subcommands to the `semsim` parser."
     p = sub.add_parser('learn', help='SemSim, the learned metric: train on labels, score a run')

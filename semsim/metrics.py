@@ -79,6 +79,7 @@ def psnr(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0
         v = peak_signal_noise_ratio(r, o, data_range=1.0, reduction='none', dim=(1, 2, 3)).numpy()
     return _out(v, single)
 
+# %% ../nbs/04_metrics.ipynb 15
 def mse(originals,  # float image `C×H×W` or batch `N×C×H×W` in [0,1]
         recons,     # reconstructions, same shape
        ):
@@ -86,7 +87,7 @@ def mse(originals,  # float image `C×H×W` or batch `N×C×H×W` in [0,1]
     (o, single), (r, _) = _batch(originals), _batch(recons)
     return _out(((o - r) ** 2).mean(dim=(1, 2, 3)).numpy(), single)
 
-# %% ../nbs/04_metrics.ipynb 16
+# %% ../nbs/04_metrics.ipynb 17
 def ssim(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0,1]
          recons,             # reconstructions, same shape
          preset: str='paper',  # 'paper' (scikit-image 7×7 uniform, uint8) or 'standard' (Gaussian 11×11, σ 1.5)
@@ -110,7 +111,7 @@ def ssim(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0
                                                 reduction='none').numpy()
     return _out(v, single)
 
-# %% ../nbs/04_metrics.ipynb 27
+# %% ../nbs/04_metrics.ipynb 28
 _LPIPS_NOTE = "inputs scaled to [-1,1], gray replicated to RGB, images under 64 px upsampled (bilinear) to 64"
 LPIPS_PRESETS = {
     'standard': dict(net='alex', normalize=True, resize=None, min_size=64,
@@ -127,7 +128,7 @@ LPIPS_PRESETS = {
 LPIPS_BACKBONES = {'alex': 'alexnet', 'vgg': 'vgg16', 'squeeze': 'squeezenet1_1'}
 _LPIPS_CACHE = {}
 
-# %% ../nbs/04_metrics.ipynb 29
+# %% ../nbs/04_metrics.ipynb 30
 def lpips_network(net: str='alex',  # 'alex', 'vgg' or 'squeeze'
                  ) -> tuple:
     "An `lpips.LPIPS` model with its backbone loaded from verified weights, and the weights' record."
@@ -147,7 +148,7 @@ def lpips_network(net: str='alex',  # 'alex', 'vgg' or 'squeeze'
         _LPIPS_CACHE.clear(); _LPIPS_CACHE[key] = model.eval()
     return _LPIPS_CACHE[key], w
 
-# %% ../nbs/04_metrics.ipynb 31
+# %% ../nbs/04_metrics.ipynb 32
 def _lpips_input(x, s):
     x = x.float()
     if x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
@@ -156,6 +157,7 @@ def _lpips_input(x, s):
         x = F.interpolate(x, scale_factor=s['min_size'] / min(x.shape[-2:]), mode='bilinear', align_corners=False)
     return x
 
+# %% ../nbs/04_metrics.ipynb 33
 def lpips_distance(originals,             # float image `C×H×W` or batch `N×C×H×W` in [0,1]
                    recons,                # reconstructions, same shape
                    preset: str='standard',  # a key of `LPIPS_PRESETS`
@@ -174,7 +176,7 @@ def lpips_distance(originals,             # float image `C×H×W` or batch `N×C
             out.append(model(a, b, normalize=s['normalize']).flatten())
     return _out(torch.cat(out).numpy() if out else [], single)
 
-# %% ../nbs/04_metrics.ipynb 39
+# %% ../nbs/04_metrics.ipynb 41
 class _Features(nn.Module):
     "Passes pre-computed feature vectors through, so torchmetrics' FID can be used on any features."
     def forward(self, x): return x.flatten(1)
@@ -189,7 +191,7 @@ def frechet_distance(real: torch.Tensor,  # features of the originals, `N×D`
     fid.update(real.double(), real=True); fid.update(fake.double(), real=False)
     return float(fid.compute())
 
-# %% ../nbs/04_metrics.ipynb 41
+# %% ../nbs/04_metrics.ipynb 43
 class FIDInception(nn.Module):
     "The TensorFlow FID Inception v3 (torch-fidelity's TF-compatible blocks) up to its 2048-d pool3 features."
     LAYERS = ('Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3', 'MaxPool_1', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3',
@@ -214,7 +216,7 @@ class FIDInception(nn.Module):
         for name in self.LAYERS: x = getattr(self, name)(x)
         return x.flatten(1)
 
-# %% ../nbs/04_metrics.ipynb 43
+# %% ../nbs/04_metrics.ipynb 45
 def _standard_input(x):
     "torchmetrics' path: uint8 levels, bilinear (antialiased) to 299, (x - 128) / 128."
     x = F.interpolate((x * 255).round().clamp(0, 255), size=(299, 299), mode='bilinear', align_corners=False,
@@ -232,7 +234,7 @@ def _paper_input(x):
 
 INCEPTION_INPUTS = {'standard': _standard_input, 'paper': _paper_input}
 
-# %% ../nbs/04_metrics.ipynb 45
+# %% ../nbs/04_metrics.ipynb 47
 _INCEPTION_CACHE = {}
 
 def inception_network() -> tuple:
@@ -248,7 +250,7 @@ def inception_network() -> tuple:
         _INCEPTION_CACHE.clear(); _INCEPTION_CACHE[w['sha256']] = net
     return _INCEPTION_CACHE[w['sha256']], w
 
-# %% ../nbs/04_metrics.ipynb 47
+# %% ../nbs/04_metrics.ipynb 49
 def inception_features(images: torch.Tensor,     # float `N×C×H×W` in [0,1]
                        preset: str='standard',   # input path: a key of `INCEPTION_INPUTS`
                        batch: int=32,            # images per forward pass
@@ -262,6 +264,7 @@ def inception_features(images: torch.Tensor,     # float `N×C×H×W` in [0,1]
     with torch.no_grad():
         return torch.cat([net(INCEPTION_INPUTS[preset](x[i:i+batch])) for i in range(0, len(x), batch)]).double()
 
+# %% ../nbs/04_metrics.ipynb 50
 def single_frechet_distance(f_orig: torch.Tensor,   # features of the originals `N×D`
                             f_recon: torch.Tensor,  # features of the reconstructions `N×D`
                            ) -> np.ndarray:
@@ -270,7 +273,7 @@ def single_frechet_distance(f_orig: torch.Tensor,   # features of the originals 
     v1, v2 = f_orig.double().var(1), f_recon.double().var(1)   # np.cov of a vector: ddof 1
     return ((m1 - m2) ** 2 + v1 + v2 - 2 * (v1 * v2).sqrt()).numpy()
 
-# %% ../nbs/04_metrics.ipynb 55
+# %% ../nbs/04_metrics.ipynb 58
 class EvalCNN(nn.Module):
     "The evaluation classifier: a 3-conv CNN on [0,1] images (normalisation is its first step), 128-d features."
     def __init__(self, channels: int,        # image channels
@@ -288,7 +291,7 @@ class EvalCNN(nn.Module):
     def features(self, x): return self.body(self.norm(x.float()))
     def forward(self, x): return self.head(self.features(x))
 
-# %% ../nbs/04_metrics.ipynb 57
+# %% ../nbs/04_metrics.ipynb 60
 def train_eval_classifier(dataset: str,          # registry name
                           n_train: int|None=None,  # train images to use (None: the whole train split)
                           epochs: int=3,         # passes over them
@@ -315,7 +318,7 @@ def train_eval_classifier(dataset: str,          # registry name
                 test_accuracy=round(acc, 4), test_images=n_test, versions=package_versions())
     return model, meta
 
-# %% ../nbs/04_metrics.ipynb 59
+# %% ../nbs/04_metrics.ipynb 62
 _EVAL_CACHE = {}
 
 def eval_classifier_path(dataset: str, n_train: int|None=None, epochs: int=3, seed: int=0) -> Path:
@@ -336,7 +339,7 @@ def _cached_eval_classifier(dataset: str, stem: Path) -> tuple|None:
         return None
     return model.eval(), meta
 
-# %% ../nbs/04_metrics.ipynb 60
+# %% ../nbs/04_metrics.ipynb 63
 def eval_classifier(dataset: str,            # registry name
                     n_train: int|None=None,  # train images (None: all)
                     epochs: int=3,           # epochs
@@ -354,7 +357,7 @@ def eval_classifier(dataset: str,            # registry name
     _EVAL_CACHE[path] = cached
     return cached
 
-# %% ../nbs/04_metrics.ipynb 69
+# %% ../nbs/04_metrics.ipynb 72
 def classifier_outputs(model: EvalCNN,      # an evaluation classifier
                        images: torch.Tensor,  # float `N×C×H×W` in [0,1]
                        batch: int=256,        # images per forward pass
@@ -366,6 +369,7 @@ def classifier_outputs(model: EvalCNN,      # an evaluation classifier
             f = model.features(images[i:i+batch]); feats.append(f); probs.append(model.head(f).softmax(1))
     return torch.cat(feats), torch.cat(probs)
 
+# %% ../nbs/04_metrics.ipynb 73
 def feature_distances(f_orig: torch.Tensor,   # features of the originals `N×D`
                       f_recon: torch.Tensor,  # features of the reconstructions `N×D`
                      ) -> tuple:
@@ -374,6 +378,7 @@ def feature_distances(f_orig: torch.Tensor,   # features of the originals `N×D`
     cos = 1 - F.cosine_similarity(f_orig.double(), f_recon.double(), dim=1, eps=1e-12)
     return l2.numpy(), cos.numpy()
 
+# %% ../nbs/04_metrics.ipynb 74
 def recognition(probs: torch.Tensor,  # class probabilities of the reconstructions `N×K`
                 class_ids,            # the true class of each
                ) -> tuple:
@@ -381,7 +386,7 @@ def recognition(probs: torch.Tensor,  # class probabilities of the reconstructio
     y = torch.tensor(np.asarray(class_ids, dtype=np.int64))
     return (probs.argmax(1) == y).double().numpy(), probs.double().gather(1, y[:, None])[:, 0].numpy()
 
-# %% ../nbs/04_metrics.ipynb 73
+# %% ../nbs/04_metrics.ipynb 78
 @dataclass
 class PairSet:
     "What metrics are computed on: paired image tensors and what is known about each pair."
@@ -394,6 +399,7 @@ class PairSet:
     cache: dict = field(default_factory=dict, repr=False)  # features shared by metrics (e.g. Inception's)
     def __len__(self): return len(self.originals)
 
+# %% ../nbs/04_metrics.ipynb 79
 def _per_set(values_fn, pairs: PairSet):
     "Apply a set-level `values_fn(idx) -> float` to each group; every pair of a group gets its group's value."
     out = np.full(len(pairs), np.nan)
@@ -407,7 +413,7 @@ def _need_dataset(pairs, what):
         raise SemsimError(f"{what} needs the dataset's evaluation classifier, but no dataset is known", '--dataset',
                           "pass --dataset NAME (stand-alone mode) or compute on a run")
 
-# %% ../nbs/04_metrics.ipynb 75
+# %% ../nbs/04_metrics.ipynb 81
 def _compute_psnr(p, s): return {'psnr': psnr(p.originals, p.recons, s['preset'])}
 def _compute_mse(p, s): return {'mse': mse(p.originals, p.recons)}
 def _compute_ssim(p, s): return {'ssim': ssim(p.originals, p.recons, s['preset'])}
@@ -419,6 +425,7 @@ def _inception_pairs(p, preset):
         p.cache['inception', preset] = (inception_features(p.originals, preset), inception_features(p.recons, preset))
     return p.cache['inception', preset]
 
+# %% ../nbs/04_metrics.ipynb 82
 def _compute_fid(p, s):
     fo, fr = _inception_pairs(p, s['preset'])
     return {'fid': _per_set(lambda i: frechet_distance(fo[i], fr[i]), p)}
@@ -428,7 +435,7 @@ def _compute_inception(p, s):
     l2, cos = feature_distances(fo, fr)
     return {'inception_l2': l2, 'inception_cos': cos, 'single_fd': single_frechet_distance(fo, fr)}
 
-# %% ../nbs/04_metrics.ipynb 77
+# %% ../nbs/04_metrics.ipynb 84
 def _compute_feat(p, s):
     _need_dataset(p, 'feat')
     model, _ = eval_classifier(p.dataset, **p.eval_kw)
@@ -436,6 +443,7 @@ def _compute_feat(p, s):
     l2, cos = feature_distances(fo, fr)
     return {'feat_l2': l2, 'feat_cos': cos, 'feat_fid': _per_set(lambda i: frechet_distance(fo[i], fr[i]), p)}
 
+# %% ../nbs/04_metrics.ipynb 85
 def _compute_recog(p, s):
     _need_dataset(p, 'recog')
     if p.class_ids is None:
@@ -446,7 +454,7 @@ def _compute_recog(p, s):
     acc_original, _ = recognition(classifier_outputs(model, p.originals)[1], p.class_ids)
     return {'recog_acc': acc, 'recog_p_true': p_true, 'recog_acc_paper': np.where(acc_original == 1, acc, np.nan)}
 
-# %% ../nbs/04_metrics.ipynb 79
+# %% ../nbs/04_metrics.ipynb 87
 _WEIGHTS_CHECK = {'ok': 'published torchvision/torch-fidelity hash',
                   'trusted': 'trusted by the user (not the published file)'}
 
@@ -455,6 +463,7 @@ def _file_weights(name):
     return {'weights': w['file'], 'weights_sha256': w['sha256'],
             'weights_check': _WEIGHTS_CHECK.get(w['state'], w['state'])}
 
+# %% ../nbs/04_metrics.ipynb 88
 def _lpips_weights(preset, pairs): return _file_weights(LPIPS_BACKBONES[LPIPS_PRESETS[preset]['net']])
 def _inception_weights(preset, pairs): return _file_weights('inception_fid')
 
@@ -464,7 +473,7 @@ def _classifier_weights(preset, pairs):
     return {'weights': str(p.name), 'weights_sha256': meta.get('weights_sha256'),
             'classifier': {k: meta[k] for k in ('dataset', 'n_train', 'epochs', 'seed', 'test_accuracy')}}
 
-# %% ../nbs/04_metrics.ipynb 81
+# %% ../nbs/04_metrics.ipynb 90
 @dataclass(frozen=True)
 class Column:
     "What the package asks about a metric column: which way means leakage, and one value per image or per set."
@@ -472,7 +481,7 @@ class Column:
     level: str = 'image'  # 'image': one value per reconstruction; 'set': one per (model, attack) set, e.g. FID
     partial: bool = False  # NaN by definition on some rows (e.g. `recog_acc_paper` where the original is misclassified)
 
-# %% ../nbs/04_metrics.ipynb 83
+# %% ../nbs/04_metrics.ipynb 92
 @dataclass
 class Metric:
     "A metric: the columns it writes, its named presets (settings recorded with its values) and how to compute it."
@@ -498,7 +507,7 @@ class Metric:
     @property
     def needs_sets(self) -> bool: return any(c.level == 'set' for c in self.columns.values())
 
-# %% ../nbs/04_metrics.ipynb 85
+# %% ../nbs/04_metrics.ipynb 94
 _SKI = "scikit-image on uint8 images, data range 255 (as the SemSim paper's code)"
 _PIXEL_METRICS = (
     Metric('psnr', {'psnr': Column(1)}, {
@@ -519,7 +528,7 @@ _PIXEL_METRICS = (
         _compute_ssim, 'scikit-image / torchmetrics'),
 )
 
-# %% ../nbs/04_metrics.ipynb 87
+# %% ../nbs/04_metrics.ipynb 96
 _SET = ("per reconstruction set (originals vs the reconstructions of one model and attack); "
         "every pair carries its set's value")
 _INCEPTION = dict(network='Inception v3 (TF FID, torch-fidelity weights)', features='pool3, 2048-d')
@@ -544,7 +553,7 @@ _NETWORK_METRICS = (
            _compute_inception, 'torch-fidelity / scikit-image', weights=_inception_weights),
 )
 
-# %% ../nbs/04_metrics.ipynb 89
+# %% ../nbs/04_metrics.ipynb 98
 _EVAL = 'EvalCNN evaluation classifier'
 _CLASSIFIER_METRICS = (
     Metric('feat', {'feat_l2': Column(-1), 'feat_cos': Column(-1), 'feat_fid': Column(-1, 'set')},
@@ -566,7 +575,7 @@ _CLASSIFIER_METRICS = (
 )
 METRICS = {m.name: m for m in _PIXEL_METRICS + _NETWORK_METRICS + _CLASSIFIER_METRICS}
 
-# %% ../nbs/04_metrics.ipynb 91
+# %% ../nbs/04_metrics.ipynb 100
 def resolve_metrics(metrics=None,          # names or 'name:preset' (list or comma-separated); None: all
                     preset: str='paper',   # the preset for metrics given without one
                    ) -> list:
@@ -585,7 +594,7 @@ def resolve_metrics(metrics=None,          # names or 'name:preset' (list or com
         out.append((m, m.preset_for(p or preset)))
     return out
 
-# %% ../nbs/04_metrics.ipynb 93
+# %% ../nbs/04_metrics.ipynb 102
 def metric_column(column: str) -> tuple|None:
     "`(Metric, base, Column)` of a table column (`lpips_vgg` and `psnr_standard` are variants of their base), or None."
     best = None
@@ -595,6 +604,7 @@ def metric_column(column: str) -> tuple|None:
                 best = (m, base, c)
     return best
 
+# %% ../nbs/04_metrics.ipynb 103
 def _column(column):
     got = metric_column(column)
     if got is None: raise SemsimError(f"unknown metric {column!r}", 'metric', "declare it in semsim.metrics.METRICS "
@@ -602,6 +612,7 @@ def _column(column):
                                       "or NAME_variant)")
     return got[2]
 
+# %% ../nbs/04_metrics.ipynb 104
 def orientation(metric: str) -> int:  # a metric column name, e.g. `lpips` or `lpips_vgg`
     "+1 if higher `metric` means more leakage, -1 if less."
     return _column(metric).orientation
@@ -610,8 +621,7 @@ def metric_level(metric: str) -> str:  # a metric column name
     "'image' if `metric` has one value per reconstruction, 'set' if one per (model, attack) set (FID)."
     return _column(metric).level
 
-
-# %% ../nbs/04_metrics.ipynb 95
+# %% ../nbs/04_metrics.ipynb 106
 NOT_METRICS = ('recognized', 'votes_recognized', 'votes_total', 'human_rate', 'class_id', 'attack_loss',
                'iterations', 'seconds', 'proxy')
 
@@ -625,6 +635,7 @@ def metric_columns(df: pd.DataFrame,       # any table
         return not numeric or (pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]))
     return [c for c in df.columns if ok(c)]
 
+# %% ../nbs/04_metrics.ipynb 107
 def undeclared_columns(df: pd.DataFrame) -> list:  # any table
     "Numeric columns that are neither declared metrics nor known bookkeeping (e.g. a `dreamsim` column brought along)."
     from semsim.core import RECON_COLUMNS
@@ -632,8 +643,7 @@ def undeclared_columns(df: pd.DataFrame) -> list:  # any table
     return [c for c in df.columns if c not in skip and metric_column(c) is None and pd.api.types.is_numeric_dtype(df[c])
             and not pd.api.types.is_bool_dtype(df[c])]
 
-
-# %% ../nbs/04_metrics.ipynb 99
+# %% ../nbs/04_metrics.ipynb 111
 _LIBRARIES = ('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics', 'torch-fidelity')
 
 @functools.lru_cache(maxsize=1)
@@ -647,7 +657,7 @@ def _settings(m: Metric, preset: str, extra: dict|None=None) -> dict:
     return {'metric': m.name, 'preset': preset, **m.presets[preset], 'library': m.library,
             'versions': {'semsim': v['semsim'], **lib}, **(extra or {})}
 
-# %% ../nbs/04_metrics.ipynb 101
+# %% ../nbs/04_metrics.ipynb 113
 def metrics_for_pairs(pairs: PairSet,       # the paired images
                       metrics=None,         # metric names / 'name:preset' (None: all)
                       preset: str='paper',  # preset for metrics given without one
@@ -667,7 +677,7 @@ def metrics_for_pairs(pairs: PairSet,       # the paired images
         for c in m.columns: values[m.column(c, p)] = np.asarray(got[c], dtype=np.float64); settings[m.column(c, p)] = s
     return pd.DataFrame(values), settings
 
-# %% ../nbs/04_metrics.ipynb 103
+# %% ../nbs/04_metrics.ipynb 115
 def _run_rows(run: RunDir, recon_ids):
     "The run's reconstructions table (only `recon_ids` when given), refusing unknown ids and an empty table."
     df, _ = read_table(run.reconstructions)
@@ -680,6 +690,7 @@ def _run_rows(run: RunDir, recon_ids):
                                       "run the attack step first (semsim attack ...)")
     return df
 
+# %% ../nbs/04_metrics.ipynb 116
 def _write_metrics(run: RunDir, rows: pd.DataFrame, all_settings: dict) -> pd.DataFrame:
     "Write metric columns into the table (settings in its metadata) and `analysis/metrics.json`; returns the table."
     table = update_table(run.reconstructions, rows, meta={'metrics': all_settings})
@@ -689,7 +700,7 @@ def _write_metrics(run: RunDir, rows: pd.DataFrame, all_settings: dict) -> pd.Da
         write_json_atomic(json_path, {**old, **all_settings})
     return table
 
-# %% ../nbs/04_metrics.ipynb 105
+# %% ../nbs/04_metrics.ipynb 118
 def compute_metrics(run: str|Path|RunDir,  # the run directory
                     metrics=None,          # metric names / 'name:preset' (None: all)
                     preset: str='paper',   # preset for metrics given without one
@@ -719,7 +730,7 @@ def compute_metrics(run: str|Path|RunDir,  # the run directory
     rows = rows.reindex(columns=['recon_id'] + cols).astype({c: 'float64' for c in cols})
     return _write_metrics(run, rows, all_settings)
 
-# %% ../nbs/04_metrics.ipynb 122
+# %% ../nbs/04_metrics.ipynb 135
 def compute_pairs(originals_dir: str|Path,  # folder of original images
                   recon_dir: str|Path,      # folder of reconstructions, same file names
                   metrics=None,             # metric names / 'name:preset' (None: all but recog)
@@ -750,7 +761,7 @@ def compute_pairs(originals_dir: str|Path,  # folder of original images
     out.attrs.update(metrics=settings, unpaired=unpaired)
     return out
 
-# %% ../nbs/04_metrics.ipynb 126
+# %% ../nbs/04_metrics.ipynb 139
 def _cmd_metrics(args):
     if bool(args.run) == bool(args.originals or args.recon):
         raise SemsimError("give either --run, or --originals and --recon", 'semsim metrics',
@@ -780,7 +791,7 @@ def _cmd_metrics(args):
     for col, s in info.items():
         if 'unavailable' in s: print(f"unavailable: {col}: {s['unavailable']}")
 
-# %% ../nbs/04_metrics.ipynb 128
+# %% ../nbs/04_metrics.ipynb 141
 def register_commands(sub):
     "Add the `metrics` and `weights` commands to the `semsim` parser."
     p = sub.add_parser('metrics', help='compute metrics for a run, or for two folders of images')

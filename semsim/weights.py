@@ -29,6 +29,7 @@ class WeightsSpec:
     @property
     def sha256_prefix(self): return re.search(r'-([a-f0-9]+)\.', self.filename).group(1)
 
+# %% ../nbs/04a_weights.ipynb 8
 def _weights_registry() -> dict:
     import torchvision.models as tvm
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
@@ -41,7 +42,7 @@ def _weights_registry() -> dict:
 
 WEIGHTS = _weights_registry()
 
-# %% ../nbs/04a_weights.ipynb 9
+# %% ../nbs/04a_weights.ipynb 10
 def hub_checkpoints() -> Path:
     "The folder where torchvision looks for downloaded weights (`$TORCH_HOME/hub/checkpoints`)."
     return Path(torch.hub.get_dir())/'checkpoints'
@@ -50,7 +51,7 @@ def weights_dirs() -> list:
     "Where weights files are looked for, in order."
     return [hub_checkpoints(), data_dir()/'weights']
 
-# %% ../nbs/04a_weights.ipynb 12
+# %% ../nbs/04a_weights.ipynb 13
 _SHA_CACHE = {}
 
 def sha256_file(path) -> str:
@@ -70,7 +71,7 @@ def trusted_hashes() -> dict:
     p = _trust_file()
     return json.loads(p.read_text()) if p.exists() else {}
 
-# %% ../nbs/04a_weights.ipynb 15
+# %% ../nbs/04a_weights.ipynb 16
 def find_weights(name: str) -> dict:
     "Where weights `name` are and whether they check out: name, state (ok|trusted|missing|hash mismatch), path, sha256."
     spec = WEIGHTS[name]
@@ -84,7 +85,7 @@ def find_weights(name: str) -> dict:
         if state != 'hash mismatch': break
     return found
 
-# %% ../nbs/04a_weights.ipynb 17
+# %% ../nbs/04a_weights.ipynb 18
 def weights_status() -> pd.DataFrame:
     "One row per weights file the metrics can use: where it is and whether its hash checks out."
     return pd.DataFrame([find_weights(n) for n in WEIGHTS])
@@ -104,7 +105,7 @@ def require_weights(name: str) -> dict:
                              f"run `semsim weights fetch {name}` (online), or download {spec.url} elsewhere "
                              "and run `semsim weights import FILE`")
 
-# %% ../nbs/04a_weights.ipynb 22
+# %% ../nbs/04a_weights.ipynb 23
 def load_state_dict_file(path: str|Path,  # a `.pth` state dict
                         ) -> dict:
     "Tensors of a `.pth` file, read with `weights_only=True`; anything else is refused with the file named."
@@ -118,6 +119,7 @@ def load_state_dict_file(path: str|Path,  # a `.pth` state dict
                           "use the genuine published file (`semsim weights status` lists them)")
     return state
 
+# %% ../nbs/04a_weights.ipynb 24
 def _spec_for(path: Path, h: str, name: str|None):
     if name is not None:
         if name not in WEIGHTS:
@@ -128,7 +130,7 @@ def _spec_for(path: Path, h: str, name: str|None):
     raise SemsimError(f"{path} is none of the known weights (by name or hash)", path,
                       f"pass --name with one of: {', '.join(WEIGHTS)}")
 
-# %% ../nbs/04a_weights.ipynb 24
+# %% ../nbs/04a_weights.ipynb 26
 def import_weights(path: str|Path,     # a weights file (.pth) obtained elsewhere
                    name: str|None=None,  # which weights it is (default: recognised by hash or file name)
                    trust: bool=False,  # accept a file whose hash is not the published one (recorded as trusted)
@@ -151,7 +153,7 @@ def import_weights(path: str|Path,     # a weights file (.pth) obtained elsewher
     if path.resolve() != dst.resolve(): write_bytes_atomic(dst, path.read_bytes())
     return dst
 
-# %% ../nbs/04a_weights.ipynb 26
+# %% ../nbs/04a_weights.ipynb 28
 def fetch_weights(name: str,          # a key of `WEIGHTS`
                   timeout: float=30,  # seconds before giving up on the network
                  ) -> Path:
@@ -170,7 +172,7 @@ def fetch_weights(name: str,          # a key of `WEIGHTS`
     finally: socket.setdefaulttimeout(old)
     return dst
 
-# %% ../nbs/04a_weights.ipynb 33
+# %% ../nbs/04a_weights.ipynb 35
 def _cmd_weights(args):
     if args.weights_cmd == 'status':
         st = weights_status()
@@ -184,7 +186,7 @@ def _cmd_weights(args):
     else:
         print(f"installed {import_weights(args.file, args.name, args.trust)}")
 
-# %% ../nbs/04a_weights.ipynb 34
+# %% ../nbs/04a_weights.ipynb 36
 def register_commands(sub):
     "Add the `weights` command (status, fetch, import) to the `semsim` parser."
     w = sub.add_parser('weights', help='network weights for LPIPS and FID: status, fetch, import')
