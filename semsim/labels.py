@@ -8,7 +8,6 @@ import os, re, json, time, uuid, zlib, socket, sqlite3, datetime, io, shutil, ur
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
-from fastcore.basics import patch
 from .core import (SemsimError, RunDir, check_id, read_table, update_table, recon_id, RECON_COLUMNS,
                          load_png, save_png, to_uint8, write_bytes_atomic, write_text_atomic, write_json_atomic, generator)
 from .data import load_originals, load_dataset, dataset_info, data_dir, image_id
@@ -104,8 +103,8 @@ def _read_only_error(path, why) -> SemsimError:
                        "of the run; reading it works as it is")
 
 # %% ../nbs/05_labels.ipynb 13
-class LabelStore:
-    "Every label ever given, in an append-only SQLite table; each answer is committed the moment it is given."
+class _Connection:
+    "Opening and closing the database (the read-only fallbacks are `_ReadOnly`'s)."
     def __init__(self, path: str|Path,        # the database, e.g. `runs/NAME/labels.sqlite` (created if missing)
                  truth: dict|None=None,       # recon_id -> true class id: validates ids, scores class answers
                  timeout: float=30.0,         # seconds to wait for other writers before giving up
@@ -134,84 +133,83 @@ class LabelStore:
     def __len__(self): return int(self._retry(lambda: self._con.execute('SELECT COUNT(*) FROM labels').fetchone()[0]))
 
 # %% ../nbs/05_labels.ipynb 14
-@patch
-def _setup(self: LabelStore):
-    "Set the connection's journal and durability, and create the schema in a new database."
-    c = self._con
-    c.execute(f'PRAGMA busy_timeout={int(self.timeout * 1000)}')
-    c.execute('PRAGMA journal_mode=WAL')
-    c.execute('PRAGMA synchronous=FULL')
-    if not self._check_columns(c): c.executescript(_SCHEMA)
+class _Schema:
+    "The journal, durability and schema of a new database; another program's `labels` table refused."
+    def _setup(self):
+        "Set the connection's journal and durability, and create the schema in a new database."
+        c = self._con
+        c.execute(f'PRAGMA busy_timeout={int(self.timeout * 1000)}')
+        c.execute('PRAGMA journal_mode=WAL')
+        c.execute('PRAGMA synchronous=FULL')
+        if not self._check_columns(c): c.executescript(_SCHEMA)
 
-@patch
-def _check_columns(self: LabelStore, c) -> bool:
-    "Whether semsim's `labels` table exists; another program's `labels` table is refused."
-    have = [r[1] for r in c.execute('PRAGMA table_info(labels)')]
-    if have and have != LABEL_COLUMNS:
-        raise SemsimError(f"{self.path} holds a `labels` table with columns {have}, not semsim's; nothing was changed",
-                          self.path, "use another file for semsim labels (or export the old ones to CSV and import them)")
-    return bool(have)
+    def _check_columns(self, c) -> bool:
+        "Whether semsim's `labels` table exists; another program's `labels` table is refused."
+        have = [r[1] for r in c.execute('PRAGMA table_info(labels)')]
+        if have and have != LABEL_COLUMNS:
+            raise SemsimError(f"{self.path} holds a `labels` table with columns {have}, not semsim's; nothing was changed",
+                              self.path, "use another file for semsim labels (or export the old ones to CSV and import them)")
+        return bool(have)
 
 # %% ../nbs/05_labels.ipynb 15
-@patch
-def _open_read_only(self: LabelStore):
-    "Open the database for reading (`mode=ro`, else `immutable` when no WAL index can be made); empty when absent."
-    uri = 'file:' + urllib.parse.quote(str(self.path.resolve()))
-    for opts in ('?mode=ro', '?mode=ro&immutable=1'):
-        if not self.path.exists(): break
-        try:
-            con = sqlite3.connect(uri + opts, uri=True, timeout=self.timeout, isolation_level=None,
-                                  check_same_thread=False)
-            if self._check_columns(con): return con
-            break
-        except sqlite3.OperationalError as e:
-            if not any(k in str(e).lower() for k in ('unable to open', 'readonly', 'disk i/o', 'full')): raise
-    con = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)  # nothing to read: no labels
-    con.executescript(_SCHEMA)
-    return con
+class _ReadOnly:
+    "Opening for reading only, and refusing writes before they are tried."
+    def _open_read_only(self):
+        "Open the database for reading (`mode=ro`, else `immutable` when no WAL index can be made); empty when absent."
+        uri = 'file:' + urllib.parse.quote(str(self.path.resolve()))
+        for opts in ('?mode=ro', '?mode=ro&immutable=1'):
+            if not self.path.exists(): break
+            try:
+                con = sqlite3.connect(uri + opts, uri=True, timeout=self.timeout, isolation_level=None,
+                                      check_same_thread=False)
+                if self._check_columns(con): return con
+                break
+            except sqlite3.OperationalError as e:
+                if not any(k in str(e).lower() for k in ('unable to open', 'readonly', 'disk i/o', 'full')): raise
+        con = sqlite3.connect(':memory:', isolation_level=None, check_same_thread=False)  # nothing to read: no labels
+        con.executescript(_SCHEMA)
+        return con
 
-@patch
-def _writable(self: LabelStore):
-    "Raise the read-only error before any write is attempted."
-    if not self.read_only: return
-    full = self.why_read_only.startswith('no space')
-    raise self._error(sqlite3.OperationalError('database or disk is full' if full else 'attempt to write a readonly database'))
+    def _writable(self):
+        "Raise the read-only error before any write is attempted."
+        if not self.read_only: return
+        full = self.why_read_only.startswith('no space')
+        raise self._error(sqlite3.OperationalError('database or disk is full' if full else 'attempt to write a readonly database'))
 
 # %% ../nbs/05_labels.ipynb 16
-@patch
-def _error(self: LabelStore, e):
-    "The SemsimError that says what is actually wrong: locked, read-only, no space, or unreadable."
-    msg, low, p = str(e), str(e).lower(), self.path
-    if 'locked' in low or 'busy' in low:
-        return SemsimError(f"the label database is locked by another process for over {self.timeout:g} s ({msg}); "
-                           "this answer was not saved and nothing was changed", p,
-                           "finish or close the other notebook/process using it, then answer again")
-    why = self.why_read_only or _why_read_only(p)
-    if 'readonly' in low or 'read-only' in low or ('unable to open' in low and why):
-        return _read_only_error(p, why or msg)
-    if 'full' in low or ('i/o' in low and _disk_full(p)):
-        return SemsimError(f"no space left on the disk holding the label database ({msg}); nothing was saved and the "
-                           "labels already stored are intact", p, "free disk space, then answer again")
-    return SemsimError(f"the label database cannot be read ({msg}); nothing was changed", p,
-                       "it is damaged: move the file aside and restore it from a backup (semsim never rewrites "
-                       "or deletes labels)")
+class _Errors:
+    "sqlite errors as SemsimErrors that say what is wrong; retries past other writers."
+    def _error(self, e):
+        "The SemsimError that says what is actually wrong: locked, read-only, no space, or unreadable."
+        msg, low, p = str(e), str(e).lower(), self.path
+        if 'locked' in low or 'busy' in low:
+            return SemsimError(f"the label database is locked by another process for over {self.timeout:g} s ({msg}); "
+                               "this answer was not saved and nothing was changed", p,
+                               "finish or close the other notebook/process using it, then answer again")
+        why = self.why_read_only or _why_read_only(p)
+        if 'readonly' in low or 'read-only' in low or ('unable to open' in low and why):
+            return _read_only_error(p, why or msg)
+        if 'full' in low or ('i/o' in low and _disk_full(p)):
+            return SemsimError(f"no space left on the disk holding the label database ({msg}); nothing was saved and the "
+                               "labels already stored are intact", p, "free disk space, then answer again")
+        return SemsimError(f"the label database cannot be read ({msg}); nothing was changed", p,
+                           "it is damaged: move the file aside and restore it from a backup (semsim never rewrites "
+                           "or deletes labels)")
 
-@patch
-def _retry(self: LabelStore, fn, *args):
-    "Run `fn` until it gets past other writers (exponential back-off up to `timeout`); sqlite errors -> SemsimError."
-    deadline, wait = time.monotonic() + self.timeout, 0.005
-    while True:
-        try: return fn(*args)
-        except sqlite3.OperationalError as e:
-            m = str(e).lower()
-            if ('locked' in m or 'busy' in m) and time.monotonic() < deadline:
-                time.sleep(wait); wait = min(2 * wait, 0.25); continue
-            raise self._error(e) from e
-        except sqlite3.DatabaseError as e: raise self._error(e) from e
+    def _retry(self, fn, *args):
+        "Run `fn` until it gets past other writers (exponential back-off up to `timeout`); sqlite errors -> SemsimError."
+        deadline, wait = time.monotonic() + self.timeout, 0.005
+        while True:
+            try: return fn(*args)
+            except sqlite3.OperationalError as e:
+                m = str(e).lower()
+                if ('locked' in m or 'busy' in m) and time.monotonic() < deadline:
+                    time.sleep(wait); wait = min(2 * wait, 0.25); continue
+                raise self._error(e) from e
+            except sqlite3.DatabaseError as e: raise self._error(e) from e
 
-@patch
-def _query(self: LabelStore, sql, args=()):
-    return self._retry(lambda: pd.read_sql_query(sql, self._con, params=args))
+    def _query(self, sql, args=()):
+        return self._retry(lambda: pd.read_sql_query(sql, self._con, params=args))
 
 # %% ../nbs/05_labels.ipynb 18
 _AUTO = object()
@@ -272,108 +270,109 @@ def _insert(self, rows, keep_same=False):
     return ids
 
 # %% ../nbs/05_labels.ipynb 20
-@patch
-def add(self: LabelStore, recon_id: str,        # the reconstruction labelled
-        annotator: str,              # who answered
-        answer,                      # class id / -1 / 'cannot' (class) or yes/no (binary)
-        protocol: str='class',       # 'class' or 'binary'
-        recognized=None,             # 0/1; default: scored from `truth` (class) or the answer (binary)
-        proxy: bool=False,           # a proxy annotator (names starting `proxy:` always are)
-       ) -> int:
-    "Validate, score and commit one answer; returns its row id."
-    self._writable()
-    r = _row(self, recon_id, annotator, answer, protocol, recognized, proxy)
-    return self._retry(_insert, self, [r])[0]
+class _Writes:
+    "Adding answers and skips."
+    def add(self, recon_id: str,         # the reconstruction labelled
+            annotator: str,              # who answered
+            answer,                      # class id / -1 / 'cannot' (class) or yes/no (binary)
+            protocol: str='class',       # 'class' or 'binary'
+            recognized=None,             # 0/1; default: scored from `truth` (class) or the answer (binary)
+            proxy: bool=False,           # a proxy annotator (names starting `proxy:` always are)
+           ) -> int:
+        "Validate, score and commit one answer; returns its row id."
+        self._writable()
+        r = _row(self, recon_id, annotator, answer, protocol, recognized, proxy)
+        return self._retry(_insert, self, [r])[0]
 
-@patch
-def add_many(self: LabelStore, rows,  # DataFrame or dicts: recon_id, annotator, answer[, protocol, recognized, proxy]
-             keep_same: bool=True,    # skip rows whose answer is already the annotator's effective one
-            ) -> list:
-    "Validate all rows, then commit them in one transaction; returns the row ids (existing ones where kept)."
-    self._writable()
-    recs = rows.to_dict('records') if isinstance(rows, pd.DataFrame) else list(rows)
-    clean = lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else v
-    proto = lambda r: r['protocol'] if isinstance(r.get('protocol'), str) else 'class'
-    rows = [_row(self, r['recon_id'], r['annotator'], r['answer'], proto(r), clean(r.get('recognized')),
-                 bool(clean(r.get('proxy')) or False)) for r in recs]
-    return self._retry(_insert, self, rows, keep_same) if rows else []
+    def add_many(self, rows,              # DataFrame or dicts: recon_id, annotator, answer[, protocol, recognized, proxy]
+                 keep_same: bool=True,    # skip rows whose answer is already the annotator's effective one
+                ) -> list:
+        "Validate all rows, then commit them in one transaction; returns the row ids (existing ones where kept)."
+        self._writable()
+        recs = rows.to_dict('records') if isinstance(rows, pd.DataFrame) else list(rows)
+        clean = lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+        proto = lambda r: r['protocol'] if isinstance(r.get('protocol'), str) else 'class'
+        rows = [_row(self, r['recon_id'], r['annotator'], r['answer'], proto(r), clean(r.get('recognized')),
+                     bool(clean(r.get('proxy')) or False)) for r in recs]
+        return self._retry(_insert, self, rows, keep_same) if rows else []
 
-@patch
-def skip(self: LabelStore, recon_id: str, annotator: str, protocol: str='class') -> int:
-    "Record that the annotator skipped a reconstruction (it comes back after the unseen ones); returns the row id."
-    self._writable()
-    return self._retry(_insert, self, [_row(self, recon_id, annotator, SKIP, protocol)])[0]
+    def skip(self, recon_id: str, annotator: str, protocol: str='class') -> int:
+        "Record that the annotator skipped a reconstruction (it comes back after the unseen ones); returns the row id."
+        self._writable()
+        return self._retry(_insert, self, [_row(self, recon_id, annotator, SKIP, protocol)])[0]
 
 # %% ../nbs/05_labels.ipynb 21
-@patch
-def undo(self: LabelStore, annotator: str,  # whose last answer (or skip) to take back
-         protocol: str|None=None,           # only this protocol's
-        ) -> dict|None:
-    "Take back the annotator's latest answer or skip not yet undone, by adding an `undo` row; returns the row undone."
-    check_annotator(annotator); self._writable()
-    def tx():
-        c = self._con
-        c.execute('BEGIN IMMEDIATE')
-        try:
-            r = c.execute(f"SELECT id, recon_id, protocol, answer FROM labels l WHERE annotator=? AND answer != '{UNDO}' "
-                          + ("AND protocol=? " if protocol else "")
-                          + f"AND {_NOT_UNDONE.format(t='l')} ORDER BY id DESC LIMIT 1",
-                          (annotator, protocol) if protocol else (annotator,)).fetchone()
-            if r is not None:
-                c.execute(_INSERT, (r[1], annotator, r[2], UNDO, None, _now(), self.session,
-                                    int(annotator.startswith('proxy:')), r[0]))
-            c.execute('COMMIT')
-        except BaseException:
-            if c.in_transaction: c.execute('ROLLBACK')
-            raise
-        return None if r is None else dict(id=r[0], recon_id=r[1], protocol=r[2], answer=r[3])
-    return self._retry(tx)
+class _Undo:
+    "Taking an answer back, by adding a row."
+    def undo(self, annotator: str,              # whose last answer (or skip) to take back
+             protocol: str|None=None,           # only this protocol's
+            ) -> dict|None:
+        "Take back the annotator's latest answer or skip not yet undone, by adding an `undo` row; returns the row undone."
+        check_annotator(annotator); self._writable()
+        def tx():
+            c = self._con
+            c.execute('BEGIN IMMEDIATE')
+            try:
+                r = c.execute(f"SELECT id, recon_id, protocol, answer FROM labels l WHERE annotator=? AND answer != '{UNDO}' "
+                              + ("AND protocol=? " if protocol else "")
+                              + f"AND {_NOT_UNDONE.format(t='l')} ORDER BY id DESC LIMIT 1",
+                              (annotator, protocol) if protocol else (annotator,)).fetchone()
+                if r is not None:
+                    c.execute(_INSERT, (r[1], annotator, r[2], UNDO, None, _now(), self.session,
+                                        int(annotator.startswith('proxy:')), r[0]))
+                c.execute('COMMIT')
+            except BaseException:
+                if c.in_transaction: c.execute('ROLLBACK')
+                raise
+            return None if r is None else dict(id=r[0], recon_id=r[1], protocol=r[2], answer=r[3])
+        return self._retry(tx)
 
 # %% ../nbs/05_labels.ipynb 22
-@patch
-def rows(self: LabelStore) -> pd.DataFrame:
-    "Every row ever written (answers, skips, undos), oldest first."
-    return self._query('SELECT * FROM labels ORDER BY id')
+class _Reads:
+    "Every row, the effective labels, one annotator's new rows, sessions."
+    def rows(self) -> pd.DataFrame:
+        "Every row ever written (answers, skips, undos), oldest first."
+        return self._query('SELECT * FROM labels ORDER BY id')
 
-@patch
-def current(self: LabelStore, annotator: str|None=None,  # only this annotator's
-            protocol: str|None=None,         # only this protocol's
-            skips: bool=False,               # include effective skips
-            columns: list|None=None,         # only these of LABEL_COLUMNS (fewer columns read faster); None: all
-           ) -> pd.DataFrame:
-    "The effective labels: per reconstruction, annotator and protocol, the latest answer not undone."
-    keys = [(k, v) for k, v in (('annotator', annotator), ('protocol', protocol)) if v]
-    where = _EFFECTIVE.format(where=''.join(f' AND m.{k} = ?' for k, _ in keys)) + ('' if skips else f" AND l.answer != '{SKIP}'")
-    bad = [c for c in columns or [] if c not in LABEL_COLUMNS]
-    if bad: raise SemsimError(f"unknown label column(s) {bad}", 'columns', f"use some of: {', '.join(LABEL_COLUMNS)}")
-    cols = ', '.join(f'l.{c}' for c in columns) if columns else 'l.*'
-    return self._query(f"SELECT {cols} FROM labels l WHERE {where} ORDER BY l.id", [v for _, v in keys])
+    def current(self, annotator: str|None=None,  # only this annotator's
+                protocol: str|None=None,         # only this protocol's
+                skips: bool=False,               # include effective skips
+                columns: list|None=None,         # only these of LABEL_COLUMNS (fewer columns read faster); None: all
+               ) -> pd.DataFrame:
+        "The effective labels: per reconstruction, annotator and protocol, the latest answer not undone."
+        keys = [(k, v) for k, v in (('annotator', annotator), ('protocol', protocol)) if v]
+        where = _EFFECTIVE.format(where=''.join(f' AND m.{k} = ?' for k, _ in keys)) + ('' if skips else f" AND l.answer != '{SKIP}'")
+        bad = [c for c in columns or [] if c not in LABEL_COLUMNS]
+        if bad: raise SemsimError(f"unknown label column(s) {bad}", 'columns', f"use some of: {', '.join(LABEL_COLUMNS)}")
+        cols = ', '.join(f'l.{c}' for c in columns) if columns else 'l.*'
+        return self._query(f"SELECT {cols} FROM labels l WHERE {where} ORDER BY l.id", [v for _, v in keys])
 
-@patch
-def since(self: LabelStore, annotator: str, protocol: str,
-          after: int=0,  # a row id: only rows written after it
-         ) -> list:
-    "One annotator's rows of one protocol after row `after`, and anyone's undos of them: (id, recon_id, answer, supersedes)."
-    return self._retry(lambda: self._con.execute(     # CROSS JOIN: start from the new rows `u`, not all of `l`'s
-        "SELECT id, recon_id, answer, supersedes FROM labels WHERE annotator=? AND protocol=? AND id>? UNION "
-        "SELECT u.id, u.recon_id, u.answer, u.supersedes FROM labels u CROSS JOIN labels l ON l.id = u.supersedes "
-        f"WHERE u.id>? AND u.answer='{UNDO}' AND l.annotator=? AND l.protocol=? ORDER BY 1",
-        (annotator, protocol, after, after, annotator, protocol)).fetchall())
+    def since(self, annotator: str, protocol: str,
+              after: int=0,  # a row id: only rows written after it
+             ) -> list:
+        "One annotator's rows of one protocol after row `after`, and anyone's undos of them: (id, recon_id, answer, supersedes)."
+        return self._retry(lambda: self._con.execute(     # CROSS JOIN: start from the new rows `u`, not all of `l`'s
+            "SELECT id, recon_id, answer, supersedes FROM labels WHERE annotator=? AND protocol=? AND id>? UNION "
+            "SELECT u.id, u.recon_id, u.answer, u.supersedes FROM labels u CROSS JOIN labels l ON l.id = u.supersedes "
+            f"WHERE u.id>? AND u.answer='{UNDO}' AND l.annotator=? AND l.protocol=? ORDER BY 1",
+            (annotator, protocol, after, after, annotator, protocol)).fetchall())
 
-@patch
-def start_session(self: LabelStore, annotator: str, protocol: str, settings: dict|None=None):
-    "Record this session's settings (widget order seed, proxy panel, import, ...) in the `sessions` table."
-    self._writable()
-    row = (self.session, annotator, protocol, json.dumps(settings or {}, default=str), _now(), socket.gethostname(),
-           os.getpid())
-    self._retry(lambda: self._con.execute('INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?)', row))
+    def start_session(self, annotator: str, protocol: str, settings: dict|None=None):
+        "Record this session's settings (widget order seed, proxy panel, import, ...) in the `sessions` table."
+        self._writable()
+        row = (self.session, annotator, protocol, json.dumps(settings or {}, default=str), _now(), socket.gethostname(),
+               os.getpid())
+        self._retry(lambda: self._con.execute('INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?)', row))
 
-@patch
-def sessions(self: LabelStore) -> pd.DataFrame:
-    "Every session's settings, oldest first."
-    return self._query('SELECT * FROM sessions ORDER BY started_at')
+    def sessions(self) -> pd.DataFrame:
+        "Every session's settings, oldest first."
+        return self._query('SELECT * FROM sessions ORDER BY started_at')
 
-# %% ../nbs/05_labels.ipynb 24
+# %% ../nbs/05_labels.ipynb 23
+class LabelStore(_Reads, _Undo, _Writes, _Errors, _ReadOnly, _Schema, _Connection):
+    "Every label ever given, in an append-only SQLite table; each answer is committed the moment it is given."
+
+# %% ../nbs/05_labels.ipynb 25
 def labelable(table: pd.DataFrame) -> pd.Series:
     "Which reconstructions can be shown to an annotator: the attack ended `ok` and wrote an image."
     path = table.recon_path if 'recon_path' in table.columns else pd.Series('', index=table.index)
@@ -391,7 +390,7 @@ def open_labels(run: str|Path|RunDir,    # the run directory
     return LabelStore(run.labels_db, truth=dict(zip(table.recon_id, table.class_id)), timeout=timeout, session=session,
                       read_only=read_only)
 
-# %% ../nbs/05_labels.ipynb 34
+# %% ../nbs/05_labels.ipynb 35
 AUTO_MIN_PER_VICTIM = 20   # `auto` uses humans when every victim has this many human-labelled reconstructions
 
 def _store(run) -> LabelStore:   # reading needs no true classes: the store alone, not the table behind `open_labels`
@@ -417,7 +416,7 @@ def _coverage(queue, labels) -> dict:
     per = hit.groupby(queue.model_id).sum()
     return dict(n=int(hit.sum()), total=len(queue), least_per_victim=int(per.min()) if len(per) else 0)
 
-# %% ../nbs/05_labels.ipynb 35
+# %% ../nbs/05_labels.ipynb 36
 def _import_sessions(st, fmt, path) -> set:
     "Sessions that imported `path` in format `fmt`."
     s, want = st.sessions(), str(Path(path).expanduser().resolve())
@@ -435,7 +434,7 @@ def _select(run, source='auto', protocol=None, min_per_victim=AUTO_MIN_PER_VICTI
     finally:
         if st is not run: st.close()        # a store opened here is closed here (a read-only mount stays unbusy)
 
-# %% ../nbs/05_labels.ipynb 36
+# %% ../nbs/05_labels.ipynb 37
 def _choose(st, cur, source, min_per_victim) -> tuple:
     "Pick the one source `source` names (resolving `auto` by the humans' coverage) and its labels."
     queue = _queue(st)
@@ -471,7 +470,7 @@ def source_labels(run,                      # run directory (or an open LabelSto
 
 _labels = source_labels
 
-# %% ../nbs/05_labels.ipynb 37
+# %% ../nbs/05_labels.ipynb 38
 def votes(run,                      # run directory (or an open LabelStore)
           threshold: float=0.5,     # recognised when more than this fraction of votes say so
           source: str='auto',       # 'auto', 'humans', 'proxy:<kind>', 'import:<format>:<path>' or 'all'
@@ -486,7 +485,7 @@ def votes(run,                      # run directory (or an open LabelStore)
     v['recognized'] = (v.votes_recognized > threshold * v.votes_total).astype(int)
     return v[['recon_id', 'votes_recognized', 'votes_total', 'recognized', 'proxy']]
 
-# %% ../nbs/05_labels.ipynb 41
+# %% ../nbs/05_labels.ipynb 42
 def agreement(run,                      # run directory (or an open LabelStore)
               source: str='auto',       # whose labels (see `votes`)
               protocol: str|None=None,  # only this protocol's labels
@@ -525,7 +524,7 @@ def agreement(run,                      # run directory (or an open LabelStore)
     out['per_annotator'] = pd.DataFrame(per, columns=['annotator', 'n', 'agreement'])
     return out
 
-# %% ../nbs/05_labels.ipynb 46
+# %% ../nbs/05_labels.ipynb 47
 def _statement(src, n_cov, hcov, annotators, requested) -> str:
     "One sentence: the source, its coverage, who; and, when `auto` passed the humans over, their coverage."
     if src == 'none': return "no labels yet"
@@ -563,7 +562,7 @@ def _describe(st, source, min_per_victim) -> dict:
     out['note'] = _statement(src, n_cov, hcov, out['annotators'], source)
     return out
 
-# %% ../nbs/05_labels.ipynb 50
+# %% ../nbs/05_labels.ipynb 51
 def _class_names(table, originals) -> dict:
     "dataset -> list of class names (the registry's when it loads, else those seen in originals.csv)."
     out = {}
@@ -586,7 +585,7 @@ def upscaled_png(path: str|Path,  # an image file
     buf = io.BytesIO(); Image.fromarray(a).resize((a.shape[1] * f, a.shape[0] * f), Image.NEAREST).save(buf, format='PNG')
     return buf.getvalue()
 
-# %% ../nbs/05_labels.ipynb 51
+# %% ../nbs/05_labels.ipynb 52
 class _Queue:
     "One annotator's answered / skipped reconstructions (one protocol) in memory, updated from the rows written since."
     def __init__(self, store, annotator, protocol, order):
@@ -624,7 +623,7 @@ class _Queue:
         start = self.index[after] + 1 if after in self.index else 0
         return self.order[next((k for k in ks if k >= start), ks[0])] if ks else None
 
-# %% ../nbs/05_labels.ipynb 52
+# %% ../nbs/05_labels.ipynb 53
 class Labeller:
     "One annotator's labelling session over a run: queue, answers, skip, undo, progress (no display)."
     def __init__(self, run: str|Path|RunDir,     # the run whose reconstructions are labelled
@@ -706,7 +705,7 @@ class Labeller:
         row = self.table.loc[self.current]
         return upscaled_png(self.run.file(row.recon_path if which == 'recon' else row.original_path), size)
 
-# %% ../nbs/05_labels.ipynb 57
+# %% ../nbs/05_labels.ipynb 58
 OBSERVER_ARCHS = ('mlp', 'cnn', 'cnn-wide')
 
 class _Normalise(nn.Module):
@@ -730,7 +729,7 @@ def observer_model(arch: str,  # one of OBSERVER_ARCHS
                             f"use one of: {', '.join(OBSERVER_ARCHS)}")
     return nn.Sequential(_Normalise(info.mean, info.std), body)
 
-# %% ../nbs/05_labels.ipynb 58
+# %% ../nbs/05_labels.ipynb 59
 def proxy_panel(dataset: str,                   # registry name
                 panel_size: int=5,              # number of observers
                 seed: int=0,                    # panel seed (member i uses seed*100 + i + 1)
@@ -775,11 +774,11 @@ def proxy_panel(dataset: str,                   # registry name
         panel.append((model.eval(), meta))
     return panel
 
-# %% ../nbs/05_labels.ipynb 59
+# %% ../nbs/05_labels.ipynb 60
 PANEL_INDEPENDENCE = ("observer architectures defined in semsim.labels (not the victim zoo or the recognition-accuracy "
                       "metric's classifier), own seeds and own random training subsets")
 
-# %% ../nbs/05_labels.ipynb 60
+# %% ../nbs/05_labels.ipynb 61
 def label_with_proxies(run: str|Path|RunDir,  # the run to label
                        panel_size: int=5,      # observers in the panel
                        seed: int=0,            # panel seed
@@ -820,7 +819,7 @@ def label_with_proxies(run: str|Path|RunDir,  # the run to label
     store.add_many(labels, keep_same=True)
     return labels.assign(recognized=[int(a == store.truth[r]) for r, a in zip(labels.recon_id, labels.answer)])
 
-# %% ../nbs/05_labels.ipynb 67
+# %% ../nbs/05_labels.ipynb 68
 def active_order(run,                    # run directory
                  by: str='auto',          # 'disagreement', 'uncertainty' or 'auto'
                  annotator: str|None=None,  # unlabelled by this annotator (default: by any human)
@@ -852,7 +851,7 @@ def active_order(run,                    # run directory
     else: raise SemsimError(f"unknown selection {by!r}", 'by', "use disagreement, uncertainty or auto")
     return todo.sort_values('score', ascending=False, kind='stable')[['recon_id', 'score']].reset_index(drop=True)
 
-# %% ../nbs/05_labels.ipynb 72
+# %% ../nbs/05_labels.ipynb 73
 def read_answers(path: str|Path,         # a `_gt.txt` file
                  n_answers: int=5,       # answers expected
                  n_classes: int|None=None,  # the dataset's number of classes: larger answers are refused
@@ -876,7 +875,7 @@ def read_answers(path: str|Path,         # a `_gt.txt` file
                           f"give exactly {n_answers} answers (or pass n_answers / --answers)")
     return found
 
-# %% ../nbs/05_labels.ipynb 74
+# %% ../nbs/05_labels.ipynb 75
 def release_fixture(dest: str|Path,            # folder to create
                     n_images: int=4,           # originals
                     dataset: str='fashion_mnist',
@@ -897,7 +896,7 @@ def release_fixture(dest: str|Path,            # folder to create
             rows.append(dict(model=model, idx=i, cls=c, answers=answers))
     return pd.DataFrame(rows)
 
-# %% ../nbs/05_labels.ipynb 76
+# %% ../nbs/05_labels.ipynb 77
 def _safe(name: str,             # a folder or file-name part that becomes an id
           where: str|Path='',    # the file it came from, for the message
          ) -> str:
@@ -923,7 +922,7 @@ def _recon_row(run, dataset, model, attack, iid, cls):
                 class_id=int(cls), original_path=f'originals/{iid}.png', recon_path=str(png.relative_to(run.path)),
                 status='ok', attack_loss=float('nan'), iterations=float('nan'), seconds=float('nan'))
 
-# %% ../nbs/05_labels.ipynb 77
+# %% ../nbs/05_labels.ipynb 78
 def _write_import(run, originals, recons, labels, copies, fmt, src) -> dict:
     "Write what an importer gathered (image copies, originals.csv, table rows, labels), all inside the run."
     targets = [(Path(s), run.file(d)) for s, d in copies]     # every destination checked before anything is written
@@ -953,7 +952,7 @@ def _classes_of(dataset):
     try: return list(dataset_info(dataset).classes)
     except Exception: return None
 
-# %% ../nbs/05_labels.ipynb 78
+# %% ../nbs/05_labels.ipynb 79
 def _release_originals(src, dataset, names) -> tuple:
     "The release's originals (index -> row) and their image copies."
     originals, copies = {}, []
@@ -969,7 +968,7 @@ def _release_originals(src, dataset, names) -> tuple:
         copies.append((f, f'originals/{iid}.png'))
     return originals, copies
 
-# %% ../nbs/05_labels.ipynb 79
+# %% ../nbs/05_labels.ipynb 80
 def import_semsim_release(src: str|Path,         # folder holding img/ and original-img/
                           run: str|Path|RunDir,  # run to create or add to
                           dataset: str='cifar100',  # dataset the images come from
@@ -1004,7 +1003,7 @@ def import_semsim_release(src: str|Path,         # folder holding img/ and origi
                                      "expect img/<model>/<idx>_<cls>_rec.png")
     return _write_import(run, list(originals.values()), recons, labels, copies, 'semsim-release', src)
 
-# %% ../nbs/05_labels.ipynb 83
+# %% ../nbs/05_labels.ipynb 84
 def export_semsim_train(run: str|Path|RunDir,  # the run
                         out: str|Path,          # folder to write train_with_ori/ and others/ into
                         threshold: float=0.5,   # majority threshold (see `votes`)
@@ -1030,7 +1029,7 @@ def export_semsim_train(run: str|Path|RunDir,  # the run
                 write_bytes_atomic(out/'others'/f'{iid}_{name}', data)
     return n
 
-# %% ../nbs/05_labels.ipynb 84
+# %% ../nbs/05_labels.ipynb 85
 def _image_key(key, dataset, where=''):
     return image_id(dataset, 'release', int(key)) if key.isdigit() else _safe(key, where)
 
@@ -1038,7 +1037,7 @@ def _rec_ids(f: Path, attack_id):
     s = f.stem[:-4] if f.stem.endswith('_rec') else f.stem
     return tuple(_safe(p, f) for p in s.split('--', 1)) if '--' in s else (_safe(s, f), attack_id)
 
-# %% ../nbs/05_labels.ipynb 85
+# %% ../nbs/05_labels.ipynb 86
 def import_semsim_train(src: str|Path,          # a folder holding train_with_ori/ (or img/, img0/, img1/), or train_with_ori itself
                         run: str|Path|RunDir,   # run to create or add to
                         dataset: str='cifar100',
@@ -1081,7 +1080,7 @@ def import_semsim_train(src: str|Path,          # a folder holding train_with_or
                 labels.append(dict(recon_id=r['recon_id'], annotator='semsim-train', protocol='binary', answer=yes))
     return _write_import(run, originals, recons, labels, copies, 'semsim-train', src)
 
-# %% ../nbs/05_labels.ipynb 89
+# %% ../nbs/05_labels.ipynb 90
 def export_labels(run: str|Path|RunDir,   # the run
                   out: str|Path,           # CSV file to write
                   raw: bool=False,         # one row per label instead of per reconstruction
@@ -1100,7 +1099,7 @@ def export_labels(run: str|Path|RunDir,   # the run
     write_text_atomic(out, df.to_csv(index=False))
     return df
 
-# %% ../nbs/05_labels.ipynb 90
+# %% ../nbs/05_labels.ipynb 91
 def import_labels_csv(path: str|Path,         # CSV with recon_id, annotator, answer[, protocol, recognized, proxy]
                       run: str|Path|RunDir,   # run whose label store receives them
                      ) -> int:
@@ -1124,7 +1123,7 @@ def import_labels_csv(path: str|Path,         # CSV with recon_id, annotator, an
         except SemsimError as e: raise SemsimError(f"{path}:{line}: {e.what}", f'{path}:{line}', e.fix) from e
     return _add_imported(run, df, 'csv', path)
 
-# %% ../nbs/05_labels.ipynb 94
+# %% ../nbs/05_labels.ipynb 95
 IMPORT_FORMATS = ('semsim-release', 'semsim-train', 'csv')
 
 def import_labels(run: str|Path|RunDir,  # the run to import into (created if missing)
@@ -1141,7 +1140,7 @@ def import_labels(run: str|Path|RunDir,  # the run to import into (created if mi
     if format == 'csv': return dict(labels_added=import_labels_csv(path, run))
     raise SemsimError(f"unknown import format {format!r}", 'format', f"use one of: {', '.join(IMPORT_FORMATS)}")
 
-# %% ../nbs/05_labels.ipynb 97
+# %% ../nbs/05_labels.ipynb 98
 _SOURCE_HELP = ("whose labels: auto (humans when every victim has >= 20 human labels or all are labelled, else the "
                 "proxies), humans, proxy:<kind> (e.g. proxy:panel), import:<format>:<path>, or all (a mixture)")
 
@@ -1171,7 +1170,7 @@ def _cmd_proxies(a):
     df = label_with_proxies(a.run, panel_size=a.panel, seed=a.seed, n_train=a.n_train, epochs=a.epochs, verbose=True)
     print(f"proxy:panel of {a.panel} observers (not people): {len(df)} labels, {df.recognized.mean():.1%} recognised")
 
-# %% ../nbs/05_labels.ipynb 98
+# %% ../nbs/05_labels.ipynb 99
 def register_commands(sub):
     "Add the `labels` subcommands to the `semsim` parser."
     p = sub.add_parser('labels', help='human (and proxy) labels: import, export, agreement, proxies')
