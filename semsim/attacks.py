@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_attacks.ipynb 2
 from __future__ import annotations
-import contextlib, copy, math, threading, time, zlib
+import contextlib, copy, dataclasses, hashlib, json, math, re, shutil, threading, time, zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,14 +12,16 @@ import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as 
 from torch.func import functional_call, vmap, grad
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import SemsimError, RunDir, save_png, load_png, generator, recon_id, read_table, update_table, RECON_COLUMNS
+from .core import (SemsimError, RunDir, save_png, load_png, generator, recon_id, read_table, update_table,
+                         write_table, file_lock, RECON_COLUMNS)
 from .data import load_originals
-from .victims import build_model, load_victim, defend, parse_defense, Normalize
+from .victims import build_model, load_victim, defend, parse_defense, Normalize, _exact
 
 # %% auto 0
 __all__ = ['ATTACKS', 'PRIORS', 'Attack', 'get_attack', 'target_gradients', 'target_norms', 'recover_labels', 'gradient_distance',
            'total_variation', 'bn_statistics_loss', 'attack_priors', 'prepare_victim', 'calibrate', 'default_workers',
-           'AttackResult', 'attack_batch', 'attack_key', 'image_seed', 'run_attack', 'register_commands']
+           'AttackResult', 'attack_batch', 'attack_key', 'attack_settings', 'attack_id_for', 'image_seed',
+           'replace_attack', 'run_attack', 'register_commands']
 
 # %% ../nbs/03_attacks.ipynb 7
 @dataclass(frozen=True)
@@ -525,9 +527,18 @@ def attack_key(attack: str|Attack,  # a preset name or an `Attack`
     name = attack if isinstance(attack, str) else attack.name
     return name + ''.join(f'+{n}{_exact(v)}' for n, v in parse_defense(defense))
 
-def _exact(v: float) -> str:
-    "The shortest spelling that reads back as exactly v: 0.7 -> '0.7', 1.0 -> '1', 0.9999999 -> '0.9999999'."
-    s = repr(float(v)); return s[:-2] if s.endswith('.0') else s
+def attack_settings(spec: Attack,   # the attack as it runs (a preset with its overrides)
+                    defense=None,   # its gradient defense, e.g. 'noise:0.01'
+                    seed: int=0,    # added to every image's seed
+                   ) -> dict:
+    "Every setting that makes an attack's reconstructions: the preset's name, all `Attack` fields, defense and seed."
+    fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ('name', 'reference')}
+    return dict(preset=spec.name, **fields, defense=[[n, v] for n, v in parse_defense(defense)], seed=int(seed))
+
+def attack_id_for(spec: Attack, defense=None, seed: int=0) -> str:
+    "The id of an attack's reconstructions: preset, a short hash of `attack_settings`, defense: `ig-3f2a9c+noise0.01`."
+    h = hashlib.sha256(json.dumps(attack_settings(spec, defense, seed), sort_keys=True, default=str).encode())
+    return attack_key(f"{spec.name}-{h.hexdigest()[:6]}", defense)
 
 def image_seed(image_id: str, seed: int=0) -> int:
     "A seed derived from an image's id (stable across runs and machines)."
@@ -545,29 +556,70 @@ def _load_originals(run: RunDir, originals: pd.DataFrame, shape: tuple) -> dict:
     return out
 
 # %% ../nbs/03_attacks.ipynb 89
+def _family(aid: str) -> tuple:
+    "An attack id's preset and defense, its settings hash left out: `ig-3f2a9c+noise0.01` -> ('ig', '+noise0.01')."
+    base, plus, rest = aid.partition('+')
+    return re.sub(r'-[0-9a-f]{6}$', '', base), plus + rest
+
+def replace_attack(run: RunDir, model_id: str, aid: str) -> list:
+    "Remove a victim's reconstructions by the same preset and defense under other settings; returns the ids removed."
+    with file_lock(run.reconstructions):
+        table, meta = read_table(run.reconstructions)
+        old = sorted({a for a in table.attack_id[table.model_id == model_id] if a != aid and _family(a) == _family(aid)})
+        if old: write_table(run.reconstructions, table[~((table.model_id == model_id) & table.attack_id.isin(old))], meta)
+    for a in old: shutil.rmtree(run.recon_dir(model_id, a), ignore_errors=True)
+    return old
+
+# %% ../nbs/03_attacks.ipynb 90
+def _row(run, model_id, aid, r, res, i, seconds) -> dict:
+    "The table row of original `r` (the `i`-th of result `res`, or a failure when `res` is None)."
+    ok = res is not None
+    return dict(recon_id=recon_id(model_id, aid, r.image_id), dataset=r.dataset, model_id=model_id, attack_id=aid,
+                image_id=r.image_id, class_id=int(r.class_id), original_path=str(r.path),
+                recon_path=str(run.recon_png(model_id, aid, r.image_id).relative_to(run.path)) if ok else None,
+                status=res.status[i] if ok else 'failed', attack_loss=float(res.loss[i]) if ok else float('nan'),
+                iterations=int(res.iterations[i]) if ok else 0, seconds=float(res.seconds[i]) if ok else seconds)
+
+def _attack_group(run, model, model_id, aid, spec, group, pixels, defense, seed, verbose, workers) -> pd.DataFrame:
+    "Attack one group of originals and write their PNGs and rows; an attack that raises marks them `failed`."
+    t0 = time.perf_counter()
+    try:
+        x, y = torch.stack([pixels[r.image_id] for r in group]), torch.tensor([int(r.class_id) for r in group])
+        res = attack_batch(model, x, y, spec, defense=defense, seed=[image_seed(r.image_id, seed) for r in group],
+                           verbose=verbose, workers=workers)
+    except SemsimError: raise
+    except Exception as e:
+        print(f'attack failed on {len(group)} images ({type(e).__name__}: {e}); they are marked failed and retried next time')
+        res = None
+    if res is not None:
+        for i, r in enumerate(group): save_png(res.recons[i], run.recon_png(model_id, aid, r.image_id))
+    rows = [_row(run, model_id, aid, r, res, i, (time.perf_counter() - t0) / len(group)) for i, r in enumerate(group)]
+    return pd.DataFrame(rows, columns=RECON_COLUMNS)
+
+# %% ../nbs/03_attacks.ipynb 91
 def run_attack(run,                          # the run directory (path or `RunDir`)
                model_id: str,                # a victim of the run
                attack_id: str|Attack='ig',   # a preset of `ATTACKS` (or an `Attack`)
                iterations: int|None=None,    # overrides the preset's iterations
                batch: int=32,                # images attacked together (the engine calibrates its chunk size)
-               defense=None,                 # gradient defense, e.g. 'noise:0.01' (becomes part of the attack_id)
+               defense=None,                 # gradient defense, e.g. 'noise:0.01' (part of the attack id)
                image_ids: list|None=None,    # attack only these originals (default: all)
                verbose: bool=True,           # progress bars
-               seed: int=0,                  # added to every image's seed
-               workers: int|None=None,       # chunks optimised at the same time (default: one per CPU thread, 1 on a GPU)
+               seed: int=0,                  # added to every image's seed (part of the attack id)
+               workers: int|None=None,       # chunks optimised at the same time (default: one per CPU thread, 1 on GPU)
+               replace: bool=False,          # first remove this victim's reconstructions by the same preset and
+                                             # defense under other settings (see `replace_attack`)
               ) -> pd.DataFrame:
     "Reconstruct a run's originals from a victim's gradients; write PNGs and table rows; returns this attack's rows."
-    run = RunDir(run)
-    spec = get_attack(attack_id, iterations)
-    aid = attack_key(spec, defense)
+    run, spec = RunDir(run), get_attack(attack_id, iterations)
+    aid = attack_id_for(spec, defense, seed)
     if int(batch) < 1: raise SemsimError(f"batch must be >= 1, got {batch}", '--batch', "pass e.g. --batch 32")
-    originals = load_originals(run)
-    if image_ids is not None:
-        missing = sorted(set(image_ids) - set(originals.image_id))
-        if missing: raise SemsimError(f"images not among the run's originals: {', '.join(missing[:5])}", '--images', f"see {run.originals_csv}")
-        originals = originals[originals.image_id.isin(set(image_ids))]
+    originals = _select(run, image_ids)
     model, meta = load_victim(run, model_id)
     pixels = _load_originals(run, originals, (meta['info']['channels'], *meta['info']['size']))
+    if replace and (old := replace_attack(run, model_id, aid)):   # said even when quiet
+        print(f"{model_id}: replaced the reconstructions of {', '.join(old)} (other settings) by {aid}")
+    update_table(run.reconstructions, meta={'attacks': {aid: attack_settings(spec, defense, seed)}})
     table, _ = read_table(run.reconstructions)
     finished = set(table.recon_id[table.status.isin(['ok', 'diverged'])]) if len(table) else set()
     todo = [r for r in originals.itertuples() if not (recon_id(model_id, aid, r.image_id) in finished
@@ -575,39 +627,30 @@ def run_attack(run,                          # the run directory (path or `RunDi
     with tqdm(total=len(todo), desc=f'{model_id}/{aid}', disable=not verbose) as bar:
         for a in range(0, len(todo), int(batch)):
             group = todo[a:a + int(batch)]
-            rows, t0 = [], time.perf_counter()
-            try:
-                x = torch.stack([pixels[r.image_id] for r in group])
-                y = torch.tensor([int(r.class_id) for r in group])
-                res = attack_batch(model, x, y, spec, defense=defense, seed=[image_seed(r.image_id, seed) for r in group],
-                                   verbose=verbose, workers=workers)
-            except SemsimError: raise
-            except Exception as e:
-                print(f'attack failed on {len(group)} images ({type(e).__name__}: {e}); they are marked failed and retried next time')
-                res = None
-            for i, r in enumerate(group):
-                png = run.recon_png(model_id, aid, r.image_id)
-                if res is not None: save_png(res.recons[i], png)
-                rows.append(dict(recon_id=recon_id(model_id, aid, r.image_id), dataset=r.dataset, model_id=model_id, attack_id=aid,
-                                 image_id=r.image_id, class_id=int(r.class_id), original_path=str(r.path),
-                                 recon_path=str(png.relative_to(run.path)) if res is not None else None,
-                                 status=res.status[i] if res is not None else 'failed',
-                                 attack_loss=float(res.loss[i]) if res is not None else float('nan'),
-                                 iterations=int(res.iterations[i]) if res is not None else 0,
-                                 seconds=float(res.seconds[i]) if res is not None else (time.perf_counter() - t0) / len(group)))
-            update_table(run.reconstructions, pd.DataFrame(rows, columns=RECON_COLUMNS))
+            update_table(run.reconstructions, _attack_group(run, model, model_id, aid, spec, group, pixels,
+                                                            defense, seed, verbose, workers))
             bar.update(len(group))
     table, _ = read_table(run.reconstructions)
     return table[(table.model_id == model_id) & (table.attack_id == aid)].reset_index(drop=True)
 
-# %% ../nbs/03_attacks.ipynb 98
+def _select(run: RunDir, image_ids) -> pd.DataFrame:
+    "The run's originals, or only `image_ids` among them (each must be one)."
+    originals = load_originals(run)
+    if image_ids is None: return originals
+    missing = sorted(set(image_ids) - set(originals.image_id))
+    if missing: raise SemsimError(f"images not among the run's originals: {', '.join(missing[:5])}", '--images',
+                                  f"see {run.originals_csv}")
+    return originals[originals.image_id.isin(set(image_ids))]
+
+# %% ../nbs/03_attacks.ipynb 102
 def _cmd_attack(args):
     from semsim.victims import list_victims
     models = list_victims(args.run) if args.model == 'all' else [m for m in args.model.split(',') if m]
     if not models: raise SemsimError(f"no victims in {args.run}", '--model', f"train one: semsim victims train --run {args.run} ...")
     for m in models:
         t = run_attack(args.run, m, args.attack, args.iterations, args.batch, args.defense,
-                       args.images.split(',') if args.images else None, verbose=not args.quiet, seed=args.seed, workers=args.workers)
+                       args.images.split(',') if args.images else None, verbose=not args.quiet, seed=args.seed, workers=args.workers,
+                       replace=args.replace)
         counts = t.status.value_counts().to_dict()
         print(f"{m}/{t.attack_id.iloc[0] if len(t) else args.attack}: {len(t)} reconstructions {counts}, "
               f"mean gradient distance {t.attack_loss.mean():.4g}, {t.seconds.mean():.2f} s per image")
@@ -627,5 +670,7 @@ def register_commands(sub):
     p.add_argument('--images', default=None, help='comma-separated image_ids (default: all originals)')
     p.add_argument('--seed', type=int, default=0, help='added to every image seed')
     p.add_argument('--workers', type=int, default=None, help='chunks attacked at the same time (default: one per CPU thread, 1 on a GPU)')
+    p.add_argument('--replace', action='store_true',
+                   help='first remove the reconstructions of the same preset and defense under other settings')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.set_defaults(func=_cmd_attack)

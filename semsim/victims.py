@@ -20,10 +20,11 @@ from .core import SemsimError, RunDir, seed_everything, generator, package_versi
 from .data import DatasetInfo, load_dataset
 
 # %% auto 0
-__all__ = ['ARCHS', 'RAW_INPUT', 'MAX_PARAMETERS', 'ATS_OPS', 'ATS_POLICIES', 'VARIANTS', 'DEFENSES', 'ZOO_KEYS', 'Normalize',
-           'LeNet', 'ConvNet', 'CifarResNet', 'check_arch', 'default_width', 'build_model', 'parse_variant', 'augment',
-           'parse_defense', 'defend', 'model_id', 'evaluate', 'check_training', 'train_victim', 'save_victim',
-           'list_victims', 'load_victim', 'expand_zoo', 'train_zoo', 'load_zoo_config', 'register_commands']
+__all__ = ['ARCHS', 'RAW_INPUT', 'MAX_PARAMETERS', 'ATS_OPS', 'ATS_POLICIES', 'VARIANTS', 'DEFENSES', 'TRAINING', 'ZOO_KEYS',
+           'Normalize', 'LeNet', 'ConvNet', 'CifarResNet', 'check_arch', 'default_width', 'build_model',
+           'parse_variant', 'augment', 'parse_defense', 'defend', 'model_id', 'entry_model_id', 'evaluate',
+           'check_training', 'train_victim', 'save_victim', 'list_victims', 'load_victim', 'expand_zoo', 'train_zoo',
+           'load_zoo_config', 'register_commands']
 
 # %% ../nbs/02_victims.ipynb 5
 class Normalize(nn.Module):
@@ -258,15 +259,33 @@ def defend(grads,                 # list/tuple of gradient tensors (with a leadi
     return out
 
 # %% ../nbs/02_victims.ipynb 28
+TRAINING = dict(batch_size=('b', 64), lr=('lr', 0.1), momentum=('m', 0.9), weight_decay=('wd', 5e-4),
+                max_train=('n', None))  # training setting -> (its short name in a model id, the paper's default)
+
+def _exact(v: float) -> str:
+    "The shortest spelling that reads back as exactly v: 0.7 -> '0.7', 1.0 -> '1', 0.9999999 -> '0.9999999'."
+    s = repr(float(v)); return s[:-2] if s.endswith('.0') else s
+
 def model_id(arch: str,            # a name in `ARCHS`
              width: int|None=None,  # None = the architecture's default
              variant: str='none',   # a training variant
              epochs: int=1,         # training epochs (0 = untrained)
              seed: int=0,           # training seed
+             **training,            # any of `TRAINING` (batch_size, lr, momentum, weight_decay, max_train)
             ) -> str:
-    "The victim's id, e.g. `convnet16-crop-e2-s0`."
+    "The victim's id, e.g. `convnet16-crop-e2-s0`, then each training setting off its default: `-lr0.01-n20000`."
+    if bad := set(training) - set(TRAINING):
+        raise SemsimError(f"unknown training setting(s) {sorted(bad)}", 'model_id', f"use: {', '.join(TRAINING)}")
     width = default_width(arch) if width is None else int(width)
-    return f"{arch}{'w' if arch[-1].isdigit() else ''}{width}-{parse_variant(variant)['name']}-e{int(epochs)}-s{int(seed)}"
+    base = f"{arch}{'w' if arch[-1].isdigit() else ''}{width}-{parse_variant(variant)['name']}-e{int(epochs)}-s{int(seed)}"
+    if not int(epochs): return base
+    return base + ''.join(f'-{short}{_exact(training[k])}' for k, (short, default) in TRAINING.items()
+                          if training.get(k, default) is not None and training.get(k, default) != default)
+
+def entry_model_id(entry: dict) -> str:  # a zoo entry: arch, width, variant, epochs, seed and training settings
+    "The `model_id` of a zoo entry (or any dict of `train_victim` settings)."
+    return model_id(entry['arch'], entry.get('width'), entry.get('variant', 'none'), entry.get('epochs', 1),
+                    entry.get('seed', 0), **{k: entry[k] for k in TRAINING if k in entry})
 
 # %% ../nbs/02_victims.ipynb 31
 def evaluate(model: nn.Module,   # a victim
@@ -315,6 +334,8 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
     v = parse_variant(variant)
     check_training(batch_size, lr, momentum, weight_decay, max_train, max_test, epochs)
     t0 = time.time()
+    mid = model_id(arch, width, variant, epochs, seed, batch_size=batch_size, lr=lr, momentum=momentum,
+                   weight_decay=weight_decay, max_train=max_train)
     train, test = load_dataset(dataset, 'train'), load_dataset(dataset, 'test')
     seed_everything(seed)
     model = build_model(arch, train.info, width).to(memory_format=torch.channels_last)
@@ -329,7 +350,7 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
     grad_defense = {k: v[k] for k in ('prune', 'noise') if v[k] is not None}
     noise_gen = generator(seed + 1)
     log = []
-    with tqdm(total=total, disable=not verbose, desc=model_id(arch, width, variant, epochs, seed), leave=False) as bar:
+    with tqdm(total=total, disable=not verbose, desc=mid, leave=False) as bar:
         for epoch in range(int(epochs)):
             model.train(); perm = torch.randperm(len(idx), generator=order)
             loss_sum, correct, seen, te = 0.0, 0, 0, time.time()
@@ -353,7 +374,7 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
     n_test = min(len(test), max_test or len(test))
     acc = evaluate(model, test.images[:n_test], test.labels[:n_test])
     info = train.info
-    meta = dict(model_id=model_id(arch, width, variant, epochs, seed), arch=arch, width=default_width(arch) if width is None else int(width),
+    meta = dict(model_id=mid, arch=arch, width=default_width(arch) if width is None else int(width),
                 dataset=dataset, variant=v['name'], epochs=int(epochs), seed=int(seed), test_accuracy=acc, n_test=n_test,
                 settings=dict(batch_size=batch_size, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay,
                               milestones=milestones, max_train=max_train, max_test=max_test, n_train=len(idx)),
@@ -449,10 +470,10 @@ def train_zoo(run,                 # the run directory
     run = RunDir(run); rows = []
     for entry in expand_zoo(zoo):
         kw = {**train_kw, **entry}
-        mid = model_id(kw['arch'], kw.get('width'), kw.get('variant', 'none'), kw.get('epochs', 1), kw.get('seed', 0))
+        mid = entry_model_id(kw)
         old = _read_meta(run.victim_dir(mid))
         if old is not None:
-            want = dict(dataset=dataset, **{k: kw.get(k, _TRAIN_DEFAULTS[k]) for k in ('batch_size', 'lr', 'momentum', 'weight_decay', 'max_train', 'max_test')})
+            want = dict(dataset=dataset, **{k: kw.get(k, _TRAIN_DEFAULTS[k]) for k in (*TRAINING, 'max_test')})
             differ = {k: (_settings(old).get(k), v) for k, v in want.items() if _settings(old).get(k) != v}
             if not differ:
                 rows.append(dict(model_id=mid, status='skipped', test_accuracy=old['test_accuracy'], seconds=0.0)); continue

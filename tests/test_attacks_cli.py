@@ -53,7 +53,8 @@ def test_exact_defense_id_and_nothing_usable(tmp_path):
     run = small_run(tmp_path/'run')
     rc, out, err = cli('attack', '--run', run.path, '--model', MODEL, '--iterations', 2, '--defense', 'noise:0.0100001', '--quiet')
     assert rc == 0, err
-    assert set(read_table(run.reconstructions)[0].attack_id) == {'ig+noise0.0100001'}   # not rounded into ig+noise0.01
+    (aid,) = set(read_table(run.reconstructions)[0].attack_id)
+    assert aid.startswith('ig-') and aid.endswith('+noise0.0100001'), aid    # not rounded into +noise0.01
     nan_run = small_run(tmp_path/'nan', weights=float('nan'))      # every gradient NaN: every attack diverges
     assert_clear_error(*cli('attack', '--run', nan_run.path, '--model', MODEL, '--iterations', 2, '--quiet'),
                        'no usable reconstruction', 'diverged')
@@ -73,3 +74,25 @@ def test_failed_rows_have_no_recon_path(tmp_path, monkeypatch):
     rows = attacks.run_attack(run, MODEL, 'ig', iterations=2, batch=2, verbose=False)
     assert list(rows.status) == ['failed'] * 4 and rows.recon_path.isna().all()
     assert read_table(run.reconstructions)[0].recon_path.isna().all()   # what labelling queues filter on (notna)
+
+
+def test_other_iterations_are_other_results_and_replace_says_so(tmp_path):
+    run = small_run(tmp_path/'run')
+    def attack(*extra):
+        rc, out, err = cli('attack', '--run', run.path, '--model', MODEL, '--batch', 4, '--quiet', *extra)
+        assert rc == 0, err
+        return out
+    attack('--iterations', 5); attack('--iterations', 10)
+    table, meta = read_table(run.reconstructions)
+    assert len(table) == 8 and table.attack_id.nunique() == 2                # both, next to each other
+    for r in table.itertuples():
+        assert meta['attacks'][r.attack_id]['iterations'] == r.iterations == (5 if r.attack_id == five_id(meta) else 10)
+    ten = set(table.attack_id) - {five_id(meta)}
+    out = attack('--iterations', 10, '--replace')
+    assert f'replaced the reconstructions of {five_id(meta)}' in out          # the 5-step ones go, and it says so
+    table = read_table(run.reconstructions)[0]
+    assert set(table.attack_id) == ten and len(table) == 4 and (table.iterations == 10).all()
+    assert not run.recon_dir(MODEL, five_id(meta)).exists()
+
+
+def five_id(meta): return next(a for a, s in meta['attacks'].items() if s['iterations'] == 5)

@@ -17,17 +17,17 @@ def test_train_list_and_skip(tmp_path, capsys):
     run = tmp_path/'run'
     out = semsim(capsys, 'victims', 'train', '--run', run, '--dataset', 'digits', '--arch', 'lenet', '--width', 6,
                  '--variant', 'crop', '--epochs', 1, '--lr', 0.01, '--quiet')
-    assert 'lenet6-crop-e1-s0: trained' in out
-    d = run/'victims'/'lenet6-crop-e1-s0'
+    assert 'lenet6-crop-e1-s0-lr0.01: trained' in out
+    d = run/'victims'/'lenet6-crop-e1-s0-lr0.01'
     assert (d/'model.safetensors').exists() and not list(d.glob('.*.tmp'))
     meta = json.loads((d/'model.json').read_text())
     assert (meta['arch'], meta['width'], meta['dataset'], meta['variant'], meta['epochs']) == ('lenet', 6, 'digits', 'crop', 1)
     assert 0 <= meta['test_accuracy'] <= 1 and meta['versions']['torch']
-    model, _ = load_victim(run, 'lenet6-crop-e1-s0', expect_arch='lenet', expect_dataset='digits')
+    model, _ = load_victim(run, 'lenet6-crop-e1-s0-lr0.01', expect_arch='lenet', expect_dataset='digits')
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
     assert 'skipped' in semsim(capsys, 'victims', 'train', '--run', run, '--dataset', 'digits', '--arch', 'lenet',
                                '--width', 6, '--variant', 'crop', '--epochs', 1, '--lr', 0.01, '--quiet')
-    assert 'lenet6-crop-e1-s0' in semsim(capsys, 'victims', 'list', '--run', run)
+    assert 'lenet6-crop-e1-s0-lr0.01' in semsim(capsys, 'victims', 'list', '--run', run)
 
 
 def test_zoo_resumes(tmp_path, capsys):
@@ -36,7 +36,7 @@ def test_zoo_resumes(tmp_path, capsys):
     run = tmp_path/'run'
     first = semsim(capsys, 'victims', 'zoo', '--run', run, '--config', cfg, '--quiet')
     assert first.count('trained') == 4
-    assert list_victims(run) == sorted(['lenet4-none-e0-s0', 'lenet4-none-e1-s0', 'lenet4-noise1e-3-e0-s0', 'lenet4-noise1e-3-e1-s0'])
+    assert list_victims(run) == sorted(['lenet4-none-e0-s0', 'lenet4-none-e1-s0-lr0.01', 'lenet4-noise1e-3-e0-s0', 'lenet4-noise1e-3-e1-s0-lr0.01'])
     assert semsim(capsys, 'victims', 'zoo', '--run', run, '--config', cfg, '--quiet').count('skipped') == 4
 
 
