@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_analysis.ipynb 2
 from __future__ import annotations
-import base64, sys, warnings
+import base64, errno, json, sys, tempfile, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 import scipy.stats as stats
@@ -19,8 +19,8 @@ __all__ = ['HUMAN_COLUMNS', 'STATISTICS', 'CI_METHODS', 'MIN_MODELS', 'MODEL_CI'
            'model_table', 'resampled_model_stats', 'model_level', 'model_rates', 'auc', 'fisher_ci', 'image_metrics',
            'image_level', 'correlations', 'read_labels', 'noise_ceiling', 'plot_ceiling', 'compare_metrics',
            'discordant_share', 'contradictions', 'disagreements', 'plot_gallery', 'plot_model_scatter', 'plot_heatmap',
-           'save_figure', 'thumbnails', 'interactive_scatter', 'save_html', 'read_analysis_table', 'analyze',
-           'register_commands']
+           'save_figure', 'thumbnails', 'interactive_scatter', 'save_html', 'read_analysis_table', 'writable_dir',
+           'analyze', 'register_commands']
 
 # %% ../nbs/07_analysis.ipynb 5
 def synthetic_study(n_models: int=8,      # victim models, leaking from little to much
@@ -906,6 +906,22 @@ def read_analysis_table(path: str|Path) -> pd.DataFrame:  # a .csv or .parquet t
         raise SemsimError(f"unreadable table {path}: {e}", path, "check that it is a valid CSV or parquet file") from e
     raise SemsimError(f"unsupported table format {path.suffix!r}", path, "use .csv or .parquet")
 
+def writable_dir(path: str|Path,  # a folder to write into (created if missing)
+                 arg: str='--out',  # the argument it came from, for the message
+                ) -> Path:
+    "`path` as a folder this process can write, or a `SemsimError` that says why not (read-only, no space, a file)."
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix='.semsim-probe-'): pass
+    except OSError as e:
+        why = {errno.EROFS: 'is on a read-only file system', errno.EACCES: 'is not writable (permission denied)',
+               errno.EPERM: 'is not writable (permission denied)', errno.ENOSPC: 'is on a full disk (no space left)',
+               errno.EEXIST: 'is a file, not a folder', errno.ENOTDIR: 'is below a file, not a folder'}
+        raise SemsimError(f"{path} {why.get(e.errno, f'cannot be written ({e.strerror})')}", arg,
+                          f"pass {arg} a folder you can write to, e.g. {arg} /tmp/semsim-out") from e
+    return path
+
 def _undeclared_note(df: pd.DataFrame) -> list:
     "Numeric columns without a declared orientation, said in a warning with how to declare them."
     cols = [c for c in undeclared_columns(df) if c not in ('unit', 'human_rate')]
@@ -941,12 +957,13 @@ def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
             root: str|Path|None=None,      # folder `recon_path` is relative to, for thumbnails (default: the table's)
             ci: str='two-way',             # image-level resampling: 'two-way', 'one-way' or 'iid'
             seed: int=0,                   # bootstrap seed
+            source: dict|None=None,        # the label source (`labels.label_source`), recorded in analysis.json
            ) -> pd.DataFrame:
     "Write `correlations.csv`, `model_rates.csv`, `analysis.json` (ceiling, figures) into `out`; returns the table."
     root = root if root is not None else Path(table).parent if not isinstance(table, pd.DataFrame) else None
     df = table if isinstance(table, pd.DataFrame) else read_analysis_table(table)
     metrics = prepare_table(df, metrics, threshold, 'table' if isinstance(table, pd.DataFrame) else str(table))[1]
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out)
     undeclared = _undeclared_note(df)
     corr = correlations(df, level, metrics, threshold, n_resamples, seed, ci)
     write_text_atomic(out / 'correlations.csv', corr.to_csv(index=False))
@@ -961,7 +978,7 @@ def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
                                     threshold=0.5 if threshold is None else threshold)
             write_text_atomic(out / 'noise_ceiling.csv', ceiling.to_csv(index=False))
     write_json_atomic(out / 'analysis.json', {
-        'n_resamples': n_resamples,
+        'n_resamples': n_resamples, 'label_source': source,
         'ci_method': {'image': CI_METHODS[ci], 'model': MODEL_CI, 'per-model rates': CI_METHODS['one-way']},
         'set_level_metrics': [m for m in metrics if metric_level(m) == 'set'], 'undeclared_columns': undeclared,
         'notes': sorted({n for n in corr.note if n})})
@@ -972,10 +989,17 @@ def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
 def _interval(v, lo, hi): return '' if pd.isna(v) else f'{v:.3f}' + ('' if pd.isna(lo) else f' [{lo:.3f}, {hi:.3f}]')
 
 def _cmd_analyze(args):
+    kw = dict(level=args.level, metrics=args.metrics.split(',') if args.metrics else None, threshold=args.threshold,
+              figures=not args.no_figures, n_resamples=args.resamples, ci=args.ci, seed=args.seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        corr = analyze(args.table, args.out, args.level, args.metrics.split(',') if args.metrics else None,
-                       args.threshold, args.labels, not args.no_figures, args.resamples, ci=args.ci, seed=args.seed)
+        if Path(args.table).is_dir():   # a run: its current config's reconstructions and its label source
+            from semsim.pipeline import analyze_run
+            if args.labels: raise SemsimError("--labels is for a table; a run's labels are its own", '--labels',
+                                              "leave --labels out when analysing a run directory")
+            corr = analyze_run(args.table, args.out, **kw)
+            print(json.loads((Path(args.out)/'analysis.json').read_text())['label_source']['note'])
+        else: corr = analyze(args.table, args.out, labels=args.labels, **kw)
     for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
         print(f'warning: {w}', file=sys.stderr)
     show = corr[['level', 'metric', 'n']].copy()
@@ -992,10 +1016,12 @@ def _cmd_analyze(args):
 def register_commands(sub):
     "Add the `analyze` command to the `semsim` parser."
     p = sub.add_parser('analyze', help='correlate metrics with human judgements (model and image level)')
-    p.add_argument('table', help='CSV or parquet: model_id, image_id, metric columns, '
-                                 'recognized or votes_recognized+votes_total')
-    p.add_argument('--level', default='both', choices=['model', 'image', 'both'])
-    p.add_argument('--out', required=True, help='output directory (correlations.csv and figures)')
+    p.add_argument('table', help='CSV or parquet (model_id, image_id, metric columns, recognized or '
+                                 'votes_recognized+votes_total), or a run directory (read only; its label source)')
+    p.add_argument('--level', default='both', choices=['model', 'image', 'both'],
+                   help='model level (one row per victim), image level (one per reconstruction) or both')
+    p.add_argument('--out', required=True, help='output directory (correlations.csv and figures); a run can be '
+                                                'read-only, --out must be writable')
     p.add_argument('--metrics', default=None, help='comma-separated metric columns (default: every known one)')
     p.add_argument('--threshold', type=float, default=None,
                    help='recognised when the vote share is above this (default 0.5)')

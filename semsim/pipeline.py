@@ -15,11 +15,12 @@ from .data import DATASETS, export_originals, load_originals
 from .metrics import METRICS
 
 # %% auto 0
-__all__ = ['BASE_CONFIG', 'DATASET_CONFIGS', 'ATTACK_KEYS', 'STEPS', 'REPORT_STEP', 'EXAMPLES_HELP', 'fingerprint', 'attack_spec',
-           'attack_settings', 'attack_id_of', 'load_config', 'write_config', 'validate_config', 'victim_ids',
-           'current_keys', 'current_table', 'read_steps', 'Step', 'run_step', 'label_votes', 'analysis_table',
-           'run_pipeline', 'report_template', 'render_report', 'make_report', 'report_all', 'sweep_tasks',
-           'task_marker', 'task_finished', 'run_sweep_task', 'sweep', 'sweep_summary', 'register_commands']
+__all__ = ['BASE_CONFIG', 'DATASET_CONFIGS', 'ATTACK_KEYS', 'FOLDER_IMPORTS', 'STEPS', 'REPORT_STEP', 'EXAMPLES_HELP',
+           'fingerprint', 'attack_spec', 'attack_settings', 'attack_id_of', 'load_config', 'write_config',
+           'validate_config', 'folder_import', 'victim_ids', 'current_keys', 'current_table', 'read_steps', 'Step',
+           'run_step', 'config_source', 'label_votes', 'analysis_table', 'analyze_run', 'run_pipeline',
+           'report_template', 'render_report', 'make_report', 'report_all', 'sweep_tasks', 'task_marker',
+           'task_finished', 'run_sweep_task', 'sweep', 'sweep_summary', 'register_commands']
 
 # %% ../nbs/09_pipeline.ipynb 5
 BASE_CONFIG = dict(
@@ -34,7 +35,7 @@ BASE_CONFIG = dict(
                  eval=dict(n_train=20000, epochs=2)),  # the evaluation classifier behind feat/recog (None = all)
     labels=dict(source='proxy:panel', panel=5, threshold=0.5),  # or source: humans | import:<format>:<path>
     semsim=dict(arch='convnet', epochs=40, sampler='paper'),
-    analysis=dict(bootstrap=2000),
+    analysis=dict(bootstrap=2000, subset='all'),  # subset: all | labelled (only what people labelled)
 )
 
 # %% ../nbs/09_pipeline.ipynb 7
@@ -74,16 +75,14 @@ def attack_spec(entry: dict):
 def attack_settings(entry: dict,  # an entry of `cfg['attacks']`
                     seed: int=0,  # the experiment's seed (an entry's own `seed` wins)
                    ) -> dict:
-    "Every setting that makes an attack's reconstructions: preset, all `Attack` fields, defense and seed."
-    from semsim.victims import parse_defense
-    fields = {k: v for k, v in dataclasses.asdict(attack_spec(entry)).items() if k not in ('name', 'reference')}
-    return dict(preset=entry['attack'], **fields, defense=[[n, v] for n, v in parse_defense(entry.get('defense'))],
-                seed=int(entry.get('seed', seed)))
+    "Every setting that makes an attack's reconstructions (`semsim.attacks.attack_settings` of the entry)."
+    from semsim import attacks
+    return attacks.attack_settings(attack_spec(entry), entry.get('defense'), int(entry.get('seed', seed)))
 
 def attack_id_of(entry: dict, seed: int=0) -> str:
     "The attack id: the preset, a short hash of all its settings, then its defense, e.g. `ig-3f2a9c+noise0.01`."
-    from semsim.attacks import attack_key
-    return attack_key(f"{entry['attack']}-{fingerprint(attack_settings(entry, seed))[:6]}", entry.get('defense'))
+    from semsim.attacks import attack_id_for
+    return attack_id_for(attack_spec(entry), entry.get('defense'), int(entry.get('seed', seed)))
 
 # %% ../nbs/09_pipeline.ipynb 13
 def _merge(base: dict, over: dict, where: str) -> dict:
@@ -166,6 +165,8 @@ def _check_top(cfg: dict):
     for k, lo in (('n_originals', 1), ('seed', 0), ('attack_batch', 1)): _check_int(cfg, k, '', lo)
     _want(isinstance(cfg['analysis'], dict), 'analysis', cfg['analysis'], "a mapping", "analysis: {bootstrap: 2000}")
     _check_int(cfg['analysis'], 'bootstrap', 'analysis.', 1, example=2000)
+    _want(cfg['analysis'].get('subset', 'all') in ('all', 'labelled'), 'analysis.subset', cfg['analysis'].get('subset'),
+          "all or labelled", "analysis: {subset: labelled}")
 
 def _check_victims(cfg: dict):
     from semsim.victims import expand_zoo
@@ -251,14 +252,28 @@ def validate_config(cfg: dict) -> dict:
     return cfg
 
 # %% ../nbs/09_pipeline.ipynb 28
+FOLDER_IMPORTS = ('semsim-release', 'semsim-train')  # label sources that bring their originals and reconstructions
+
+def folder_import(cfg: dict) -> tuple|None:
+    "`(format, path)` when the config's labels come with their own images (then those are its reconstructions)."
+    fmt, _, path = cfg['labels']['source'].removeprefix('import:').partition(':')
+    return (fmt, path) if cfg['labels']['source'].startswith('import:') and fmt in FOLDER_IMPORTS else None
+
 def victim_ids(cfg: dict) -> list:
-    "The model ids of the config's victim zoo, in order."
-    from semsim.victims import expand_zoo, model_id
-    return [model_id(e['arch'], e.get('width'), e.get('variant', 'none'), e.get('epochs', 1), e.get('seed', 0))
-            for e in expand_zoo(cfg['victims'])]
+    "The model ids of the config's victim zoo, in order (none for a folder import)."
+    from semsim.victims import expand_zoo, entry_model_id
+    return [] if folder_import(cfg) else [entry_model_id(e) for e in expand_zoo(cfg['victims'])]
+
+def _imported_keys(cfg: dict, run: RunDir) -> dict:
+    "The keys of a folder import's results: its reconstructions (attack id `released`) as the run holds them."
+    fmt, path = folder_import(cfg)
+    t = read_table(run.reconstructions)[0]; t = t[t.attack_id == 'released']
+    return dict(models=sorted(t.model_id.unique()), attacks={'released': dict(imported=fmt, path=str(Path(path).resolve()))},
+                images=sorted(t.image_id.unique()), recon_ids=sorted(t.recon_id))
 
 def current_keys(cfg: dict, run: RunDir) -> dict:
     "The keys of the config's results: victims, attack ids with their settings, originals, reconstruction ids."
+    if folder_import(cfg): return _imported_keys(cfg, run)
     models, images = victim_ids(cfg), load_originals(run).image_id.tolist()
     attacks = {attack_id_of(a, cfg['seed']): attack_settings(a, cfg['seed']) for a in cfg['attacks']}
     return dict(models=models, attacks=attacks, images=images,
@@ -304,13 +319,26 @@ def run_step(step: Step, cfg: dict, run: RunDir, state: dict, steps: dict, verbo
 
 
 # %% ../nbs/09_pipeline.ipynb 32
+def _originals_inputs(cfg, run, state):
+    imp = folder_import(cfg)
+    return dict(dataset=cfg['dataset'], imported=_file_key(imp[1])) if imp else \
+           dict(dataset=cfg['dataset'], n=cfg['n_originals'], seed=cfg['seed'])
+
 def _originals_done(cfg, run, state):
+    if folder_import(cfg): return run.originals_csv.exists() and len(current_keys(cfg, run)['recon_ids']) > 0
     return run.originals_csv.exists() and len(load_originals(run)) == cfg['n_originals']
+
+def _originals_work(cfg, run, state, old, verbose):
+    "Export the dataset's test originals, or import a folder of originals, reconstructions and labels."
+    from semsim import labels
+    if imp := folder_import(cfg): labels.import_labels(run, imp[0], imp[1], dataset=cfg['dataset'])
+    else: export_originals(cfg['dataset'], cfg['n_originals'], run, seed=cfg['seed'])
 
 def _victims_done(cfg, run, state): return all((run.victim_dir(m)/'model.json').exists() for m in victim_ids(cfg))
 
 def _victims_work(cfg, run, state, old, verbose):
     from semsim.victims import train_zoo
+    if folder_import(cfg): return   # the import's reconstructions come without victims
     train_zoo(run, cfg['dataset'], cfg['victims'], verbose=verbose)
 
 def _attacks_done(cfg, run, state):
@@ -320,17 +348,11 @@ def _attacks_done(cfg, run, state):
 
 def _attacks_work(cfg, run, state, old, verbose):
     from semsim.attacks import run_attack
+    if folder_import(cfg): return   # the import brought its reconstructions
     for m in state['current']['models']:
         for a in cfg['attacks']:
-            spec = dataclasses.replace(attack_spec(a), name=attack_id_of(a, cfg['seed']).split('+')[0])
-            run_attack(run, m, spec, batch=cfg['attack_batch'], defense=a.get('defense'),
+            run_attack(run, m, attack_spec(a), batch=cfg['attack_batch'], defense=a.get('defense'),
                        seed=int(a.get('seed', cfg['seed'])), verbose=verbose)
-    _record_attacks(run, state['current']['attacks'])
-
-def _record_attacks(run: RunDir, attacks: dict):
-    "Keep the readable settings of every attack id in the table's metadata (`attacks`), old ones included."
-    old = read_table(run.reconstructions)[1].get('attacks', {})
-    update_table(run.reconstructions, meta={'attacks': {**old, **attacks}})
 
 def _victim_key(run, m) -> str:
     p = run.victim_dir(m)/'model.json'
@@ -374,12 +396,18 @@ def _metrics_work(cfg, run, state, old, verbose):
                              eval_kw=cfg['metrics']['eval'], recon_ids=state['current']['recon_ids'])
 
 # %% ../nbs/09_pipeline.ipynb 34
+def config_source(cfg: dict) -> str:
+    "The one label source of the config's analysis: `labels.source`; `auto` on `analysis.subset: labelled` is humans."
+    src, subset = cfg['labels']['source'], cfg['analysis'].get('subset', 'all')
+    return 'humans' if src == 'store' or (src == 'auto' and subset == 'labelled') else src
+
 def label_votes(cfg: dict, run: RunDir, keys: dict) -> pd.DataFrame:
-    "The votes of the config's one label source on the config's reconstructions."
+    "The votes of the config's one label source on its reconstructions (those people labelled, for `subset: labelled`)."
     from semsim.labels import votes
-    src = cfg['labels']['source']
-    v = votes(run, threshold=cfg['labels']['threshold'], source='humans' if src == 'store' else src)
-    return v[v.recon_id.isin(set(keys['recon_ids']))].sort_values('recon_id').reset_index(drop=True)
+    v = votes(run, threshold=cfg['labels']['threshold'], source=config_source(cfg))
+    keep = set(keys['recon_ids'])
+    if cfg['analysis'].get('subset', 'all') == 'labelled': keep &= set(votes(run, source='humans').recon_id)
+    return v[v.recon_id.isin(keep)].sort_values('recon_id').reset_index(drop=True)
 
 def _file_key(path: str) -> dict:
     p = Path(path)
@@ -431,7 +459,10 @@ def _semsim_work(cfg, run, state, old, verbose):
     "Train SemSim on the current votes (a new folder per key) and score every reconstruction."
     from semsim.learned import train_semsim, score_semsim
     s, v = cfg['semsim'], state['votes']
-    src = dict(kind=cfg['labels']['source'], votes_fingerprint=fingerprint(v), n_reconstructions=len(v),
+    from semsim.labels import label_source
+    said = label_source(run, config_source(cfg))
+    src = dict(kind=said['kind'], requested=cfg['labels']['source'], annotators=said['annotators'],
+               votes_fingerprint=fingerprint(v), n_reconstructions=len(v),
                of_reconstructions=len(state['current']['recon_ids']))
     _, rep = train_semsim(run, sampler=s['sampler'], arch=s['arch'], epochs=s['epochs'], seed=cfg['seed'],
                           semsim_id=_semsim_id(cfg, state), votes=v, label_source=src, verbose=verbose)
@@ -453,31 +484,50 @@ def analysis_table(run: RunDir,                # a run the pipeline made
     return table.merge(votes, on='recon_id', how='inner')
 
 def _analysis_inputs(cfg, run, state):
+    from semsim.labels import label_source
     t, _ = current_table(run, state['current'])
     return dict(votes=fingerprint(state['votes']), table=fingerprint(t.sort_values('recon_id')),
-                analysis=cfg['analysis'])
+                analysis=cfg['analysis'], source=label_source(run, config_source(cfg))['note'])  # e.g. new human labels
 
 def _analysis_done(cfg, run, state): return (run.analysis_dir/'correlations.csv').exists()
 
 def _analysis_work(cfg, run, state, old, verbose):
     "Correlate every metric with the votes at model and image level; write tables and figures to `analysis/`."
+    analyze_run(run, votes=state['votes'], keys=state['current'], n_resamples=cfg['analysis']['bootstrap'])
+
+# %% ../nbs/09_pipeline.ipynb 38
+def analyze_run(run: RunDir|str,              # a run the pipeline made (only read)
+                out: str|Path|None=None,      # where the tables and figures go (default: the run's `analysis/`)
+                votes: pd.DataFrame|None=None,  # the votes (default: `label_votes` of the run's config)
+                keys: dict|None=None,         # the current keys (default: those `steps.json` recorded)
+                level: str='both',            # model, image or both (image alone with fewer than 3 victims)
+                **kw,                         # `analysis.analyze` settings: metrics, threshold, n_resamples, ci, seed
+               ) -> pd.DataFrame:
+    "Correlate a run's metrics with its label source's votes (see `analysis.analyze`); returns the correlations."
     import warnings
     from semsim.analysis import analyze
-    from semsim.labels import source_labels
-    src = cfg['labels']['source']
-    raw = source_labels(run, 'humans' if src == 'store' else src)   # the one source's annotators only
-    raw = raw[raw.recon_id.isin(set(state['votes'].recon_id))]
+    from semsim.labels import source_labels, label_source
+    run = RunDir(run)
+    if not run.config.exists(): raise SemsimError(f"{run.path} is not a run the pipeline made (no config.yaml)",
+                                                  run.path, "pass its table instead, e.g. a CSV with votes")
+    cfg, keys = yaml.safe_load(run.config.read_text()), keys or read_steps(run).get('current')
+    if kw.get('threshold') is not None: cfg['labels']['threshold'] = kw['threshold']
+    votes = label_votes(cfg, run, keys) if votes is None else votes
+    src = config_source(cfg)
+    raw = source_labels(run, src); raw = raw[raw.recon_id.isin(set(votes.recon_id))]   # the one source's annotators
+    table = analysis_table(run, votes=votes, keys=keys)
+    if level == 'both' and table.model_id.nunique() < 3:
+        warnings.warn(f"{table.model_id.nunique()} victims: no model-level correlation (it needs 3), image level only")
+        level = 'image'
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # constant metrics (e.g. unavailable ones) are NaN in the table, by design
-        analyze(analysis_table(run, votes=state['votes'], keys=state['current']), run.analysis_dir, level='both',
-                labels=raw if raw.annotator.nunique() >= 2 else None, n_resamples=cfg['analysis']['bootstrap'],
-                root=run.path)
+        return analyze(table, out or run.analysis_dir, level=level, labels=raw if raw.annotator.nunique() >= 2 else None,
+                       root=run.path, source=label_source(run, src), **kw)
 
-# %% ../nbs/09_pipeline.ipynb 37
+# %% ../nbs/09_pipeline.ipynb 39
 STEPS = [
-    Step('originals', lambda c, r, s: dict(dataset=c['dataset'], n=c['n_originals'], seed=c['seed']), _originals_done,
-         lambda c, r, s, o, v: export_originals(c['dataset'], c['n_originals'], r, seed=c['seed'])),
-    Step('victims', lambda c, r, s: dict(dataset=c['dataset'], victims=c['victims']), _victims_done, _victims_work),
+    Step('originals', _originals_inputs, _originals_done, _originals_work),
+    Step('victims', lambda c, r, s: dict(dataset=c['dataset'], victims=[] if folder_import(c) else c['victims']), _victims_done, _victims_work),
     Step('attacks', lambda c, r, s: dict(victims={m: _victim_key(r, m) for m in s['current']['models']},
                                          attacks=s['current']['attacks'], images=fingerprint(s['current']['images'])),
          _attacks_done, _attacks_work),
@@ -487,7 +537,7 @@ STEPS = [
     Step('analysis', _analysis_inputs, _analysis_done, _analysis_work),
 ]
 
-# %% ../nbs/09_pipeline.ipynb 38
+# %% ../nbs/09_pipeline.ipynb 40
 def run_pipeline(cfg: dict,                 # a config from `load_config`
                  runs_dir: str|Path='runs',  # where runs live
                  verbose: bool=True,         # progress bars and one line per step
@@ -508,7 +558,7 @@ def run_pipeline(cfg: dict,                 # a config from `load_config`
         if verbose: print(f'[semsim] {step.name}: {outcome[step.name]} ({timings[step.name]} s)', flush=True)
     return run
 
-# %% ../nbs/09_pipeline.ipynb 47
+# %% ../nbs/09_pipeline.ipynb 49
 def report_template() -> Path:
     "The report template notebook shipped with the project."
     p = Path(semsim.__file__).resolve().parent.parent/'nbs'/'reports'/'report.ipynb'
@@ -516,24 +566,27 @@ def report_template() -> Path:
         raise SemsimError(f"report template not found: {p}", p, "run from a checkout of the semsim repository")
     return p
 
-def render_report(run: RunDir,               # a run whose pipeline has finished
+def render_report(run: RunDir,               # a run whose pipeline has finished (only read)
                   template: str|Path|None=None,  # the papermill template (default: `report_template()`)
                   verbose: bool=False,       # papermill's progress bar
+                  out: str|Path|None=None,   # folder for report.ipynb and report.html (default: the run's own)
                  ) -> Path:
     "Execute the report template on a run with papermill and render it to HTML; returns the HTML path."
     import papermill as pm, nbformat
     from nbconvert import HTMLExporter
-    run.report_ipynb.parent.mkdir(parents=True, exist_ok=True)
-    tmp = run.report_ipynb.with_name('.report.running.ipynb')
+    from semsim.analysis import writable_dir
+    run = RunDir(run)
+    dest = writable_dir(out or run.path, '--out')
+    ipynb, tmp = dest/run.report_ipynb.name, dest/'.report.running.ipynb'
     pm.execute_notebook(str(template or report_template()), str(tmp), parameters=dict(run_dir=str(run.path.resolve())),
                         kernel_name='python3', progress_bar=verbose, cwd=str(run.path))
-    tmp.replace(run.report_ipynb)
+    tmp.replace(ipynb)
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    html, _ = exporter.from_notebook_node(nbformat.read(run.report_ipynb, as_version=4))
-    write_text_atomic(run.report_html, html)
-    return run.report_html
+    html, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
+    write_text_atomic(dest/run.report_html.name, html)
+    return dest/run.report_html.name
 
-# %% ../nbs/09_pipeline.ipynb 48
+# %% ../nbs/09_pipeline.ipynb 50
 def _report_inputs(cfg, run, state):
     return dict(analysis=state['keys']['analysis'], semsim=state['keys']['semsim'], config=fingerprint(cfg),
                 template=fingerprint(report_template().read_text()))
@@ -563,7 +616,7 @@ def report_all(runs_dir: str|Path='runs', verbose: bool=True) -> dict:
         if verbose: print(f'[semsim] {ds}: {done[ds][0]}: {done[ds][1]}', flush=True)
     return done
 
-# %% ../nbs/09_pipeline.ipynb 53
+# %% ../nbs/09_pipeline.ipynb 55
 def sweep_tasks(cfg: dict, run: RunDir, model_ids: list) -> list:
     "The sweep's tasks: one per (model, attack, batch of images), each keyed by everything that makes its results."
     ids, b = load_originals(run).image_id.tolist(), cfg['attack_batch']
@@ -593,7 +646,7 @@ def task_finished(run: RunDir, task: dict, table: pd.DataFrame|None=None) -> boo
     return (len(rows) == len(task['image_ids']) and rows.status.isin(['ok', 'diverged']).all()
             and set(cols) <= set(rows.columns) and all((run.path/p).exists() for p in rows.recon_path))
 
-# %% ../nbs/09_pipeline.ipynb 54
+# %% ../nbs/09_pipeline.ipynb 56
 def run_sweep_task(run_dir: str,   # the run directory (as the worker sees it)
                    task: dict,     # a task of `sweep_tasks`
                   ) -> str:
@@ -602,7 +655,7 @@ def run_sweep_task(run_dir: str,   # the run directory (as the worker sees it)
     from semsim.metrics import compute_metrics
     run = RunDir(run_dir)
     if task_finished(run, task): return 'skipped'
-    t0, spec = time.time(), dataclasses.replace(attack_spec(task['attack']), name=task['attack_id'].split('+')[0])
+    t0, spec = time.time(), attack_spec(task['attack'])
     run_attack(run, task['model_id'], spec, batch=len(task['image_ids']), defense=task['attack'].get('defense'),
                image_ids=task['image_ids'], seed=task['seed'], verbose=False)
     rids = [recon_id(task['model_id'], task['attack_id'], i) for i in task['image_ids']]
@@ -628,7 +681,7 @@ def _submit_all(run: RunDir, todo: list, scheduler: str, n_workers: int, verbose
         if cluster is not None: cluster.close()
     return status
 
-# %% ../nbs/09_pipeline.ipynb 55
+# %% ../nbs/09_pipeline.ipynb 57
 def sweep(cfg: dict,                 # a config from `load_config`
           scheduler: str='local',    # 'local' (a LocalCluster) or a scheduler address `tcp://HOST:PORT`
           n_workers: int=2,          # workers of the LocalCluster
@@ -646,7 +699,6 @@ def sweep(cfg: dict,                 # a config from `load_config`
     todo = [t for t in tasks if not task_finished(run, t, table)]
     status = {t['task_id']: 'skipped' for t in tasks if t not in todo}
     if todo: status.update(_submit_all(run, todo, scheduler, n_workers, verbose))
-    _record_attacks(run, keys['attacks'])
     set_level = [m for m in cfg['metrics']['names'] if METRICS[m.partition(':')[0]].needs_sets]  # fid, feat: whole sets
     if set_level:
         from semsim.metrics import compute_metrics
@@ -659,7 +711,7 @@ def sweep_summary(status: dict) -> str:
     n = sum(v == 'computed' for v in status.values())
     return f"sweep: {n} computed, {len(status) - n} already finished (skipped)"
 
-# %% ../nbs/09_pipeline.ipynb 59
+# %% ../nbs/09_pipeline.ipynb 61
 EXAMPLES_HELP = ("examples: examples/<dataset>.yaml in the repository is a commented experiment per dataset "
                  "(fashion_mnist, digits, lfw_faces, cifar100); a run's own config.yaml is accepted too")
 
@@ -682,6 +734,13 @@ def _cmd_report(args):
         if failed: raise SemsimError(f"{len(failed)} of {len(res)} reports failed: {', '.join(failed)}", '--all',
                                      "see the messages above")
         return
+    if args.run:   # render a finished run's report, running no step (the run may be read-only)
+        if args.config or args.dataset or args.p or args.all:
+            raise SemsimError("--run renders a finished run as it is", '--run',
+                              "leave out --config, --dataset, -p and --all (or drop --run to run an experiment)")
+        from semsim.labelling import find_run
+        return print(f'report: {render_report(find_run(args.run), out=args.out).resolve()}')
+    if args.out: raise SemsimError("--out goes with --run", '--out', "add --run runs/NAME, or leave --out out")
     cfg = load_config(args.config, args.dataset, _params(args))
     if args.check: return _say_check(cfg)
     html = make_report(args.dataset, args.config, _params(args), args.runs, verbose=True)
@@ -692,7 +751,7 @@ def _cmd_sweep(args):
     if args.check: return _say_check(cfg)
     print(sweep_summary(sweep(cfg, args.scheduler, args.workers, args.runs, verbose=True)))
 
-# %% ../nbs/09_pipeline.ipynb 60
+# %% ../nbs/09_pipeline.ipynb 62
 def register_commands(sub):
     "Add `report` and `sweep` to the `semsim` parser."
     import argparse
@@ -706,6 +765,8 @@ def register_commands(sub):
     r.add_argument('--check', action='store_true',
                    help='validate the whole config (names, types, ranges) and do no work')
     r.add_argument('--runs', default='runs', help='folder holding the runs (default: runs)')
+    r.add_argument('--run', default=None, help='render the report of this finished run (runs no step; read-only is fine)')
+    r.add_argument('--out', default=None, help='with --run: the folder for report.html (default: the run itself)')
     r.set_defaults(func=_cmd_report)
     s = sub.add_parser('sweep', help='run attack and metric tasks on a Dask cluster (resumable)', epilog=EXAMPLES_HELP)
     s.add_argument('config', help='experiment YAML, e.g. examples/digits.yaml or runs/NAME/config.yaml')

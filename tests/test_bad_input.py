@@ -253,3 +253,39 @@ def test_auto_source_after_a_proxy_run_and_ten_human_labels(tmp_path):
     assert set(agreement(run)['per_annotator'].annotator) == {'alice'}
     assert votes(run).proxy.max() == 0
     assert label_source(run, min_per_victim=40)['kind'] == 'proxy:panel'
+
+
+# ---- a finished run on a read-only mount: analyze and the report read it; writing into it says read-only ---------
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+    "A small finished pipeline run (the release fixture as its experiment), report included."
+    from semsim.pipeline import load_config, run_pipeline, STEPS, REPORT_STEP
+    tmp = tmp_path_factory.mktemp('finished')
+    release_fixture(tmp/'release', n_images=12, seed=3)
+    cfg = load_config(dataset='fashion_mnist', params=[
+        ('name', 'done'), ('labels.source', f'import:semsim-release:{tmp/"release"}'),
+        ('metrics.names', '[psnr, mse, ssim]'), ('semsim.epochs', '1'), ('analysis.bootstrap', '50')])
+    return run_pipeline(cfg, tmp/'runs', verbose=False, steps=STEPS + [REPORT_STEP])
+
+def test_analyze_and_report_of_a_read_only_run(finished_run, tmp_path):
+    m = tmp_path/'mnt'; m.mkdir()
+    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', str(m)], capture_output=True, text=True)
+    if r.returncode: pytest.skip(f'cannot mount a tmpfs here ({r.stderr.strip()}); the read-only case needs root')
+    try:
+        run = RunDir(m/'done'); shutil.copytree(finished_run.path, run.path, ignore=shutil.ignore_patterns('*.lock'))
+        before = sorted((str(p.relative_to(m)), p.stat().st_size) for p in m.rglob('*'))
+        gc.collect(); subprocess.run(['mount', '-o', 'remount,ro', str(m)], check=True)
+        p = cli('analyze', run.path, '--out', tmp_path/'a', '--resamples', 50)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert 'import:semsim-release' in p.stdout and '24 of 24 reconstructions' in p.stdout, p.stdout[-2000:]
+        corr = pd.read_csv(tmp_path/'a'/'correlations.csv')
+        assert set(corr.metric) >= {'psnr', 'mse', 'ssim'} and (corr.n == 24).all()
+        assert 'warning: 2 victims: no model-level correlation' in p.stderr
+        p = cli('report', '--run', run.path, '--out', tmp_path/'rep', timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert 'release:0' in (tmp_path/'rep'/'report.html').read_text()
+        assert_clear_error(cli('analyze', run.path, '--out', run.analysis_dir), 'read-only', '--out')
+        assert_clear_error(cli('report', '--run', run.path), 'read-only', '--out')
+        assert sorted((str(p.relative_to(m)), p.stat().st_size) for p in m.rglob('*')) == before   # nothing changed
+    finally: subprocess.run(['umount', '-l', str(m)], capture_output=True)

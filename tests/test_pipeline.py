@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd, pytest, yaml
 from semsim.core import RunDir, read_table
 from semsim.pipeline import (load_config, sweep, run_pipeline, attack_id_of, current_table, analysis_table,
-                             label_votes, fingerprint, read_steps, STEPS)
+                             label_votes, fingerprint, read_steps, STEPS, REPORT_STEP)
 
 ROOT = Path(__file__).resolve().parent.parent
 UNCHANGED = 'done earlier (inputs unchanged)'
@@ -198,6 +198,47 @@ def test_changed_labels_retrain_semsim(tmp_path):
     table = read_table(run.reconstructions)[0].set_index('recon_id')
     assert table.psnr_standard.notna().any() and table.mse.equals(mse)
 
+def test_auto_switches_from_proxies_to_humans_and_retrains(tmp_path):
+    tiny = {**TINY, 'name': 'auto', 'n_originals': 8}
+    cfg = load_config(dataset='fashion_mnist', params=[(k, yaml.safe_dump(v)) for k, v in tiny.items()
+                                                       if k not in ('labels', 'metrics')]
+                      + [('metrics.names', '[psnr, mse]'), ('labels.source', 'auto'), ('labels.panel', '3')])
+    run = run_pipeline(cfg, tmp_path, verbose=False)
+    steps = read_steps(run)
+    first = next(p for p in (run.path/'semsim').iterdir() if p.name.endswith(steps['semsim']['key'][:6]))
+    assert json.loads((first/'model.json').read_text())['label_source']['kind'] == 'proxy:panel'
+    from semsim.labels import open_labels
+    cur, _ = current_table(run)
+    part = cur[cur.model_id.isin(sorted(cur.model_id.unique())[:2])].reset_index(drop=True)   # 2 of 3 victims
+    with open_labels(run) as st:
+        order, victim = {i: k for k, i in enumerate(sorted(part.image_id.unique()))}, sorted(part.model_id.unique())
+        st.add_many(pd.DataFrame([dict(recon_id=r.recon_id, annotator='carol',   # of each original one recognised
+                                       answer=int(r.class_id) if (order[r.image_id] + victim.index(r.model_id)) % 2
+                                       else 'cannot') for r in part.itertuples()]))
+    run_pipeline(cfg, tmp_path, verbose=False)       # auto: 16 of 24 labelled by a person is below the threshold
+    said = json.loads((run.analysis_dir/'analysis.json').read_text())['label_source']
+    assert said['kind'] == 'proxy:panel' and f'humans: {len(part)} of 24 reconstructions (below the threshold)' in said['note']
+    sub = load_config(dataset='fashion_mnist', params=[(k, yaml.safe_dump(v)) for k, v in cfg.items()
+                                                       if k not in ('versions', 'analysis')] + [('analysis.subset', 'labelled'), ('analysis.bootstrap', '50')])
+    run_pipeline(sub, tmp_path, verbose=False)       # ... unless the analysis keeps to what people labelled
+    said = json.loads((run.analysis_dir/'analysis.json').read_text())['label_source']
+    assert said['kind'] == 'humans' and said['annotators'] == ['carol']
+    corr = pd.read_csv(run.analysis_dir/'correlations.csv')
+    assert set(corr[corr.level == 'image'].n) == {len(part)}
+    _label(run, cfg, tmp_path)                       # alice and bob label every current reconstruction
+    run_pipeline(cfg, tmp_path, verbose=False)
+    out = json.loads((run.path/'pipeline.json').read_text())['outcome']
+    assert out['semsim'].startswith('recomputed because its inputs changed: votes'), out
+    key = read_steps(run)['semsim']['key']
+    meta = json.loads(next(p for p in (run.path/'semsim').iterdir() if p.name.endswith(key[:6]))
+                      .joinpath('model.json').read_text())['label_source']
+    assert meta['kind'] == 'humans' and meta['requested'] == 'auto' and meta['annotators'] == ['alice', 'bob', 'carol']
+    assert meta['votes_fingerprint'] == fingerprint(label_votes(cfg, run, read_steps(run)['current']))
+    said = json.loads((run.analysis_dir/'analysis.json').read_text())['label_source']
+    assert said['kind'] == 'humans' and said['annotators'] == ['alice', 'bob', 'carol']
+    ceiling = pd.read_csv(run.analysis_dir/'noise_ceiling.csv')
+    assert set(ceiling.annotators) == {3}                                 # the three people, no proxy among them
+
 def test_import_csv_label_source_end_to_end(tmp_path):
     cfg, run = _digits('imp', 5), RunDir(tmp_path/'imp')
     run_pipeline(cfg, tmp_path, verbose=False, steps=STEPS[:4])
@@ -218,6 +259,38 @@ def test_import_csv_label_source_end_to_end(tmp_path):
     assert meta['label_source']['kind'] == f'import:csv:{csv}'
     assert meta['label_source']['votes_fingerprint'] == fingerprint(v)
     assert (run.analysis_dir/'correlations.csv').exists()
+
+def test_import_semsim_release_label_source_end_to_end(tmp_path):
+    "The paper's released annotations as the experiment: imported, measured, SemSim trained, analysed, reported."
+    from semsim.labels import release_fixture, label_source
+    expected = release_fixture(tmp_path/'release', n_images=12, seed=3)           # 12 originals x 2 models
+    cfg = load_config(dataset='fashion_mnist', params=[
+        ('name', 'rel'), ('labels.source', f'import:semsim-release:{tmp_path/"release"}'),
+        ('metrics.names', '[psnr, mse, ssim]'), ('semsim.epochs', '2'), ('analysis.bootstrap', '100')])
+    run = run_pipeline(cfg, tmp_path, verbose=False, steps=STEPS + [REPORT_STEP])
+    out = json.loads((run.path/'pipeline.json').read_text())['outcome']
+    assert all(o.startswith('recomputed because') for o in out.values()), out
+    assert not run.victims_dir.exists() or not any(run.victims_dir.iterdir())     # nothing trained ...
+    cur, _ = current_table(run)
+    assert len(cur) == 24 and set(cur.attack_id) == {'released'} and cur.psnr.notna().all()   # ... nothing attacked
+    v = label_votes(cfg, run, read_steps(run)['current'])
+    assert len(v) == 24 and (v.votes_total == 5).all()
+    src = label_source(run, cfg['labels']['source'])
+    assert src['annotators'] == [f'release:{j}' for j in range(5)]
+    key = read_steps(run)['semsim']['key']
+    folder = next(p for p in (run.path/'semsim').iterdir() if p.name.endswith(key[:6]))
+    meta = json.loads((folder/'model.json').read_text())
+    assert meta['label_source']['kind'] == cfg['labels']['source']
+    assert meta['label_source']['votes_fingerprint'] == fingerprint(v)
+    corr = pd.read_csv(run.analysis_dir/'correlations.csv')
+    assert set(corr.level) == {'image'} and set(corr.n) == {24}        # two models: no model level, said
+    said = json.loads((run.analysis_dir/'analysis.json').read_text())['label_source']
+    assert said['kind'] == cfg['labels']['source'] and said['annotators'] == src['annotators']
+    html = run.report_html.read_text()
+    assert 'release:0' in html and 'SemSim on held-out originals' in html
+    again = run_pipeline(cfg, tmp_path, verbose=False, steps=STEPS + [REPORT_STEP])                           # a rerun recomputes nothing
+    assert set(json.loads((again.path/'pipeline.json').read_text())['outcome'].values()) == {UNCHANGED}
+
 
 def test_sweep_survives_a_killed_worker(tmp_path):
     from dask.distributed import Client, LocalCluster
