@@ -13,9 +13,9 @@ from torch.func import functional_call, vmap, grad
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import (SemsimError, RunDir, save_png, load_png, generator, recon_id, read_table, update_table,
-                         write_table, file_lock, RECON_COLUMNS)
+                         write_table, file_lock, Normalize, RECON_COLUMNS)
 from .data import load_originals
-from .victims import build_model, load_victim, defend, parse_defense, Normalize, _exact
+from .victims import build_model, load_victim, defend, parse_defense, _exact
 
 # %% auto 0
 __all__ = ['ATTACKS', 'PRIORS', 'Attack', 'get_attack', 'target_gradients', 'target_norms', 'recover_labels', 'gradient_distance',

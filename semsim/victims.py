@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_victims.ipynb 2
 from __future__ import annotations
-import hashlib, inspect, itertools, json, math, re, time
+import inspect, itertools, json, math, re, time
 from collections import OrderedDict
 from pathlib import Path
 import pandas as pd, torch, yaml
@@ -13,31 +13,18 @@ import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
-from safetensors import SafetensorError
-from safetensors.torch import save as safetensors_save, load as safetensors_load
-from tqdm.auto import tqdm
-from .core import SemsimError, RunDir, seed_everything, generator, package_versions, write_bytes_atomic, write_json_atomic
+from .core import (SemsimError, RunDir, seed_everything, generator, package_versions, Normalize, fit_classifier,
+                         step_milestones, save_checkpoint, load_checkpoint, checkpoint_meta)
 from .data import DatasetInfo, load_dataset
 
 # %% auto 0
 __all__ = ['ARCHS', 'RAW_INPUT', 'MAX_PARAMETERS', 'ATS_OPS', 'ATS_POLICIES', 'VARIANTS', 'DEFENSES', 'TRAINING', 'ZOO_KEYS',
-           'Normalize', 'LeNet', 'ConvNet', 'CifarResNet', 'check_arch', 'default_width', 'build_model',
-           'parse_variant', 'augment', 'parse_defense', 'defend', 'model_id', 'entry_model_id', 'evaluate',
-           'check_training', 'train_victim', 'save_victim', 'list_victims', 'load_victim', 'expand_zoo', 'train_zoo',
-           'load_zoo_config', 'register_commands']
+           'LeNet', 'ConvNet', 'CifarResNet', 'check_arch', 'default_width', 'build_model', 'parse_variant', 'augment',
+           'parse_defense', 'defend', 'model_id', 'entry_model_id', 'evaluate', 'check_training', 'train_victim',
+           'save_victim', 'list_victims', 'load_victim', 'expand_zoo', 'train_zoo', 'load_zoo_config',
+           'register_commands']
 
-# %% ../nbs/02_victims.ipynb 5
-class Normalize(nn.Module):
-    "Subtract the per-channel mean and divide by the std: the first layer of every victim."
-    def __init__(self, mean: tuple,  # per-channel mean of [0,1] images
-                 std: tuple):          # per-channel std
-        super().__init__()
-        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-    def forward(self, x): return (x - self.mean) / self.std
-    def extra_repr(self): return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
-
-# %% ../nbs/02_victims.ipynb 7
+# %% ../nbs/02_victims.ipynb 6
 class LeNet(nn.Module):
     "DLG's LeNet: three 5×5 convolutions with sigmoid activations, then a linear layer."
     def __init__(self, channels: int, num_classes: int, size: tuple,  # input channels, classes, (H, W)
@@ -72,7 +59,7 @@ class ConvNet(nn.Module):
         self.model = nn.Sequential(layers)
     def forward(self, x): return self.model(x)
 
-# %% ../nbs/02_victims.ipynb 8
+# %% ../nbs/02_victims.ipynb 7
 class CifarResNet(nn.Module):
     "A ResNet of torchvision `BasicBlock`s with the CIFAR stem (3×3 stride-1 conv, no max-pool) and global average pooling."
     def __init__(self, channels: int, num_classes: int,  # input channels, classes
@@ -91,7 +78,7 @@ class CifarResNet(nn.Module):
         self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(c_in, num_classes)
     def forward(self, x): return self.fc(self.pool(self.layers(self.relu(self.bn1(self.conv1(x))))).flatten(1))
 
-# %% ../nbs/02_victims.ipynb 10
+# %% ../nbs/02_victims.ipynb 9
 ARCHS = {
     'lenet':      (lambda c, k, s, w: LeNet(c, k, s, w), 12, "DLG's LeNet, sigmoid activations (width = channels, 12)"),
     'lenet-dlg':  (lambda c, k, s, w: _dlg_init(LeNet(c, k, s, w)), 12, "DLG's LeNet as DLG runs it: weights U(-0.5, 0.5), raw inputs"),
@@ -132,7 +119,7 @@ def build_model(arch: str,            # a name in `ARCHS`
     if arch in RAW_INPUT: return nn.Sequential(OrderedDict(net=net))
     return nn.Sequential(OrderedDict(norm=Normalize(info.mean, info.std), net=net))
 
-# %% ../nbs/02_victims.ipynb 14
+# %% ../nbs/02_victims.ipynb 13
 ATS_OPS = {  # ATS pool index -> (operation, magnitude) of the authors' released sub-policies used here
     1: ('contrast', 1/3), 3: ('translate_x', 150/331), 7: ('translate_y', 150/331 * 2/9), 13: ('brightness', 5/18),
     18: ('contrast', 7/18), 21: ('translate_x', 150/331 * 5/9), 43: ('translate_y', 150/331 / 3)}
@@ -171,7 +158,7 @@ def parse_variant(variant: str,  # e.g. `crop`, `prune70`, `crop+noise1e-3`
     if out['noise'] is not None: parts.append(f"noise{_number(out['noise'])}")
     return dict(name='+'.join(parts) or 'none', **out)
 
-# %% ../nbs/02_victims.ipynb 18
+# %% ../nbs/02_victims.ipynb 17
 def _ats_op(x, op, mag):
     "One ATS operation on a batch, each image with a random sign (grouped by sign so each group is one call)."
     sign = torch.randint(0, 2, (len(x),)) * 2 - 1
@@ -200,7 +187,7 @@ def augment(x: torch.Tensor,  # float batch N×C×H×W in [0,1]
     for i in torch.randperm(len(ops)).tolist(): x = _ats_op(x, *ATS_OPS[ops[i]])
     return x
 
-# %% ../nbs/02_victims.ipynb 22
+# %% ../nbs/02_victims.ipynb 21
 DEFENSES = {
     'noise': 'Gaussian noise of std σ added to every gradient entry (noise:0.01)',
     'prune': 'top-k pruning: the share p of smallest-magnitude entries of each tensor zeroed (prune:0.7 or prune:70)',
@@ -230,7 +217,7 @@ def parse_defense(spec,  # None, a dict like `{'noise': 0.01}` or a string like 
         out.append((name, v))
     return out
 
-# %% ../nbs/02_victims.ipynb 23
+# %% ../nbs/02_victims.ipynb 22
 def defend(grads,                 # list/tuple of gradient tensors (with a leading sample dimension if `batched`)
            spec,                   # defenses, see `parse_defense`
            generator: torch.Generator|None=None,  # random source for noise (device of the gradients)
@@ -258,7 +245,7 @@ def defend(grads,                 # list/tuple of gradient tensors (with a leadi
         out = new
     return out
 
-# %% ../nbs/02_victims.ipynb 28
+# %% ../nbs/02_victims.ipynb 27
 TRAINING = dict(batch_size=('b', 64), lr=('lr', 0.1), momentum=('m', 0.9), weight_decay=('wd', 5e-4),
                 max_train=('n', None))  # training setting -> (its short name in a model id, the paper's default)
 
@@ -287,7 +274,7 @@ def entry_model_id(entry: dict) -> str:  # a zoo entry: arch, width, variant, ep
     return model_id(entry['arch'], entry.get('width'), entry.get('variant', 'none'), entry.get('epochs', 1),
                     entry.get('seed', 0), **{k: entry[k] for k in TRAINING if k in entry})
 
-# %% ../nbs/02_victims.ipynb 31
+# %% ../nbs/02_victims.ipynb 30
 def evaluate(model: nn.Module,   # a victim
              images: torch.Tensor,  # uint8 N×C×H×W
              labels: torch.Tensor,  # class ids
@@ -301,7 +288,7 @@ def evaluate(model: nn.Module,   # a victim
             correct += int((model(x).argmax(1) == labels[i:i + batch_size]).sum())
     return correct / max(len(labels), 1)
 
-# %% ../nbs/02_victims.ipynb 32
+# %% ../nbs/02_victims.ipynb 31
 def check_training(batch_size: int=64, lr: float=0.1, momentum: float=0.9, weight_decay: float=5e-4,
                    max_train: int|None=None, max_test: int|None=None, epochs: int=1):  # `train_victim`'s settings
     "Raise a `SemsimError` naming the first training setting out of range."
@@ -314,7 +301,7 @@ def check_training(batch_size: int=64, lr: float=0.1, momentum: float=0.9, weigh
     for name, v in (('max_train', max_train), ('max_test', max_test)):
         if v is not None and int(v) < 1: raise bad(name, v, f"pass {name.replace('_', '-')} >= 1, or leave it out for all images")
 
-# %% ../nbs/02_victims.ipynb 33
+# %% ../nbs/02_victims.ipynb 32
 def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                  arch: str,              # a name in `ARCHS`
                  variant: str='none',    # a training variant, see `VARIANTS`
@@ -342,34 +329,15 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
     order = generator(seed)
     idx = torch.randperm(len(train), generator=order)[:max_train] if max_train else torch.arange(len(train))
     images, labels = train.images[idx], train.labels[idx]
-    steps_per_epoch = math.ceil(len(idx) / batch_size)
-    total = int(epochs) * steps_per_epoch
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
-    milestones = sorted({max(1, round(total * f)) for f in (3/8, 5/8, 7/8)}) if total else []
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
-    grad_defense = {k: v[k] for k in ('prune', 'noise') if v[k] is not None}
-    noise_gen = generator(seed + 1)
-    log = []
-    with tqdm(total=total, disable=not verbose, desc=mid, leave=False) as bar:
-        for epoch in range(int(epochs)):
-            model.train(); perm = torch.randperm(len(idx), generator=order)
-            loss_sum, correct, seen, te = 0.0, 0, 0, time.time()
-            for i in range(0, len(perm), batch_size):
-                b = perm[i:i + batch_size]
-                if len(b) < 2: continue  # BatchNorm cannot train on a single image
-                x = augment(images[b].float() / 255, v['name']).contiguous(memory_format=torch.channels_last)
-                out = model(x); loss = F.cross_entropy(out, labels[b])
-                if not torch.isfinite(loss): raise SemsimError(f"training diverged: loss {loss.item()} in epoch {epoch + 1}, "
-                                                               f"step {i // batch_size + 1}; nothing was saved", '--lr', "lower the learning rate")
-                opt.zero_grad(set_to_none=True); loss.backward()
-                if grad_defense:
-                    params = [p for p in model.parameters() if p.grad is not None]
-                    for p, g in zip(params, defend([p.grad for p in params], grad_defense, noise_gen)): p.grad = g
-                opt.step(); sched.step()
-                loss_sum += loss.item() * len(b); correct += int((out.argmax(1) == labels[b]).sum()); seen += len(b)
-                bar.set_postfix(loss=f'{loss.item():.3f}', refresh=False); bar.update(1)
-            log.append(dict(epoch=epoch + 1, loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
-                            lr_end=opt.param_groups[0]['lr'], seconds=round(time.time() - te, 2)))
+    milestones = step_milestones(int(epochs) * math.ceil(len(idx) / batch_size))
+    grad_defense, noise_gen = {k: v[k] for k in ('prune', 'noise') if v[k] is not None}, generator(seed + 1)
+    def defended(m):   # training-time gradient defenses (pruning, noise) before each step
+        params = [p for p in m.parameters() if p.grad is not None]
+        for p, g in zip(params, defend([p.grad for p in params], grad_defense, noise_gen)): p.grad = g
+    log = fit_classifier(model, images, labels, epochs, lr, batch_size, seed=order, momentum=momentum, nesterov=True,
+                         weight_decay=weight_decay, schedule='steps', min_batch=2, progress=verbose, desc=mid,
+                         grad_hook=defended if grad_defense else None,    # BatchNorm cannot train on 1 image: min_batch
+                         inputs=lambda b: augment(b.float() / 255, v['name']).contiguous(memory_format=torch.channels_last))
     model = model.to(memory_format=torch.contiguous_format)  # the layout `load_victim` gives: identical outputs
     n_test = min(len(test), max_test or len(test))
     acc = evaluate(model, test.images[:n_test], test.labels[:n_test])
@@ -384,31 +352,27 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                 created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
     return model.eval(), meta
 
-# %% ../nbs/02_victims.ipynb 40
+# %% ../nbs/02_victims.ipynb 39
 def save_victim(run,             # the run directory (path or `RunDir`)
                 model: nn.Module,  # a victim from `build_model`/`train_victim`
                 meta: dict,        # its meta from `train_victim` (needs `model_id`)
                ) -> Path:
-    "Write `model.safetensors` then `model.json` atomically into the victim's directory; returns the directory."
+    "Write `model.safetensors` then `model.json` (with the weights' hash) into the victim's directory; returns it."
     d = RunDir(run).victim_dir(meta['model_id'])
-    data = safetensors_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    write_bytes_atomic(d/'model.safetensors', data)
-    write_json_atomic(d/'model.json', {**meta, 'weights_sha256': hashlib.sha256(data).hexdigest()})
+    save_checkpoint(d/'model', model, meta)
     return d
 
 def _read_meta(d: Path) -> dict|None:
     "The victim's meta if `model.json` and the weights it names are complete and match, else None."
-    try:
-        meta = json.loads((d/'model.json').read_text())
-        return meta if hashlib.sha256((d/'model.safetensors').read_bytes()).hexdigest() == meta['weights_sha256'] else None
-    except (OSError, ValueError, KeyError, TypeError): return None
+    try: return checkpoint_meta(d/'model', what='victim')
+    except SemsimError: return None
 
 def list_victims(run) -> list:  # the run directory
     "The ids of the run's complete victims (valid JSON whose hash matches the weights), sorted."
     d = RunDir(run).victims_dir
     return sorted(p.name for p in d.iterdir() if p.is_dir() and _read_meta(p)) if d.is_dir() else []
 
-# %% ../nbs/02_victims.ipynb 41
+# %% ../nbs/02_victims.ipynb 40
 def load_victim(run,                        # the run directory
                 model_id: str,              # e.g. `convnet16-crop-e2-s0`
                 expect_arch: str|None=None,    # refuse a victim of another architecture
@@ -429,13 +393,14 @@ def load_victim(run,                        # the run directory
     i = meta['info']
     info = DatasetInfo(i['name'], i['classes'], tuple(i['size']), i['channels'], tuple(i['mean']), tuple(i['std']))
     model = build_model(meta['arch'], info, meta['width'])
-    try: model.load_state_dict(safetensors_load((d/'model.safetensors').read_bytes()))
-    except (RuntimeError, SafetensorError, ValueError, OSError) as e:
+    state, _ = load_checkpoint(d/'model', "retrain the victim (delete its directory)", 'victim')
+    try: model.load_state_dict(state)
+    except (RuntimeError, ValueError) as e:
         raise SemsimError(f"weights of {model_id!r} do not fit a {meta['arch']} of width {meta['width']}: {str(e)[:200]}",
                           d/'model.safetensors', "retrain the victim (delete its directory)") from e
     return model.eval(), meta
 
-# %% ../nbs/02_victims.ipynb 46
+# %% ../nbs/02_victims.ipynb 45
 ZOO_KEYS = ('arch', 'variant', 'epochs', 'width', 'seed', 'batch_size', 'lr', 'momentum', 'weight_decay', 'max_train', 'max_test')
 
 def expand_zoo(zoo: list,  # entries (dicts); list values expand into one entry per value
@@ -458,7 +423,7 @@ def expand_zoo(zoo: list,  # entries (dicts); list values expand into one entry 
 def _settings(meta): return {**meta['settings'], 'dataset': meta['dataset']}
 _TRAIN_DEFAULTS = {k: v.default for k, v in inspect.signature(train_victim).parameters.items()}
 
-# %% ../nbs/02_victims.ipynb 47
+# %% ../nbs/02_victims.ipynb 46
 def train_zoo(run,                 # the run directory
               dataset: str,         # a registry name
               zoo: list,            # entries, see `expand_zoo`
@@ -486,7 +451,7 @@ def train_zoo(run,                 # the run directory
         if verbose: print(f"{mid}: test accuracy {meta['test_accuracy']:.3f} ({meta['seconds']:.0f} s)")
     return pd.DataFrame(rows, columns=['model_id', 'status', 'test_accuracy', 'seconds'])
 
-# %% ../nbs/02_victims.ipynb 48
+# %% ../nbs/02_victims.ipynb 47
 def load_zoo_config(path,  # a YAML file
                    ) -> dict:
     "A zoo config: `{'dataset': name|None, 'train': {settings for all}, 'zoo': [entries]}` from YAML (see below)."
@@ -504,7 +469,7 @@ def load_zoo_config(path,  # a YAML file
     if bad: raise SemsimError(f"unknown training setting(s) {sorted(bad)} in {path}", path, f"use: {', '.join(ZOO_KEYS)}")
     return dict(dataset=cfg.get('dataset'), train=train, zoo=expand_zoo(cfg['zoo']))
 
-# %% ../nbs/02_victims.ipynb 53
+# %% ../nbs/02_victims.ipynb 52
 def _cmd_train(args):
     entry = {k: v for k, v in dict(arch=args.arch, width=args.width, variant=args.variant, epochs=args.epochs, seed=args.seed,
                                    batch_size=args.batch_size, lr=args.lr, max_train=args.max_train).items() if v is not None}
@@ -529,7 +494,7 @@ def _cmd_list(args):
         meta = _read_meta(RunDir(args.run).victim_dir(m))
         print(f"{m:32s} {meta['dataset']:14s} acc {meta['test_accuracy']:.4f}  {meta['seconds']:.0f} s")
 
-# %% ../nbs/02_victims.ipynb 54
+# %% ../nbs/02_victims.ipynb 53
 def register_commands(sub):
     "Add the `victims` subcommands to the `semsim` parser."
     p = sub.add_parser('victims', help='victim classifiers: train one, train a zoo, list them')
