@@ -38,6 +38,7 @@ class LeNet(nn.Module):
         self.fc = nn.Linear(width * h * w, num_classes)
     def forward(self, x): return self.fc(self.body(x).flatten(1))
 
+# %% ../nbs/02_victims.ipynb 7
 class ConvNet(nn.Module):
     "Inverting Gradients' ConvNet: eight conv-BatchNorm-ReLU layers, two 3×3 max-pools, a linear layer."
     def __init__(self, channels: int, num_classes: int, size: tuple,  # input channels, classes, (H, W)
@@ -45,12 +46,15 @@ class ConvNet(nn.Module):
         super().__init__()
         h, w = (s // 3 // 3 for s in size)
         if h < 1 or w < 1:
-            raise SemsimError(f"images of {size[0]}×{size[1]} are too small for convnet (two 3×3 max-pools need at least 9×9)",
+            raise SemsimError(f"images of {size[0]}×{size[1]} are too small for convnet "
+                              f"(two 3×3 max-pools need at least 9×9)",
                               'arch', "use lenet, resnet20_4 or resnet18 for images this small")
-        chans = [channels, width, 2 * width, 2 * width, 4 * width, 4 * width, 4 * width, 'pool', 4 * width, 4 * width, 'pool']
+        chans = [channels, width, 2 * width, 2 * width, 4 * width, 4 * width, 4 * width, 'pool',
+                 4 * width, 4 * width, 'pool']
         layers, c_in, i = OrderedDict(), channels, 0
         for c in chans[1:]:
-            if c == 'pool': layers[f'pool{len([k for k in layers if k.startswith("pool")])}'] = nn.MaxPool2d(3); continue
+            if c == 'pool':
+                layers[f'pool{len([k for k in layers if k.startswith("pool")])}'] = nn.MaxPool2d(3); continue
             layers[f'conv{i}'] = nn.Conv2d(c_in, c, 3, padding=1, bias=True)
             layers[f'bn{i}'], layers[f'relu{i}'] = nn.BatchNorm2d(c), nn.ReLU()
             c_in, i = c, i + 1
@@ -59,11 +63,12 @@ class ConvNet(nn.Module):
         self.model = nn.Sequential(layers)
     def forward(self, x): return self.model(x)
 
-# %% ../nbs/02_victims.ipynb 7
+# %% ../nbs/02_victims.ipynb 8
 class CifarResNet(nn.Module):
-    "A ResNet of torchvision `BasicBlock`s with the CIFAR stem (3×3 stride-1 conv, no max-pool) and global average pooling."
+    ("A ResNet of torchvision `BasicBlock`s with the CIFAR stem (3×3 stride-1 conv, no max-pool) "
+     "and global average pooling.")
     def __init__(self, channels: int, num_classes: int,  # input channels, classes
-                 blocks: tuple=(3, 3, 3),  # basic blocks per stage; stage k has width `width * 2**k` and stride 2 (k > 0)
+                 blocks: tuple=(3, 3, 3),  # basic blocks per stage; stage k: width `width * 2**k`, stride 2 (k > 0)
                  width: int=64):            # base width
         super().__init__()
         self.conv1 = nn.Conv2d(channels, width, 3, padding=1, bias=False)
@@ -71,22 +76,28 @@ class CifarResNet(nn.Module):
         stages, c_in = [], width
         for k, n in enumerate(blocks):
             c, stride = width * 2 ** k, 1 if k == 0 else 2
-            down = None if stride == 1 and c_in == c else nn.Sequential(nn.Conv2d(c_in, c, 1, stride, bias=False), nn.BatchNorm2d(c))
+            down = None if stride == 1 and c_in == c else nn.Sequential(nn.Conv2d(c_in, c, 1, stride, bias=False),
+                                                                        nn.BatchNorm2d(c))
             stage = [BasicBlock(c_in, c, stride, down)] + [BasicBlock(c, c) for _ in range(n - 1)]
             stages.append(nn.Sequential(*stage)); c_in = c
         self.layers = nn.Sequential(*stages)
         self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(c_in, num_classes)
     def forward(self, x): return self.fc(self.pool(self.layers(self.relu(self.bn1(self.conv1(x))))).flatten(1))
 
-# %% ../nbs/02_victims.ipynb 9
+# %% ../nbs/02_victims.ipynb 10
 ARCHS = {
     'lenet':      (lambda c, k, s, w: LeNet(c, k, s, w), 12, "DLG's LeNet, sigmoid activations (width = channels, 12)"),
-    'lenet-dlg':  (lambda c, k, s, w: _dlg_init(LeNet(c, k, s, w)), 12, "DLG's LeNet as DLG runs it: weights U(-0.5, 0.5), raw inputs"),
-    'convnet':    (lambda c, k, s, w: ConvNet(c, k, s, w), 64, "Inverting Gradients' ConvNet with BatchNorm (width 64 in the paper)"),
-    'resnet20_4': (lambda c, k, s, w: CifarResNet(c, k, (3, 3, 3), w), 64, "CIFAR ResNet-20 with base width 64 (= 4 × 16)"),
-    'resnet18':   (lambda c, k, s, w: CifarResNet(c, k, (2, 2, 2, 2), w), 64, "ResNet-18 with the CIFAR stem (3×3 conv, no max-pool)"),
+    'lenet-dlg':  (lambda c, k, s, w: _dlg_init(LeNet(c, k, s, w)), 12,
+                   "DLG's LeNet as DLG runs it: weights U(-0.5, 0.5), raw inputs"),
+    'convnet':    (lambda c, k, s, w: ConvNet(c, k, s, w), 64,
+                   "Inverting Gradients' ConvNet with BatchNorm (width 64 in the paper)"),
+    'resnet20_4': (lambda c, k, s, w: CifarResNet(c, k, (3, 3, 3), w), 64,
+                   "CIFAR ResNet-20 with base width 64 (= 4 × 16)"),
+    'resnet18':   (lambda c, k, s, w: CifarResNet(c, k, (2, 2, 2, 2), w), 64,
+                   "ResNet-18 with the CIFAR stem (3×3 conv, no max-pool)"),
 }
 
+# %% ../nbs/02_victims.ipynb 11
 RAW_INPUT = {'lenet-dlg'}   # architectures without a normalisation layer
 MAX_PARAMETERS = 200_000_000
 
@@ -96,14 +107,17 @@ def _dlg_init(net: nn.Module) -> nn.Module:
         for p in net.parameters(): p.uniform_(-0.5, 0.5)
     return net
 
+# %% ../nbs/02_victims.ipynb 12
 def check_arch(arch: str):
     "Raise a `SemsimError` listing the architectures unless `arch` is one."
-    if arch not in ARCHS: raise SemsimError(f"unknown architecture {arch!r}", '--arch', f"use one of: {', '.join(ARCHS)}")
+    if arch not in ARCHS:
+        raise SemsimError(f"unknown architecture {arch!r}", '--arch', f"use one of: {', '.join(ARCHS)}")
 
 def default_width(arch: str) -> int:
     "The width `arch` has when none is given."
     check_arch(arch); return ARCHS[arch][1]
 
+# %% ../nbs/02_victims.ipynb 13
 def build_model(arch: str,            # a name in `ARCHS`
                 info: DatasetInfo,    # the dataset: channels, image size, classes, normalisation
                 width: int|None=None, # the architecture's width; None = its default
@@ -112,14 +126,17 @@ def build_model(arch: str,            # a name in `ARCHS`
     check_arch(arch)
     width = default_width(arch) if width is None else int(width)
     if width < 1: raise SemsimError(f"width must be positive, got {width}", '--width', "pass e.g. --width 16")
-    with torch.device('meta'): n = sum(p.numel() for p in ARCHS[arch][0](info.channels, info.num_classes, tuple(info.size), width).parameters())
-    if n > MAX_PARAMETERS: raise SemsimError(f"{arch} of width {width} would have {n:,} parameters (at most {MAX_PARAMETERS:,})",
-                                             '--width', f"pass a smaller width, e.g. the default {default_width(arch)}")
+    with torch.device('meta'):
+        n = sum(p.numel() for p in
+                ARCHS[arch][0](info.channels, info.num_classes, tuple(info.size), width).parameters())
+    if n > MAX_PARAMETERS:
+        raise SemsimError(f"{arch} of width {width} would have {n:,} parameters (at most {MAX_PARAMETERS:,})",
+                          '--width', f"pass a smaller width, e.g. the default {default_width(arch)}")
     net = ARCHS[arch][0](info.channels, info.num_classes, tuple(info.size), width)
     if arch in RAW_INPUT: return nn.Sequential(OrderedDict(net=net))
     return nn.Sequential(OrderedDict(norm=Normalize(info.mean, info.std), net=net))
 
-# %% ../nbs/02_victims.ipynb 13
+# %% ../nbs/02_victims.ipynb 17
 ATS_OPS = {  # ATS pool index -> (operation, magnitude) of the authors' released sub-policies used here
     1: ('contrast', 1/3), 3: ('translate_x', 150/331), 7: ('translate_y', 150/331 * 2/9), 13: ('brightness', 5/18),
     18: ('contrast', 7/18), 21: ('translate_x', 150/331 * 5/9), 43: ('translate_y', 150/331 / 3)}
@@ -128,37 +145,44 @@ ATS_POLICIES = {'ats': (3, 1, 7), 'ats-3-1-7': (3, 1, 7), 'ats-43-18-18': (43, 1
 VARIANTS = {
     'none': 'plain training',
     'crop': 'random crop (padding 4) + horizontal flip',
-    **{k: f'ATS augmentation policy {"-".join(map(str, v))} (translate/contrast/brightness sub-policies)' for k, v in ATS_POLICIES.items()},
-    'prune70': 'training-time gradient pruning: the 70 % smallest entries of each gradient tensor zeroed (any prune<P>)',
+    **{k: f'ATS augmentation policy {"-".join(map(str, v))} (translate/contrast/brightness sub-policies)'
+       for k, v in ATS_POLICIES.items()},
+    'prune70': 'training-time gradient pruning: the 70 % smallest entries of each gradient tensor zeroed '
+               '(any prune<P>)',
     'noise1e-3': 'training-time Gaussian gradient noise of std 1e-3 (any noise<σ>)',
 }
 
+# %% ../nbs/02_victims.ipynb 18
 def _number(s: str) -> str:
     "The shortest spelling of a number: `0.001` -> `1e-3`, `70.0` -> `70`."
     v = float(s); g = repr(v).removesuffix('.0')   # exact: 99.99999 stays 99.99999
     e = f'{v:.0e}'.replace('e-0', 'e-').replace('e+0', 'e').replace('e+', 'e')
     return e if float(e) == v and len(e) < len(g) else g
 
+# %% ../nbs/02_victims.ipynb 19
 def parse_variant(variant: str,  # e.g. `crop`, `prune70`, `crop+noise1e-3`
                  ) -> dict:
-    "The parts of a variant: `{'name': canonical name, 'augment': name|None, 'prune': fraction|None, 'noise': σ|None}`."
+    ("The parts of a variant: "
+     "`{'name': canonical name, 'augment': name|None, 'prune': fraction|None, 'noise': σ|None}`.")
     out = dict(augment=None, prune=None, noise=None)
     for part in str(variant).strip().split('+'):
         m = re.fullmatch(r'(prune|noise)([0-9.]+(?:e-?[0-9]+)?)', part)
         if part in ('none', 'crop') or part in ATS_POLICIES:
             if out['augment'] not in (None, 'none'):
-                raise SemsimError(f"variant {variant!r} has two augmentations", '--variant', "combine at most one augmentation with prune<P>/noise<σ>")
+                raise SemsimError(f"variant {variant!r} has two augmentations", '--variant',
+                                  "combine at most one augmentation with prune<P>/noise<σ>")
             out['augment'] = 'ats-3-1-7' if part == 'ats' else part
         elif m and m[1] == 'prune' and 0 <= float(m[2]) < 100: out['prune'] = float(m[2]) / 100
         elif m and m[1] == 'noise': out['noise'] = float(m[2])
         else: raise SemsimError(f"unknown variant {part!r}", '--variant',
-                                f"use one of: {', '.join(VARIANTS)}, prune<P> (0 <= P < 100), noise<σ>, joined with '+'")
+                                f"use one of: {', '.join(VARIANTS)}, prune<P> (0 <= P < 100), noise<σ>, "
+                                f"joined with '+'")
     parts = [] if out['augment'] in (None, 'none') else [out['augment']]
     if out['prune'] is not None: parts.append(f"prune{_number(out['prune'] * 100)}")
     if out['noise'] is not None: parts.append(f"noise{_number(out['noise'])}")
     return dict(name='+'.join(parts) or 'none', **out)
 
-# %% ../nbs/02_victims.ipynb 17
+# %% ../nbs/02_victims.ipynb 23
 def _ats_op(x, op, mag):
     "One ATS operation on a batch, each image with a random sign (grouped by sign so each group is one call)."
     sign = torch.randint(0, 2, (len(x),)) * 2 - 1
@@ -167,13 +191,16 @@ def _ats_op(x, op, mag):
         sel = sign == s
         if not sel.any(): continue
         h, w = x.shape[-2:]
-        if op == 'translate_x': y = TF.affine(x[sel], angle=0., translate=[round(s * mag * w), 0], scale=1., shear=[0., 0.])
-        elif op == 'translate_y': y = TF.affine(x[sel], angle=0., translate=[0, round(s * mag * h)], scale=1., shear=[0., 0.])
+        if op == 'translate_x':
+            y = TF.affine(x[sel], angle=0., translate=[round(s * mag * w), 0], scale=1., shear=[0., 0.])
+        elif op == 'translate_y':
+            y = TF.affine(x[sel], angle=0., translate=[0, round(s * mag * h)], scale=1., shear=[0., 0.])
         elif op == 'contrast': y = TF.adjust_contrast(x[sel], 1 + s * mag)
         else: y = TF.adjust_brightness(x[sel], 1 + s * mag)
         out[sel] = y.clamp(0, 1)
     return out
 
+# %% ../nbs/02_victims.ipynb 24
 def augment(x: torch.Tensor,  # float batch N×C×H×W in [0,1]
             variant: str,      # a training variant (only its augmentation part matters)
            ) -> torch.Tensor:
@@ -187,13 +214,14 @@ def augment(x: torch.Tensor,  # float batch N×C×H×W in [0,1]
     for i in torch.randperm(len(ops)).tolist(): x = _ats_op(x, *ATS_OPS[ops[i]])
     return x
 
-# %% ../nbs/02_victims.ipynb 21
+# %% ../nbs/02_victims.ipynb 28
 DEFENSES = {
     'noise': 'Gaussian noise of std σ added to every gradient entry (noise:0.01)',
     'prune': 'top-k pruning: the share p of smallest-magnitude entries of each tensor zeroed (prune:0.7 or prune:70)',
     'clip':  'per-layer clipping: each tensor scaled to L2 norm <= C (clip:1.0)',
 }
 
+# %% ../nbs/02_victims.ipynb 29
 def parse_defense(spec,  # None, a dict like `{'noise': 0.01}` or a string like `'clip:1.0,noise:0.01'`
                  ) -> list:
     "The defenses of `spec` as a list of `(name, value)`, validated (prune as a fraction in [0, 1))."
@@ -203,21 +231,27 @@ def parse_defense(spec,  # None, a dict like `{'noise': 0.01}` or a string like 
         items = []
         for part in spec.split(','):
             name, sep, val = part.strip().partition(':')
-            if not sep: raise SemsimError(f"defense {part!r} has no value", '--defense', "write NAME:VALUE, e.g. noise:0.01, prune:70, clip:1.0")
+            if not sep: raise SemsimError(f"defense {part!r} has no value", '--defense',
+                                          "write NAME:VALUE, e.g. noise:0.01, prune:70, clip:1.0")
             items.append((name.strip(), val.strip()))
-    else: raise SemsimError(f"cannot read a defense from {type(spec).__name__}", '--defense', "pass a dict like {'noise': 0.01} or a string like noise:0.01")
+    else: raise SemsimError(f"cannot read a defense from {type(spec).__name__}", '--defense',
+                            "pass a dict like {'noise': 0.01} or a string like noise:0.01")
     out = []
     for name, val in items:
-        if name not in DEFENSES: raise SemsimError(f"unknown defense {name!r}", '--defense', f"use one of: {', '.join(DEFENSES)}")
+        if name not in DEFENSES:
+            raise SemsimError(f"unknown defense {name!r}", '--defense', f"use one of: {', '.join(DEFENSES)}")
         try: v = float(val)
-        except (TypeError, ValueError): raise SemsimError(f"defense {name} needs a number, got {val!r}", '--defense', f"e.g. {DEFENSES[name].split('(')[-1][:-1]}")
+        except (TypeError, ValueError): raise SemsimError(f"defense {name} needs a number, got {val!r}", '--defense',
+                                                          f"e.g. {DEFENSES[name].split('(')[-1][:-1]}")
         if name == 'prune' and v > 1: v = v / 100
-        if (name == 'prune' and not 0 <= v < 1) or (name == 'noise' and v < 0) or (name == 'clip' and v <= 0) or not math.isfinite(v):
-            raise SemsimError(f"defense {name} value {val} out of range", '--defense', "noise σ >= 0, prune p in [0, 1) or [0, 100) %, clip C > 0")
+        if ((name == 'prune' and not 0 <= v < 1) or (name == 'noise' and v < 0) or (name == 'clip' and v <= 0)
+                or not math.isfinite(v)):
+            raise SemsimError(f"defense {name} value {val} out of range", '--defense',
+                              "noise σ >= 0, prune p in [0, 1) or [0, 100) %, clip C > 0")
         out.append((name, v))
     return out
 
-# %% ../nbs/02_victims.ipynb 22
+# %% ../nbs/02_victims.ipynb 30
 def defend(grads,                 # list/tuple of gradient tensors (with a leading sample dimension if `batched`)
            spec,                   # defenses, see `parse_defense`
            generator: torch.Generator|None=None,  # random source for noise (device of the gradients)
@@ -229,7 +263,8 @@ def defend(grads,                 # list/tuple of gradient tensors (with a leadi
     for name, v in defenses:
         if name == 'noise':
             if generator is None: generator = torch.Generator(device=out[0].device).manual_seed(0)
-            out = [g + v * torch.randn(g.shape, generator=generator, device=generator.device, dtype=g.dtype).to(g.device) for g in out]
+            out = [g + v * torch.randn(g.shape, generator=generator, device=generator.device,
+                                       dtype=g.dtype).to(g.device) for g in out]
             continue
         new = []
         for g in out:
@@ -245,7 +280,7 @@ def defend(grads,                 # list/tuple of gradient tensors (with a leadi
         out = new
     return out
 
-# %% ../nbs/02_victims.ipynb 27
+# %% ../nbs/02_victims.ipynb 35
 TRAINING = dict(batch_size=('b', 64), lr=('lr', 0.1), momentum=('m', 0.9), weight_decay=('wd', 5e-4),
                 max_train=('n', None))  # training setting -> (its short name in a model id, the paper's default)
 
@@ -253,6 +288,7 @@ def _exact(v: float) -> str:
     "The shortest spelling that reads back as exactly v: 0.7 -> '0.7', 1.0 -> '1', 0.9999999 -> '0.9999999'."
     s = repr(float(v)); return s[:-2] if s.endswith('.0') else s
 
+# %% ../nbs/02_victims.ipynb 36
 def model_id(arch: str,            # a name in `ARCHS`
              width: int|None=None,  # None = the architecture's default
              variant: str='none',   # a training variant
@@ -264,7 +300,8 @@ def model_id(arch: str,            # a name in `ARCHS`
     if bad := set(training) - set(TRAINING):
         raise SemsimError(f"unknown training setting(s) {sorted(bad)}", 'model_id', f"use: {', '.join(TRAINING)}")
     width = default_width(arch) if width is None else int(width)
-    base = f"{arch}{'w' if arch[-1].isdigit() else ''}{width}-{parse_variant(variant)['name']}-e{int(epochs)}-s{int(seed)}"
+    base = (f"{arch}{'w' if arch[-1].isdigit() else ''}{width}-{parse_variant(variant)['name']}"
+            f"-e{int(epochs)}-s{int(seed)}")
     if not int(epochs): return base
     return base + ''.join(f'-{short}{_exact(training[k])}' for k, (short, default) in TRAINING.items()
                           if training.get(k, default) is not None and training.get(k, default) != default)
@@ -274,7 +311,7 @@ def entry_model_id(entry: dict) -> str:  # a zoo entry: arch, width, variant, ep
     return model_id(entry['arch'], entry.get('width'), entry.get('variant', 'none'), entry.get('epochs', 1),
                     entry.get('seed', 0), **{k: entry[k] for k in TRAINING if k in entry})
 
-# %% ../nbs/02_victims.ipynb 30
+# %% ../nbs/02_victims.ipynb 39
 def evaluate(model: nn.Module,   # a victim
              images: torch.Tensor,  # uint8 N×C×H×W
              labels: torch.Tensor,  # class ids
@@ -288,20 +325,23 @@ def evaluate(model: nn.Module,   # a victim
             correct += int((model(x).argmax(1) == labels[i:i + batch_size]).sum())
     return correct / max(len(labels), 1)
 
-# %% ../nbs/02_victims.ipynb 31
+# %% ../nbs/02_victims.ipynb 40
 def check_training(batch_size: int=64, lr: float=0.1, momentum: float=0.9, weight_decay: float=5e-4,
                    max_train: int|None=None, max_test: int|None=None, epochs: int=1):  # `train_victim`'s settings
     "Raise a `SemsimError` naming the first training setting out of range."
-    def bad(name, v, want): return SemsimError(f"{name.replace('_', '-')} {v!r} is out of range", f"--{name.replace('_', '-')}", want)
-    if int(epochs) < 0: raise SemsimError(f"epochs must be >= 0, got {epochs}", '--epochs', "use 0 for an untrained victim")
+    def bad(name, v, want):
+        return SemsimError(f"{name.replace('_', '-')} {v!r} is out of range", f"--{name.replace('_', '-')}", want)
+    if int(epochs) < 0:
+        raise SemsimError(f"epochs must be >= 0, got {epochs}", '--epochs', "use 0 for an untrained victim")
     if int(batch_size) < 1: raise bad('batch_size', batch_size, "pass a batch size >= 1, e.g. --batch-size 64")
     if not (math.isfinite(lr) and lr > 0): raise bad('lr', lr, "pass a finite learning rate > 0, e.g. --lr 0.01")
     for name, v in (('momentum', momentum), ('weight_decay', weight_decay)):
         if not (math.isfinite(v) and v >= 0): raise bad(name, v, f"pass a finite {name} >= 0")
     for name, v in (('max_train', max_train), ('max_test', max_test)):
-        if v is not None and int(v) < 1: raise bad(name, v, f"pass {name.replace('_', '-')} >= 1, or leave it out for all images")
+        if v is not None and int(v) < 1:
+            raise bad(name, v, f"pass {name.replace('_', '-')} >= 1, or leave it out for all images")
 
-# %% ../nbs/02_victims.ipynb 32
+# %% ../nbs/02_victims.ipynb 41
 def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                  arch: str,              # a name in `ARCHS`
                  variant: str='none',    # a training variant, see `VARIANTS`
@@ -337,13 +377,15 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
     log = fit_classifier(model, images, labels, epochs, lr, batch_size, seed=order, momentum=momentum, nesterov=True,
                          weight_decay=weight_decay, schedule='steps', min_batch=2, progress=verbose, desc=mid,
                          grad_hook=defended if grad_defense else None,    # BatchNorm cannot train on 1 image: min_batch
-                         inputs=lambda b: augment(b.float() / 255, v['name']).contiguous(memory_format=torch.channels_last))
+                         inputs=lambda b: augment(b.float() / 255, v['name']).contiguous(
+                             memory_format=torch.channels_last))
     model = model.to(memory_format=torch.contiguous_format)  # the layout `load_victim` gives: identical outputs
     n_test = min(len(test), max_test or len(test))
     acc = evaluate(model, test.images[:n_test], test.labels[:n_test])
     info = train.info
     meta = dict(model_id=mid, arch=arch, width=default_width(arch) if width is None else int(width),
-                dataset=dataset, variant=v['name'], epochs=int(epochs), seed=int(seed), test_accuracy=acc, n_test=n_test,
+                dataset=dataset, variant=v['name'], epochs=int(epochs), seed=int(seed), test_accuracy=acc,
+                n_test=n_test,
                 settings=dict(batch_size=batch_size, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay,
                               milestones=milestones, max_train=max_train, max_test=max_test, n_train=len(idx)),
                 info=dict(name=info.name, classes=list(info.classes), size=list(info.size), channels=info.channels,
@@ -352,7 +394,7 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                 created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
     return model.eval(), meta
 
-# %% ../nbs/02_victims.ipynb 39
+# %% ../nbs/02_victims.ipynb 48
 def save_victim(run,             # the run directory (path or `RunDir`)
                 model: nn.Module,  # a victim from `build_model`/`train_victim`
                 meta: dict,        # its meta from `train_victim` (needs `model_id`)
@@ -362,6 +404,7 @@ def save_victim(run,             # the run directory (path or `RunDir`)
     save_checkpoint(d/'model', model, meta)
     return d
 
+# %% ../nbs/02_victims.ipynb 49
 def _read_meta(d: Path) -> dict|None:
     "The victim's meta if `model.json` and the weights it names are complete and match, else None."
     try: return checkpoint_meta(d/'model', what='victim')
@@ -372,7 +415,7 @@ def list_victims(run) -> list:  # the run directory
     d = RunDir(run).victims_dir
     return sorted(p.name for p in d.iterdir() if p.is_dir() and _read_meta(p)) if d.is_dir() else []
 
-# %% ../nbs/02_victims.ipynb 40
+# %% ../nbs/02_victims.ipynb 50
 def load_victim(run,                        # the run directory
                 model_id: str,              # e.g. `convnet16-crop-e2-s0`
                 expect_arch: str|None=None,    # refuse a victim of another architecture
@@ -385,7 +428,8 @@ def load_victim(run,                        # the run directory
         have = list_victims(run)
         what = "incomplete or mismatched" if (d/'model.json').exists() else "no"
         raise SemsimError(f"{what} victim {model_id!r} in {run.path}", d,
-                          f"train it: semsim victims train --run {run.path} ... (the run has: {', '.join(have) or 'none'})")
+                          f"train it: semsim victims train --run {run.path} ... "
+                          f"(the run has: {', '.join(have) or 'none'})")
     for key, want in (('arch', expect_arch), ('dataset', expect_dataset)):
         if want is not None and meta[key] != want:
             raise SemsimError(f"victim {model_id!r} has {key} {meta[key]!r}, expected {want!r}", d/'model.json',
@@ -396,12 +440,14 @@ def load_victim(run,                        # the run directory
     state, _ = load_checkpoint(d/'model', "retrain the victim (delete its directory)", 'victim')
     try: model.load_state_dict(state)
     except (RuntimeError, ValueError) as e:
-        raise SemsimError(f"weights of {model_id!r} do not fit a {meta['arch']} of width {meta['width']}: {str(e)[:200]}",
+        raise SemsimError(f"weights of {model_id!r} do not fit a {meta['arch']} of width {meta['width']}: "
+                          f"{str(e)[:200]}",
                           d/'model.safetensors', "retrain the victim (delete its directory)") from e
     return model.eval(), meta
 
-# %% ../nbs/02_victims.ipynb 45
-ZOO_KEYS = ('arch', 'variant', 'epochs', 'width', 'seed', 'batch_size', 'lr', 'momentum', 'weight_decay', 'max_train', 'max_test')
+# %% ../nbs/02_victims.ipynb 55
+ZOO_KEYS = ('arch', 'variant', 'epochs', 'width', 'seed', 'batch_size', 'lr', 'momentum', 'weight_decay', 'max_train',
+            'max_test')
 
 def expand_zoo(zoo: list,  # entries (dicts); list values expand into one entry per value
               ) -> list:
@@ -410,7 +456,8 @@ def expand_zoo(zoo: list,  # entries (dicts); list values expand into one entry 
     for e in zoo:
         if isinstance(e, str): e = {'arch': e}
         if not isinstance(e, dict) or 'arch' not in e:
-            raise SemsimError(f"zoo entry {e!r} has no arch", 'zoo', "write entries like {arch: convnet, width: 16, variant: crop, epochs: 2}")
+            raise SemsimError(f"zoo entry {e!r} has no arch", 'zoo',
+                              "write entries like {arch: convnet, width: 16, variant: crop, epochs: 2}")
         bad = set(e) - set(ZOO_KEYS)
         if bad: raise SemsimError(f"unknown zoo setting(s) {sorted(bad)}", 'zoo', f"use: {', '.join(ZOO_KEYS)}")
         keys = list(e)
@@ -423,7 +470,7 @@ def expand_zoo(zoo: list,  # entries (dicts); list values expand into one entry 
 def _settings(meta): return {**meta['settings'], 'dataset': meta['dataset']}
 _TRAIN_DEFAULTS = {k: v.default for k, v in inspect.signature(train_victim).parameters.items()}
 
-# %% ../nbs/02_victims.ipynb 46
+# %% ../nbs/02_victims.ipynb 56
 def train_zoo(run,                 # the run directory
               dataset: str,         # a registry name
               zoo: list,            # entries, see `expand_zoo`
@@ -441,9 +488,11 @@ def train_zoo(run,                 # the run directory
             want = dict(dataset=dataset, **{k: kw.get(k, _TRAIN_DEFAULTS[k]) for k in (*TRAINING, 'max_test')})
             differ = {k: (_settings(old).get(k), v) for k, v in want.items() if _settings(old).get(k) != v}
             if not differ:
-                rows.append(dict(model_id=mid, status='skipped', test_accuracy=old['test_accuracy'], seconds=0.0)); continue
+                rows.append(dict(model_id=mid, status='skipped', test_accuracy=old['test_accuracy'], seconds=0.0))
+                continue
             if not force:
-                raise SemsimError(f"victim {mid} exists with other settings (had, asked): {differ}", run.victim_dir(mid),
+                raise SemsimError(f"victim {mid} exists with other settings (had, asked): {differ}",
+                                  run.victim_dir(mid),
                                   "use a new run, delete that victim, or pass --force to retrain it")
         model, meta = train_victim(dataset, verbose=verbose, **kw)
         save_victim(run, model, meta)
@@ -451,41 +500,50 @@ def train_zoo(run,                 # the run directory
         if verbose: print(f"{mid}: test accuracy {meta['test_accuracy']:.3f} ({meta['seconds']:.0f} s)")
     return pd.DataFrame(rows, columns=['model_id', 'status', 'test_accuracy', 'seconds'])
 
-# %% ../nbs/02_victims.ipynb 47
+# %% ../nbs/02_victims.ipynb 57
 def load_zoo_config(path,  # a YAML file
                    ) -> dict:
     "A zoo config: `{'dataset': name|None, 'train': {settings for all}, 'zoo': [entries]}` from YAML (see below)."
     path = Path(path)
     try: cfg = yaml.safe_load(path.read_text())
-    except OSError as e: raise SemsimError(f"cannot read zoo config {path}: {e}", path, "pass the path of a YAML file") from e
-    except yaml.YAMLError as e: raise SemsimError(f"zoo config {path} is not valid YAML: {e}", path, "fix the YAML syntax") from e
+    except OSError as e:
+        raise SemsimError(f"cannot read zoo config {path}: {e}", path, "pass the path of a YAML file") from e
+    except yaml.YAMLError as e:
+        raise SemsimError(f"zoo config {path} is not valid YAML: {e}", path, "fix the YAML syntax") from e
     if isinstance(cfg, list): cfg = {'zoo': cfg}
     if not isinstance(cfg, dict) or not isinstance(cfg.get('zoo'), list) or not cfg['zoo']:
-        raise SemsimError(f"zoo config {path} has no list under 'zoo'", path, "write zoo: followed by entries like - {arch: convnet, width: 16}")
+        raise SemsimError(f"zoo config {path} has no list under 'zoo'", path,
+                          "write zoo: followed by entries like - {arch: convnet, width: 16}")
     bad = set(cfg) - {'dataset', 'train', 'zoo'}
     if bad: raise SemsimError(f"unknown key(s) {sorted(bad)} in {path}", path, "use dataset, train and zoo")
     train = cfg.get('train') or {}
     bad = set(train) - set(ZOO_KEYS)
-    if bad: raise SemsimError(f"unknown training setting(s) {sorted(bad)} in {path}", path, f"use: {', '.join(ZOO_KEYS)}")
+    if bad:
+        raise SemsimError(f"unknown training setting(s) {sorted(bad)} in {path}", path, f"use: {', '.join(ZOO_KEYS)}")
     return dict(dataset=cfg.get('dataset'), train=train, zoo=expand_zoo(cfg['zoo']))
 
-# %% ../nbs/02_victims.ipynb 52
+# %% ../nbs/02_victims.ipynb 62
 def _cmd_train(args):
-    entry = {k: v for k, v in dict(arch=args.arch, width=args.width, variant=args.variant, epochs=args.epochs, seed=args.seed,
-                                   batch_size=args.batch_size, lr=args.lr, max_train=args.max_train).items() if v is not None}
+    entry = {k: v for k, v in dict(arch=args.arch, width=args.width, variant=args.variant, epochs=args.epochs,
+                                   seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+                                   max_train=args.max_train).items() if v is not None}
     t = train_zoo(args.run, args.dataset, [entry], force=args.force, verbose=not args.quiet)
     r = t.iloc[0]
     print(f"{r.model_id}: {r.status}, test accuracy {r.test_accuracy:.4f} -> {RunDir(args.run).victim_dir(r.model_id)}")
 
+# %% ../nbs/02_victims.ipynb 63
 def _cmd_zoo(args):
     cfg = load_zoo_config(args.config)
     train = {**cfg['train'], **({'max_train': args.max_train} if args.max_train is not None else {})}
-    t = train_zoo(args.run, args.dataset or cfg['dataset'] or 'fashion_mnist', cfg['zoo'], force=args.force, verbose=not args.quiet, **train)
+    t = train_zoo(args.run, args.dataset or cfg['dataset'] or 'fashion_mnist', cfg['zoo'], force=args.force,
+                  verbose=not args.quiet, **train)
     print(t.to_string(index=False))
 
+# %% ../nbs/02_victims.ipynb 64
 def _cmd_list(args):
     if args.run is None:
-        for title, reg in (('architectures', {k: v[2] for k, v in ARCHS.items()}), ('variants', VARIANTS), ('defenses', DEFENSES)):
+        for title, reg in (('architectures', {k: v[2] for k, v in ARCHS.items()}), ('variants', VARIANTS),
+                           ('defenses', DEFENSES)):
             print(f'{title}:'); [print(f'  {k:14s} {d}') for k, d in reg.items()]
         return
     ids = list_victims(args.run)
@@ -494,7 +552,7 @@ def _cmd_list(args):
         meta = _read_meta(RunDir(args.run).victim_dir(m))
         print(f"{m:32s} {meta['dataset']:14s} acc {meta['test_accuracy']:.4f}  {meta['seconds']:.0f} s")
 
-# %% ../nbs/02_victims.ipynb 53
+# %% ../nbs/02_victims.ipynb 65
 def register_commands(sub):
     "Add the `victims` subcommands to the `semsim` parser."
     p = sub.add_parser('victims', help='victim classifiers: train one, train a zoo, list them')
