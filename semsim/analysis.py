@@ -60,6 +60,7 @@ def oriented_columns(df: pd.DataFrame) -> list:  # any table
     "The numeric columns of `df` whose name has a declared orientation (the default metric columns)."
     return metric_columns(df, numeric=True)
 
+# %% ../nbs/07_analysis.ipynb 10
 def _human(df: pd.DataFrame, threshold: float|None, where: str) -> pd.DataFrame:
     "`df` with numeric human columns, `human_rate` (vote share or 0/1) and `recognized` (0/1)."
     has_votes = {'votes_recognized', 'votes_total'} <= set(df.columns)
@@ -85,7 +86,7 @@ def _human(df: pd.DataFrame, threshold: float|None, where: str) -> pd.DataFrame:
     if not has_votes: df['human_rate'] = rec
     return df
 
-# %% ../nbs/07_analysis.ipynb 10
+# %% ../nbs/07_analysis.ipynb 11
 def _numbers(df: pd.DataFrame, col: str, where: str, fix: str) -> pd.Series:
     "Column `col` as floats; the first value that is not a number raises an error naming it and its row."
     if pd.api.types.is_numeric_dtype(df[col]): return df[col].astype(float)
@@ -97,6 +98,7 @@ def _numbers(df: pd.DataFrame, col: str, where: str, fix: str) -> pd.Series:
                           f"not a number ({int(bad.sum())} such rows)", where, fix)
     return v.astype(float)
 
+# %% ../nbs/07_analysis.ipynb 12
 def _has_numbers(v: pd.Series, name: str) -> bool:
     "Whether a column named like a metric holds any number; a column of text only is left out with a warning."
     if pd.api.types.is_numeric_dtype(v) or v.isna().all() or pd.to_numeric(v, errors='coerce').notna().any():
@@ -105,7 +107,7 @@ def _has_numbers(v: pd.Series, name: str) -> bool:
                   "left out")
     return False
 
-# %% ../nbs/07_analysis.ipynb 11
+# %% ../nbs/07_analysis.ipynb 13
 def _metric_list(df: pd.DataFrame, metrics: list|None, where: str) -> list:
     "The metric columns asked for, checked; None: every column named by a declared metric that holds numbers."
     if metrics is None:
@@ -123,7 +125,7 @@ def _metric_list(df: pd.DataFrame, metrics: list|None, where: str) -> list:
                                   f"use metric columns of {where}: {', '.join(oriented_columns(df)) or 'none found'}")
     return metrics
 
-# %% ../nbs/07_analysis.ipynb 12
+# %% ../nbs/07_analysis.ipynb 14
 def prepare_table(df: pd.DataFrame,        # a table per the analysis contract
                   metrics: list|None=None,  # metric columns; None: every column with a declared orientation
                   threshold: float|None=None,  # recognised when vote share > threshold; None: `recognized`, else 0.5
@@ -156,9 +158,10 @@ def prepare_table(df: pd.DataFrame,        # a table per the analysis contract
     df['unit'] = unit
     return df.reset_index(drop=True), metrics
 
-# %% ../nbs/07_analysis.ipynb 18
+# %% ../nbs/07_analysis.ipynb 20
 def _constant(v): return len(v) < 2 or np.nanmax(v) == np.nanmin(v)
 
+# %% ../nbs/07_analysis.ipynb 21
 def correlate(x: np.ndarray,       # metric values
               y: np.ndarray,       # human values (rate or 0/1)
               name: str='metric',  # named in warnings
@@ -178,7 +181,7 @@ def correlate(x: np.ndarray,       # metric values
         out[c], out[f'{c}_p'] = float(r.statistic), float(r.pvalue)
     return out
 
-# %% ../nbs/07_analysis.ipynb 22
+# %% ../nbs/07_analysis.ipynb 25
 def _pearson_v(x, y, axis=-1):
     x = x - x.mean(axis, keepdims=True); y = y - y.mean(axis, keepdims=True)
     with np.errstate(invalid='ignore', divide='ignore'):
@@ -194,6 +197,7 @@ def _kendall_v(x, y, axis=-1):
 
 STATISTICS = {'spearman': _spearman_v, 'kendall': _kendall_v, 'pearson': _pearson_v}
 
+# %% ../nbs/07_analysis.ipynb 26
 def bootstrap_ci(x: np.ndarray, y: np.ndarray,  # paired samples
                  kind: str='spearman',     # spearman, kendall or pearson
                  n_resamples: int=2000,    # bootstrap resamples
@@ -211,11 +215,12 @@ def bootstrap_ci(x: np.ndarray, y: np.ndarray,  # paired samples
                             confidence_level=confidence, method=method, rng=np.random.default_rng(seed))
     return float(r.confidence_interval.low), float(r.confidence_interval.high)
 
-# %% ../nbs/07_analysis.ipynb 27
+# %% ../nbs/07_analysis.ipynb 31
 CI_METHODS = {'two-way': 'two-way cluster bootstrap (models x originals)',
               'one-way': 'cluster bootstrap of originals',
               'iid': 'iid bootstrap of reconstructions (ignores the crossed design)'}
 
+# %% ../nbs/07_analysis.ipynb 32
 def resample_weights(models: np.ndarray,     # integer code of each row's model (0..M-1)
                      images: np.ndarray,     # integer code of each row's original (0..I-1)
                      method: str='two-way',  # 'two-way', 'one-way' (originals only) or 'iid' (rows)
@@ -231,6 +236,7 @@ def resample_weights(models: np.ndarray,     # integer code of each row's model 
     w = counts(images.max() + 1)[:, images]
     return w * counts(models.max() + 1)[:, models] if method == 'two-way' else w
 
+# %% ../nbs/07_analysis.ipynb 33
 def weighted_ranks(x: np.ndarray,  # values, shape (rows,)
                    w: np.ndarray,  # weights (counts), shape (resamples, rows)
                   ) -> np.ndarray:
@@ -244,7 +250,7 @@ def weighted_ranks(x: np.ndarray,  # values, shape (rows,)
     where[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(x)]))
     return np.take(rank, where, axis=1)
 
-# %% ../nbs/07_analysis.ipynb 28
+# %% ../nbs/07_analysis.ipynb 34
 def _wsum(w, *v):
     "Per resample, the sum over rows of `w` times the product of `v` (each of shape (rows,) or (resamples, rows))."
     return np.einsum(','.join(['bn'] + ['bn' if np.ndim(u) == 2 else 'n' for u in v]) + '->b', w, *v)
@@ -258,7 +264,7 @@ def weighted_pearson(a: np.ndarray, b: np.ndarray,  # values, shape (resamples, 
         cov, va, vb = _wsum(w, a, b) / sw - ma * mb, _wsum(w, a, a) / sw - ma * ma, _wsum(w, b, b) / sw - mb * mb
         return cov / np.sqrt(va * vb)
 
-# %% ../nbs/07_analysis.ipynb 29
+# %% ../nbs/07_analysis.ipynb 35
 def weighted_spearman(x: np.ndarray, y: np.ndarray,  # paired values, shape (rows,)
                       w: np.ndarray) -> np.ndarray:  # weights, shape (resamples, rows)
     "Spearman correlation in each resample: Pearson of the weighted midranks, with the weights."
@@ -275,6 +281,7 @@ def weighted_auc(y: np.ndarray,         # 0/1 verdicts, shape (rows,)
     with np.errstate(invalid='ignore', divide='ignore'):
         return (_wsum(w, r, y) - pos * (pos + 1) / 2) / (pos * neg)
 
+# %% ../nbs/07_analysis.ipynb 36
 def percentile_ci(draws: np.ndarray, confidence: float=0.95) -> tuple:  # resampled statistics; interval coverage
     "The percentile interval of resampled statistics (undefined resamples left out; NaN when fewer than 20 remain)."
     v = np.asarray(draws, float); v = v[np.isfinite(v)]
@@ -282,11 +289,12 @@ def percentile_ci(draws: np.ndarray, confidence: float=0.95) -> tuple:  # resamp
     lo, hi = np.percentile(v, [50 - 50 * confidence, 50 + 50 * confidence])
     return float(lo), float(hi)
 
-# %% ../nbs/07_analysis.ipynb 32
+# %% ../nbs/07_analysis.ipynb 39
 def _codes(d: pd.DataFrame) -> tuple:
     "Integer codes of each row's unit and original (sorted, as `groupby` orders them)."
     return pd.factorize(d['unit'], sort=True)[0], pd.factorize(d['image_id'], sort=True)[0]
 
+# %% ../nbs/07_analysis.ipynb 40
 def resampled_image_stats(x: dict,            # name -> oriented metric values (NaN: left out), shape (rows,)
                           human: np.ndarray,  # vote share per row
                           recognized: np.ndarray,  # 0/1 verdict per row
@@ -310,7 +318,7 @@ def resampled_image_stats(x: dict,            # name -> oriented metric values (
             out[k][1].append(weighted_auc(recognized[ok], v[ok], wk, r))
     return {k: (np.concatenate(a), np.concatenate(b)) for k, (a, b) in out.items()}
 
-# %% ../nbs/07_analysis.ipynb 33
+# %% ../nbs/07_analysis.ipynb 41
 def _unit_means(d: pd.DataFrame, metrics: list, n_resamples: int, seed: int, batch: int=25):
     "Batches of `(pick, human, means)`: units drawn with replacement, per-unit means over originals drawn once for all."
     units, images = _codes(d)
@@ -327,8 +335,9 @@ def _unit_means(d: pd.DataFrame, metrics: list, n_resamples: int, seed: int, bat
             mean = lambda v: sums(np.nan_to_num(v)) / sums(~np.isnan(v))
             yield pick, mean(vals['recognized']), {m: mean(vals[m]) for m in metrics}
 
-# %% ../nbs/07_analysis.ipynb 42
+# %% ../nbs/07_analysis.ipynb 50
 MIN_MODELS = 5  # fewer models: no model-level p-values or intervals, only per-model rates
+
 MODEL_CI = 'bootstrap of models, and of originals within them'
 
 def model_table(df: pd.DataFrame,         # a prepared table (`prepare_table`)
@@ -341,6 +350,7 @@ def model_table(df: pd.DataFrame,         # a prepared table (`prepare_table`)
     out['human_rate'] = g['recognized'].mean()
     return out
 
+# %% ../nbs/07_analysis.ipynb 51
 def resampled_model_stats(d: pd.DataFrame,   # a prepared table
                           metrics: list,     # metric columns
                           kinds=('spearman', 'kendall', 'pearson'),  # coefficients
@@ -357,6 +367,7 @@ def resampled_model_stats(d: pd.DataFrame,   # a prepared table
                 for c in kinds: out[m][c].append(STATISTICS[c](x, h, axis=-1))
     return {m: {c: np.concatenate(v) for c, v in r.items()} for m, r in out.items()}
 
+# %% ../nbs/07_analysis.ipynb 52
 def _oriented(row, o, kinds):
     for c in kinds:
         row[f'{c}_or'] = o * row[c]
@@ -364,7 +375,7 @@ def _oriented(row, o, kinds):
         if f'{c}_lo' in row: row[f'{c}_or_lo'], row[f'{c}_or_hi'] = (lo, hi) if o > 0 else (-hi, -lo)
     return row
 
-# %% ../nbs/07_analysis.ipynb 43
+# %% ../nbs/07_analysis.ipynb 53
 def model_level(df: pd.DataFrame,              # a table per the contract
                 metrics: list|None=None,        # metric columns (default: all known)
                 threshold: float|None=None,     # vote threshold, as in `prepare_table`
@@ -394,7 +405,7 @@ def model_level(df: pd.DataFrame,              # a table per the contract
         rows.append(_oriented(row, row['orientation'], kinds))
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 44
+# %% ../nbs/07_analysis.ipynb 54
 def model_rates(df: pd.DataFrame,            # a table per the contract
                 metrics: list|None=None,     # metric columns (default: all known)
                 threshold: float|None=None,  # vote threshold, as in `prepare_table`
@@ -415,7 +426,7 @@ def model_rates(df: pd.DataFrame,            # a table per the contract
     out['ci_method'] = CI_METHODS['one-way'] if draws else 'none (n_resamples = 0)'
     return out.reset_index()
 
-# %% ../nbs/07_analysis.ipynb 51
+# %% ../nbs/07_analysis.ipynb 61
 def auc(recognized: np.ndarray,  # 0/1 human verdicts
         score: np.ndarray,       # oriented metric (higher = more leakage)
         name: str='metric',      # named in warnings
@@ -435,6 +446,7 @@ def auc(recognized: np.ndarray,  # 0/1 human verdicts
         return np.nan
     return float(roc_auc_score(y, stats.rankdata(s)))   # ranks: a perfect copy's PSNR = inf ranks first
 
+# %% ../nbs/07_analysis.ipynb 62
 def fisher_ci(r: float, n: int, confidence: float=0.95) -> tuple:
     "Interval of a Spearman coefficient by Fisher's z with the Bonett–Wright variance (assumes independent rows)."
     if not np.isfinite(r) or n < 4: return np.nan, np.nan
@@ -446,7 +458,7 @@ def image_metrics(metrics: list) -> list:  # metric columns
     "The metrics with one value per reconstruction: set-level ones (FID) are compared at model level only."
     return [m for m in metrics if metric_level(m) == 'image']
 
-# %% ../nbs/07_analysis.ipynb 52
+# %% ../nbs/07_analysis.ipynb 63
 def _image_rows(d, unit, metrics, method, n_resamples, confidence, seed):
     "The image-level rows of one group of reconstructions."
     models, images = _codes(d)
@@ -472,7 +484,7 @@ def _image_rows(d, unit, metrics, method, n_resamples, confidence, seed):
         rows.append(_oriented(row, o, ('spearman', 'kendall')))
     return rows
 
-# %% ../nbs/07_analysis.ipynb 53
+# %% ../nbs/07_analysis.ipynb 64
 def image_level(df: pd.DataFrame,            # a table per the contract
                 metrics: list|None=None,      # metric columns (default: all known; set-level ones are left out)
                 threshold: float|None=None,   # vote threshold, as in `prepare_table`
@@ -494,10 +506,11 @@ def image_level(df: pd.DataFrame,            # a table per the contract
         rows += _image_rows(d, unit, metrics, 'iid' if ci == 'iid' else 'one-way', n_resamples, confidence, seed)
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 59
+# %% ../nbs/07_analysis.ipynb 70
 CORRELATION_COLUMNS = ['level', 'metric', 'n', 'orientation', 'spearman', 'spearman_p', 'spearman_lo', 'spearman_hi',
                        'kendall', 'kendall_p', 'pearson', 'pearson_p', 'auc', 'auc_lo', 'auc_hi', 'ci_method', 'note']
 
+# %% ../nbs/07_analysis.ipynb 71
 def correlations(df: pd.DataFrame,            # a table per the contract
                  level: str='both',           # 'model', 'image' or 'both'
                  metrics: list|None=None,     # metric columns (default: all known)
@@ -518,7 +531,7 @@ def correlations(df: pd.DataFrame,            # a table per the contract
                      .assign(level='image', pearson=np.nan, pearson_p=np.nan))
     return pd.concat(parts, ignore_index=True)[CORRELATION_COLUMNS]
 
-# %% ../nbs/07_analysis.ipynb 64
+# %% ../nbs/07_analysis.ipynb 76
 def read_labels(labels) -> pd.DataFrame:  # DataFrame, a `LabelStore`, or path to labels.sqlite / .csv / .parquet
     "The raw labels as a DataFrame with at least `recon_id, annotator, recognized`."
     from semsim.labels import LabelStore
@@ -541,7 +554,7 @@ def read_labels(labels) -> pd.DataFrame:  # DataFrame, a `LabelStore`, or path t
     if 'created_at' in labels.columns: labels = labels.sort_values('created_at', kind='stable')
     return labels.dropna(subset=['recognized']).groupby(['recon_id', 'annotator'], as_index=False).recognized.last()
 
-# %% ../nbs/07_analysis.ipynb 65
+# %% ../nbs/07_analysis.ipynb 77
 def _label_matrix(labels, table: pd.DataFrame|None) -> tuple:
     "Votes as a (reconstructions, annotators) array with NaN where missing, and each row's unit and original codes."
     lab = read_labels(labels)
@@ -558,6 +571,7 @@ def _label_matrix(labels, table: pd.DataFrame|None) -> tuple:
     wide = lab.pivot(index='recon_id', columns='annotator', values='recognized').astype(float)
     return wide.values, _codes(t.loc[wide.index])
 
+# %% ../nbs/07_analysis.ipynb 78
 def _halves(votes: np.ndarray, half: np.ndarray) -> tuple:
     "Each half's vote share per reconstruction (NaN where nobody in that half labelled it)."
     with warnings.catch_warnings():
@@ -569,7 +583,7 @@ def _brown(r):
     rel = 2 * r / (1 + r)
     return rel, np.sqrt(np.clip(rel, 0, 1))
 
-# %% ../nbs/07_analysis.ipynb 66
+# %% ../nbs/07_analysis.ipynb 79
 def _split_scores(votes, half, units, threshold):
     "One split: image-level Spearman of the halves, AUC of a half's share for the other's majority, model Spearman."
     a, b = _halves(votes, half); ok = ~(np.isnan(a) | np.isnan(b)); a, b, u = a[ok], b[ok], units[ok]
@@ -582,6 +596,7 @@ def _split_scores(votes, half, units, threshold):
     mod = float(_spearman_v(ra, rb)) if len(ra) >= 3 and not (_constant(ra) or _constant(rb)) else np.nan
     return img, au, mod
 
+# %% ../nbs/07_analysis.ipynb 80
 def _ceiling_draws(votes, units, images, threshold, method, n_resamples, n_splits, seed):
     "Resampled image, AUC and model ceilings (models and originals as `method`, a random split per batch)."
     rng, img, au, mod = np.random.default_rng(seed), [], [], []
@@ -603,7 +618,7 @@ def _ceiling_draws(votes, units, images, threshold, method, n_resamples, n_split
     cat = lambda v: np.concatenate(v) if v else np.array([])
     return cat(img), cat(au), cat(mod)
 
-# %% ../nbs/07_analysis.ipynb 67
+# %% ../nbs/07_analysis.ipynb 81
 def noise_ceiling(labels,                    # raw labels (see `read_labels`)
                   table: pd.DataFrame|None=None,  # table mapping recon_id to unit and original; None: from 'm/a/i' ids
                   n_splits: int=200,         # random annotator splits
@@ -643,7 +658,7 @@ def noise_ceiling(labels,                    # raw labels (see `read_labels`)
                              '' if boot is not None else 'no interval asked for'})
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 74
+# %% ../nbs/07_analysis.ipynb 88
 def plot_ceiling(image_corr: pd.DataFrame,  # `image_level(...)` rows (the pooled `all` rows are used)
                  ceiling: pd.DataFrame,     # `noise_ceiling(...)`
                  level: str='image',        # which ceiling to draw
@@ -666,13 +681,13 @@ def plot_ceiling(image_corr: pd.DataFrame,  # `image_level(...)` rows (the poole
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_analysis.ipynb 78
+# %% ../nbs/07_analysis.ipynb 92
 def _paired(draws_a, draws_b, confidence, point):
     "Interval of the difference `a - b` of paired resampled statistics, and whether it excludes 0."
     lo, hi = percentile_ci(np.asarray(draws_a) - np.asarray(draws_b), confidence)
     return {'diff': point, 'lo': lo, 'hi': hi, 'excludes_zero': bool(lo > 0 or hi < 0)}
 
-# %% ../nbs/07_analysis.ipynb 79
+# %% ../nbs/07_analysis.ipynb 93
 def compare_metrics(df: pd.DataFrame,          # a table per the contract
                     a: str, b: str,            # the two metric columns
                     level: str='model',        # 'model' or 'image'
@@ -713,7 +728,7 @@ def compare_metrics(df: pd.DataFrame,          # a table per the contract
     out |= _paired(oa * boot[a][kind], ob * boot[b][kind], confidence, ra - rb)
     return out | {'ci_method': MODEL_CI, 'note': ''}
 
-# %% ../nbs/07_analysis.ipynb 84
+# %% ../nbs/07_analysis.ipynb 98
 def _tie_pairs(v):
     c = np.unique(v, return_counts=True)[1]
     return float((c * (c - 1) / 2).sum())
@@ -726,6 +741,7 @@ def discordant_share(x: np.ndarray, y: np.ndarray) -> float:  # two paired sampl
     c_minus_d = stats.kendalltau(x, y).statistic * np.sqrt((n0 - n1) * (n0 - n2))
     return float(((n0 - n1 - n2 + n3) - c_minus_d) / 2 / n0)
 
+# %% ../nbs/07_analysis.ipynb 99
 def contradictions(df: pd.DataFrame,           # a table per the contract
                    metrics: list|None=None,    # metric columns (default: all known)
                    threshold: float|None=None, # vote threshold, as in `prepare_table`
@@ -745,7 +761,7 @@ def contradictions(df: pd.DataFrame,           # a table per the contract
             disc[i, j] = disc[j, i] = discordant_share(x, y)
     return {'kendall': pd.DataFrame(tau, names, names), 'discordant': pd.DataFrame(disc, names, names)}
 
-# %% ../nbs/07_analysis.ipynb 89
+# %% ../nbs/07_analysis.ipynb 104
 def disagreements(df: pd.DataFrame,          # a table per the contract
                   metric: str,               # the metric column
                   n: int=6,                  # rows of each kind
@@ -763,7 +779,7 @@ def disagreements(df: pd.DataFrame,          # a table per the contract
     leak, miss = leak.assign(kind='metric leaks, humans not'), miss.assign(kind='humans recognise, metric not')
     return pd.concat([leak, miss], ignore_index=True)
 
-# %% ../nbs/07_analysis.ipynb 94
+# %% ../nbs/07_analysis.ipynb 109
 def plot_gallery(rows: pd.DataFrame,       # rows with `original_path`, `recon_path` (e.g. from `disagreements`)
                  root: str|Path='.',        # directory the paths are relative to (the run)
                  metric: str|None=None,     # metric value to print under each pair
@@ -787,7 +803,7 @@ def plot_gallery(rows: pd.DataFrame,       # rows with `original_path`, `recon_p
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_analysis.ipynb 98
+# %% ../nbs/07_analysis.ipynb 113
 def plot_model_scatter(df: pd.DataFrame,         # a table per the contract
                        metrics: list|None=None,  # metric columns (default: all known)
                        threshold: float|None=None,  # vote threshold, as in `prepare_table`
@@ -808,7 +824,7 @@ def plot_model_scatter(df: pd.DataFrame,         # a table per the contract
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_analysis.ipynb 99
+# %% ../nbs/07_analysis.ipynb 114
 def plot_heatmap(df: pd.DataFrame,          # a table per the contract
                  metrics: list|None=None,   # metric columns (default: all known)
                  threshold: float|None=None,  # vote threshold, as in `prepare_table`
@@ -822,6 +838,7 @@ def plot_heatmap(df: pd.DataFrame,          # a table per the contract
     fig.tight_layout()
     return fig
 
+# %% ../nbs/07_analysis.ipynb 115
 def save_figure(fig,                  # a matplotlib figure
                 path: str|Path,       # destination .png
                 dpi: int=120):        # resolution
@@ -831,7 +848,7 @@ def save_figure(fig,                  # a matplotlib figure
     plt.close(fig)
     return Path(path)
 
-# %% ../nbs/07_analysis.ipynb 104
+# %% ../nbs/07_analysis.ipynb 120
 _HOVER_JS = """
 var gd = document.getElementById('{plot_id}');
 var tip = document.createElement('img');
@@ -848,6 +865,7 @@ gd.on('plotly_hover', function(ev) {
 gd.on('plotly_unhover', function() { tip.style.display = 'none'; });
 """
 
+# %% ../nbs/07_analysis.ipynb 121
 def thumbnails(paths, root: str|Path='.') -> list:  # image paths relative to `root`
     "Base64 strings of the PNG files (empty string for a missing file)."
     out = []
@@ -856,7 +874,7 @@ def thumbnails(paths, root: str|Path='.') -> list:  # image paths relative to `r
         out.append(base64.b64encode(f.read_bytes()).decode() if isinstance(p, str) and f.is_file() else '')
     return out
 
-# %% ../nbs/07_analysis.ipynb 105
+# %% ../nbs/07_analysis.ipynb 122
 def interactive_scatter(df: pd.DataFrame,          # a table per the contract
                         metrics: list|None=None,   # metric columns (default: all known)
                         root: str|Path|None=None,  # run directory for `recon_path` thumbnails; None: no thumbnails
@@ -886,13 +904,14 @@ def interactive_scatter(df: pd.DataFrame,          # a table per the contract
                       yaxis_title='human vote share', height=420, width=640, margin=dict(t=60), showlegend=False)
     return fig
 
+# %% ../nbs/07_analysis.ipynb 123
 def save_html(fig,                 # a plotly figure from `interactive_scatter`
               path: str|Path):     # destination .html
     "Write a standalone HTML page (plotly.js embedded, hover thumbnails), atomically; returns the path."
     write_text_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True, post_script=_HOVER_JS))
     return Path(path)
 
-# %% ../nbs/07_analysis.ipynb 109
+# %% ../nbs/07_analysis.ipynb 127
 def read_analysis_table(path: str|Path) -> pd.DataFrame:  # a .csv or .parquet table
     "Read an analysis table from CSV or parquet, with a clear error for anything else."
     path = Path(path)
@@ -906,6 +925,7 @@ def read_analysis_table(path: str|Path) -> pd.DataFrame:  # a .csv or .parquet t
         raise SemsimError(f"unreadable table {path}: {e}", path, "check that it is a valid CSV or parquet file") from e
     raise SemsimError(f"unsupported table format {path.suffix!r}", path, "use .csv or .parquet")
 
+# %% ../nbs/07_analysis.ipynb 128
 def writable_dir(path: str|Path,  # a folder to write into (created if missing)
                  arg: str='--out',  # the argument it came from, for the message
                 ) -> Path:
@@ -922,6 +942,7 @@ def writable_dir(path: str|Path,  # a folder to write into (created if missing)
                           f"pass {arg} a folder you can write to, e.g. {arg} /tmp/semsim-out") from e
     return path
 
+# %% ../nbs/07_analysis.ipynb 129
 def _undeclared_note(df: pd.DataFrame) -> list:
     "Numeric columns without a declared orientation, said in a warning with how to declare them."
     cols = [c for c in undeclared_columns(df) if c not in ('unit', 'human_rate')]
@@ -932,6 +953,7 @@ def _undeclared_note(df: pd.DataFrame) -> list:
                       "(Column(1): higher = more leakage, Column(-1): lower = more leakage), or drop the column")
     return cols
 
+# %% ../nbs/07_analysis.ipynb 130
 def _figures(df, out, level, metrics, threshold, root, ceiling):
     "Write the figures of `analyze` (warnings silenced: the tables have said them)."
     with warnings.catch_warnings():
@@ -945,7 +967,7 @@ def _figures(df, out, level, metrics, threshold, root, ceiling):
         save_figure(plot_heatmap(df, img or metrics, threshold), out / 'heatmap.png')
         save_html(interactive_scatter(df, metrics, root, threshold), out / 'scatter.html')
 
-# %% ../nbs/07_analysis.ipynb 110
+# %% ../nbs/07_analysis.ipynb 131
 def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
             out: str|Path,                 # output directory
             level: str='both',             # model, image or both
@@ -985,9 +1007,10 @@ def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
     if figures: _figures(df, out, level, metrics, threshold, root, ceiling)
     return corr
 
-# %% ../nbs/07_analysis.ipynb 111
+# %% ../nbs/07_analysis.ipynb 132
 def _interval(v, lo, hi): return '' if pd.isna(v) else f'{v:.3f}' + ('' if pd.isna(lo) else f' [{lo:.3f}, {hi:.3f}]')
 
+# %% ../nbs/07_analysis.ipynb 133
 def _cmd_analyze(args):
     kw = dict(level=args.level, metrics=args.metrics.split(',') if args.metrics else None, threshold=args.threshold,
               figures=not args.no_figures, n_resamples=args.resamples, ci=args.ci, seed=args.seed)
@@ -1013,6 +1036,7 @@ def _cmd_analyze(args):
         if note: print(f'{level} level: {note}')
     print(f"wrote {Path(args.out) / 'correlations.csv'}")
 
+# %% ../nbs/07_analysis.ipynb 134
 def register_commands(sub):
     "Add the `analyze` command to the `semsim` parser."
     p = sub.add_parser('analyze', help='correlate metrics with human judgements (model and image level)')

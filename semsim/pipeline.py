@@ -40,6 +40,8 @@ BASE_CONFIG = dict(
 
 # %% ../nbs/09_pipeline.ipynb 7
 _UNTRAINED_LENET = dict(arch='lenet', variant='none', epochs=0)  # DLG's sigmoid LeNet: the leakiest
+
+# %% ../nbs/09_pipeline.ipynb 8
 DATASET_CONFIGS = {
     'fashion_mnist': dict(n_originals=50, attack_batch=50, victims=[   # sized for `make report` on 2 CPU cores
         _UNTRAINED_LENET, dict(arch='convnet', width=8, variant='none', epochs=0),
@@ -54,9 +56,11 @@ DATASET_CONFIGS = {
         dict(arch='resnet20_4', variant='crop', epochs=10), dict(arch='resnet18', variant='none', epochs=10)],
         attacks=[dict(attack='ig-paper')], semsim=dict(arch='resnet18', epochs=100, sampler='paper')),
 }
-DATASET_CONFIGS['cifar10'] = DATASET_CONFIGS['cifar100']
 
 # %% ../nbs/09_pipeline.ipynb 9
+DATASET_CONFIGS['cifar10'] = DATASET_CONFIGS['cifar100']
+
+# %% ../nbs/09_pipeline.ipynb 11
 def fingerprint(obj) -> str:
     "A short stable hash of a JSON-able value (dict keys sorted) or of a DataFrame's rows and columns."
     if isinstance(obj, pd.DataFrame):
@@ -72,6 +76,7 @@ def attack_spec(entry: dict):
     over = {k: v for k, v in entry.items() if k not in ATTACK_KEYS}
     return get_attack(dataclasses.replace(get_attack(entry['attack']), **over), entry.get('iterations'))
 
+# %% ../nbs/09_pipeline.ipynb 12
 def attack_settings(entry: dict,  # an entry of `cfg['attacks']`
                     seed: int=0,  # the experiment's seed (an entry's own `seed` wins)
                    ) -> dict:
@@ -84,7 +89,7 @@ def attack_id_of(entry: dict, seed: int=0) -> str:
     from semsim.attacks import attack_id_for
     return attack_id_for(attack_spec(entry), entry.get('defense'), int(entry.get('seed', seed)))
 
-# %% ../nbs/09_pipeline.ipynb 13
+# %% ../nbs/09_pipeline.ipynb 16
 def _merge(base: dict, over: dict, where: str) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -93,6 +98,7 @@ def _merge(base: dict, over: dict, where: str) -> dict:
         out[k] = _merge(base[k], v, f'{where}.{k}') if deeper else copy.deepcopy(v)
     return out
 
+# %% ../nbs/09_pipeline.ipynb 17
 def _set_dotted(cfg: dict, key: str, value: str):
     "Set `a.b` = YAML-parsed `value` in `cfg`."
     *parents, last = key.split('.')
@@ -104,7 +110,7 @@ def _set_dotted(cfg: dict, key: str, value: str):
     if last not in d: raise SemsimError(f"unknown config key {key!r}", '-p', f"use one of: {', '.join(d)}")
     d[last] = yaml.safe_load(value)
 
-# %% ../nbs/09_pipeline.ipynb 14
+# %% ../nbs/09_pipeline.ipynb 18
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise SemsimError(f"config file not found: {path}", '--config',
@@ -117,6 +123,7 @@ def _read_yaml(path: Path) -> dict:
     user.pop('versions', None)   # a run's config.yaml records package versions; they are not settings
     return user
 
+# %% ../nbs/09_pipeline.ipynb 19
 def load_config(path: str|Path|None=None,  # a YAML experiment file (optional), e.g. a run's own `config.yaml`
                 dataset: str|None=None,    # dataset whose defaults to start from (else the file's, else fashion_mnist)
                 params: list=(),           # `(key, value)` overrides, dotted keys, YAML values
@@ -133,16 +140,18 @@ def load_config(path: str|Path|None=None,  # a YAML experiment file (optional), 
     cfg['name'] = cfg['name'] or cfg['dataset'].replace(':', '_').replace('/', '_')
     return validate_config(cfg)
 
+# %% ../nbs/09_pipeline.ipynb 20
 def write_config(cfg: dict, run: RunDir):
     "Record the resolved config, with package versions, as `config.yaml`."
     write_text_atomic(run.config, yaml.safe_dump({**cfg, 'versions': package_versions()}, sort_keys=False))
 
-# %% ../nbs/09_pipeline.ipynb 16
+# %% ../nbs/09_pipeline.ipynb 22
 def _want(ok: bool, key: str, value, what: str, example: str):
     "Refuse `value` of config `key` unless `ok`, naming the key, what it must be and an example."
     if not ok: raise SemsimError(f"{key} must be {what}, got {value!r}", key, f"write e.g. {example}")
 
 def _is_int(v, lo: int=0) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
 def _is_num(v, lo: float=0.0) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= lo
 
@@ -151,13 +160,14 @@ def _check_int(d: dict, k: str, where: str, lo: int=0, none: bool=False, example
         _want(_is_int(d[k], lo), f'{where}{k}', d[k], f"an integer >= {lo}" + (" (or null)" if none else ''),
               f"{where}{k}: {example if example is not None else max(lo, 1)}")
 
+# %% ../nbs/09_pipeline.ipynb 23
 def _check_num(d: dict, k: str, where: str, positive: bool=False, example=0.01):
     if k in d: _want(_is_num(d[k]) and (d[k] > 0 or not positive), f'{where}{k}', d[k],
                      f"a finite number {'>' if positive else '>='} 0", f"{where}{k}: {example}")
 
 def _rewhere(e: SemsimError, where: str) -> SemsimError: return SemsimError(e.what, where, e.fix)
 
-# %% ../nbs/09_pipeline.ipynb 17
+# %% ../nbs/09_pipeline.ipynb 24
 def _check_top(cfg: dict):
     name = cfg['name']
     _want(isinstance(name, str) and bool(re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', name)), 'name', name,
@@ -168,6 +178,7 @@ def _check_top(cfg: dict):
     _want(cfg['analysis'].get('subset', 'all') in ('all', 'labelled'), 'analysis.subset', cfg['analysis'].get('subset'),
           "all or labelled", "analysis: {subset: labelled}")
 
+# %% ../nbs/09_pipeline.ipynb 25
 def _check_victims(cfg: dict):
     from semsim.victims import expand_zoo
     _want(isinstance(cfg['victims'], list) and bool(cfg['victims']), 'victims', cfg['victims'],
@@ -182,7 +193,7 @@ def _check_victims(cfg: dict):
             for k in ('momentum', 'weight_decay'): _check_num(e, k, where)
             _check_num(e, 'lr', where, positive=True)
 
-# %% ../nbs/09_pipeline.ipynb 18
+# %% ../nbs/09_pipeline.ipynb 26
 def _check_attacks(cfg: dict):
     from semsim.attacks import ATTACKS, Attack
     fields = {f.name: f.type for f in dataclasses.fields(Attack)}
@@ -205,7 +216,7 @@ def _check_attacks(cfg: dict):
         except (TypeError, ValueError) as e:
             raise SemsimError(f"bad attack settings: {e}", where[:-1], "see semsim.attacks.Attack") from None
 
-# %% ../nbs/09_pipeline.ipynb 19
+# %% ../nbs/09_pipeline.ipynb 27
 def _check_metrics(cfg: dict):
     from semsim.metrics import resolve_metrics
     m = cfg['metrics']
@@ -218,6 +229,7 @@ def _check_metrics(cfg: dict):
     _check_int(m['eval'], 'n_train', 'metrics.eval.', 1, none=True, example=20000)
     _check_int(m['eval'], 'epochs', 'metrics.eval.', 1); _check_int(m['eval'], 'seed', 'metrics.eval.', 0)
 
+# %% ../nbs/09_pipeline.ipynb 28
 def _check_labels(cfg: dict):
     from semsim.labels import IMPORT_FORMATS
     lab, src = cfg['labels'], cfg['labels']['source']
@@ -235,6 +247,7 @@ def _check_labels(cfg: dict):
     _want(_is_num(lab['threshold']) and lab['threshold'] < 1, 'labels.threshold', lab['threshold'],
           "a number in [0, 1)", "labels.threshold: 0.5")
 
+# %% ../nbs/09_pipeline.ipynb 29
 def _check_semsim(cfg: dict):
     from semsim.learned import TrainConfig
     s = cfg['semsim']
@@ -242,7 +255,7 @@ def _check_semsim(cfg: dict):
     try: TrainConfig(arch=s['arch'], sampler=s['sampler'], epochs=s['epochs'], seed=cfg['seed'])
     except SemsimError as e: raise _rewhere(e, 'semsim') from None
 
-# %% ../nbs/09_pipeline.ipynb 20
+# %% ../nbs/09_pipeline.ipynb 30
 def validate_config(cfg: dict) -> dict:
     "Check every name, type and range of a config before any work; returns it."
     ds = cfg.get('dataset')
@@ -251,7 +264,7 @@ def validate_config(cfg: dict) -> dict:
     for part in (_check_top, _check_victims, _check_attacks, _check_metrics, _check_labels, _check_semsim): part(cfg)
     return cfg
 
-# %% ../nbs/09_pipeline.ipynb 28
+# %% ../nbs/09_pipeline.ipynb 38
 FOLDER_IMPORTS = ('semsim-release', 'semsim-train')  # label sources that bring their originals and reconstructions
 
 def folder_import(cfg: dict) -> tuple|None:
@@ -264,11 +277,13 @@ def victim_ids(cfg: dict) -> list:
     from semsim.victims import expand_zoo, entry_model_id
     return [] if folder_import(cfg) else [entry_model_id(e) for e in expand_zoo(cfg['victims'])]
 
+# %% ../nbs/09_pipeline.ipynb 39
 def _imported_keys(cfg: dict, run: RunDir) -> dict:
     "The keys of a folder import's results: its reconstructions (attack id `released`) as the run holds them."
     fmt, path = folder_import(cfg)
     t = read_table(run.reconstructions)[0]; t = t[t.attack_id == 'released']
-    return dict(models=sorted(t.model_id.unique()), attacks={'released': dict(imported=fmt, path=str(Path(path).resolve()))},
+    imported = dict(imported=fmt, path=str(Path(path).resolve()))
+    return dict(models=sorted(t.model_id.unique()), attacks={'released': imported},
                 images=sorted(t.image_id.unique()), recon_ids=sorted(t.recon_id))
 
 def current_keys(cfg: dict, run: RunDir) -> dict:
@@ -279,6 +294,7 @@ def current_keys(cfg: dict, run: RunDir) -> dict:
     return dict(models=models, attacks=attacks, images=images,
                 recon_ids=[recon_id(m, a, i) for m in models for a in attacks for i in images])
 
+# %% ../nbs/09_pipeline.ipynb 40
 def current_table(run: RunDir, keys: dict|None=None) -> tuple:
     "The reconstructions of the run's current config only (see `current_keys`), with the table's metadata."
     table, meta = read_table(run.reconstructions)
@@ -286,7 +302,7 @@ def current_table(run: RunDir, keys: dict|None=None) -> tuple:
     if keys is None: return table, meta
     return table[table.recon_id.isin(set(keys['recon_ids']))].reset_index(drop=True), meta
 
-# %% ../nbs/09_pipeline.ipynb 30
+# %% ../nbs/09_pipeline.ipynb 42
 def read_steps(run: RunDir) -> dict:
     "What `steps.json` recorded: per step the key and the readable inputs it last ran with; `current` keys."
     p = RunDir(run).path/'steps.json'
@@ -300,11 +316,13 @@ class Step:
     done: Callable    # (cfg, run, state) -> bool: the outputs exist
     work: Callable    # (cfg, run, state, old_inputs, verbose) -> None
 
+# %% ../nbs/09_pipeline.ipynb 43
 def _why(old: dict|None, inputs: dict) -> str:
     if old is None: return "it never ran in this run"
     changed = [k for k in {**old['inputs'], **inputs} if old['inputs'].get(k) != inputs.get(k)]
     return ("its inputs changed: " + ', '.join(changed)) if changed else "its outputs were missing"
 
+# %% ../nbs/09_pipeline.ipynb 44
 def run_step(step: Step, cfg: dict, run: RunDir, state: dict, steps: dict, verbose: bool=True) -> str:
     "Run `step` unless it ran with the same inputs and its outputs exist; record it in `steps`; returns what happened."
     inputs = step.inputs(cfg, run, state)
@@ -317,8 +335,7 @@ def run_step(step: Step, cfg: dict, run: RunDir, state: dict, steps: dict, verbo
                             finished=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
     return f'recomputed because {why}'
 
-
-# %% ../nbs/09_pipeline.ipynb 32
+# %% ../nbs/09_pipeline.ipynb 46
 def _originals_inputs(cfg, run, state):
     imp = folder_import(cfg)
     return dict(dataset=cfg['dataset'], imported=_file_key(imp[1])) if imp else \
@@ -334,6 +351,7 @@ def _originals_work(cfg, run, state, old, verbose):
     if imp := folder_import(cfg): labels.import_labels(run, imp[0], imp[1], dataset=cfg['dataset'])
     else: export_originals(cfg['dataset'], cfg['n_originals'], run, seed=cfg['seed'])
 
+# %% ../nbs/09_pipeline.ipynb 47
 def _victims_done(cfg, run, state): return all((run.victim_dir(m)/'model.json').exists() for m in victim_ids(cfg))
 
 def _victims_work(cfg, run, state, old, verbose):
@@ -346,6 +364,7 @@ def _attacks_done(cfg, run, state):
     fine = set(table.recon_id[table.status.isin(['ok', 'diverged'])])
     return all(r in fine and run.recon_png(*r.split('/', 2)).exists() for r in state['current']['recon_ids'])
 
+# %% ../nbs/09_pipeline.ipynb 48
 def _attacks_work(cfg, run, state, old, verbose):
     from semsim.attacks import run_attack
     if folder_import(cfg): return   # the import brought its reconstructions
@@ -358,12 +377,13 @@ def _victim_key(run, m) -> str:
     p = run.victim_dir(m)/'model.json'
     return fingerprint(json.loads(p.read_text()).get('settings')) if p.exists() else 'missing'
 
+# %% ../nbs/09_pipeline.ipynb 49
 def _recon_rows(run, state) -> str:
     "A fingerprint of the current reconstructions: their ids, status and losses."
     t, _ = current_table(run, state['current'])
     return fingerprint(t[['recon_id', 'status', 'attack_loss', 'iterations']].sort_values('recon_id'))
 
-# %% ../nbs/09_pipeline.ipynb 33
+# %% ../nbs/09_pipeline.ipynb 50
 def _metric_inputs(cfg, run, state) -> dict:
     "Per metric: its preset, the evaluation-classifier settings, the weights it uses, and the reconstructions."
     from types import SimpleNamespace
@@ -377,6 +397,7 @@ def _metric_inputs(cfg, run, state) -> dict:
                          eval=m['eval'] if name in ('feat', 'recog') else None, recons=recons)
     return out
 
+# %% ../nbs/09_pipeline.ipynb 51
 def _metric_columns(name: str, preset: str) -> list:
     metric = METRICS[name.partition(':')[0]]
     return [metric.column(c, name.partition(':')[2] or preset) for c in metric.columns]
@@ -386,6 +407,7 @@ def _metrics_done(cfg, run, state):
     m = cfg['metrics']
     return all(c in table.columns for n in m['names'] for c in _metric_columns(n, m['preset']))
 
+# %% ../nbs/09_pipeline.ipynb 52
 def _metrics_work(cfg, run, state, old, verbose):
     "Compute the metrics whose inputs changed (or whose columns are missing) on the current reconstructions."
     from semsim.metrics import compute_metrics
@@ -395,7 +417,7 @@ def _metrics_work(cfg, run, state, old, verbose):
     if todo: compute_metrics(run, metrics=todo, preset=cfg['metrics']['preset'], verbose=verbose,
                              eval_kw=cfg['metrics']['eval'], recon_ids=state['current']['recon_ids'])
 
-# %% ../nbs/09_pipeline.ipynb 34
+# %% ../nbs/09_pipeline.ipynb 53
 def config_source(cfg: dict) -> str:
     "The one label source of the config's analysis: `labels.source`; `auto` on `analysis.subset: labelled` is humans."
     src, subset = cfg['labels']['source'], cfg['analysis'].get('subset', 'all')
@@ -409,6 +431,7 @@ def label_votes(cfg: dict, run: RunDir, keys: dict) -> pd.DataFrame:
     if cfg['analysis'].get('subset', 'all') == 'labelled': keep &= set(votes(run, source='humans').recon_id)
     return v[v.recon_id.isin(keep)].sort_values('recon_id').reset_index(drop=True)
 
+# %% ../nbs/09_pipeline.ipynb 54
 def _file_key(path: str) -> dict:
     p = Path(path)
     files = sorted(f for f in ([p] if p.is_file() else p.rglob('*')) if f.is_file())
@@ -424,6 +447,7 @@ def _labels_inputs(cfg, run, state):
 
 def _labels_done(cfg, run, state): return len(label_votes(cfg, run, state['current'])) > 0
 
+# %% ../nbs/09_pipeline.ipynb 55
 def _labels_work(cfg, run, state, old, verbose):
     "Label by a proxy panel (also for `auto`, which uses it unless humans cover enough) or an import."
     from semsim import labels
@@ -437,7 +461,7 @@ def _labels_work(cfg, run, state, old, verbose):
         raise SemsimError(f"no labels of source {src} on this config's reconstructions in {run.labels_db}",
                           'labels.source', "label them (make label), or use labels.source: proxy:panel")
 
-# %% ../nbs/09_pipeline.ipynb 35
+# %% ../nbs/09_pipeline.ipynb 56
 def _semsim_inputs(cfg, run, state):
     from semsim.learned import TrainConfig
     state['votes'] = label_votes(cfg, run, state['current'])
@@ -450,11 +474,13 @@ def _semsim_id(cfg, state) -> str:
     s = cfg['semsim']
     return f"{s['arch']}-{s['sampler']}-triplet-s{cfg['seed']}-{state['keys']['semsim'][:6]}"
 
+# %% ../nbs/09_pipeline.ipynb 57
 def _semsim_done(cfg, run, state):
     t, _ = current_table(run, state['current'])
     return ((run.semsim_dir(_semsim_id(cfg, state))/'model.json').exists() and 'semsim' in t
             and t.semsim[t.status == 'ok'].notna().all() and (run.analysis_dir/'semsim_heldout.csv').exists())
 
+# %% ../nbs/09_pipeline.ipynb 58
 def _semsim_work(cfg, run, state, old, verbose):
     "Train SemSim on the current votes (a new folder per key) and score every reconstruction."
     from semsim.learned import train_semsim, score_semsim
@@ -468,7 +494,7 @@ def _semsim_work(cfg, run, state, old, verbose):
                           semsim_id=_semsim_id(cfg, state), votes=v, label_source=src, verbose=verbose)
     score_semsim(run, rep['weights'])
 
-# %% ../nbs/09_pipeline.ipynb 36
+# %% ../nbs/09_pipeline.ipynb 59
 def analysis_table(run: RunDir,                # a run the pipeline made
                    threshold: float|None=None,   # vote threshold (default: the run's config's)
                    votes: pd.DataFrame|None=None,  # the votes to join (default: `label_votes` of the run's config)
@@ -483,6 +509,7 @@ def analysis_table(run: RunDir,                # a run the pipeline made
         votes = label_votes(cfg, run, keys or read_steps(run).get('current') or dict(recon_ids=table.recon_id.tolist()))
     return table.merge(votes, on='recon_id', how='inner')
 
+# %% ../nbs/09_pipeline.ipynb 60
 def _analysis_inputs(cfg, run, state):
     from semsim.labels import label_source
     t, _ = current_table(run, state['current'])
@@ -495,7 +522,7 @@ def _analysis_work(cfg, run, state, old, verbose):
     "Correlate every metric with the votes at model and image level; write tables and figures to `analysis/`."
     analyze_run(run, votes=state['votes'], keys=state['current'], n_resamples=cfg['analysis']['bootstrap'])
 
-# %% ../nbs/09_pipeline.ipynb 38
+# %% ../nbs/09_pipeline.ipynb 62
 def analyze_run(run: RunDir|str,              # a run the pipeline made (only read)
                 out: str|Path|None=None,      # where the tables and figures go (default: the run's `analysis/`)
                 votes: pd.DataFrame|None=None,  # the votes (default: `label_votes` of the run's config)
@@ -521,13 +548,15 @@ def analyze_run(run: RunDir|str,              # a run the pipeline made (only re
         level = 'image'
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # constant metrics (e.g. unavailable ones) are NaN in the table, by design
-        return analyze(table, out or run.analysis_dir, level=level, labels=raw if raw.annotator.nunique() >= 2 else None,
+        return analyze(table, out or run.analysis_dir, level=level,
+                       labels=raw if raw.annotator.nunique() >= 2 else None,
                        root=run.path, source=label_source(run, src), **kw)
 
-# %% ../nbs/09_pipeline.ipynb 39
+# %% ../nbs/09_pipeline.ipynb 63
 STEPS = [
     Step('originals', _originals_inputs, _originals_done, _originals_work),
-    Step('victims', lambda c, r, s: dict(dataset=c['dataset'], victims=[] if folder_import(c) else c['victims']), _victims_done, _victims_work),
+    Step('victims', lambda c, r, s: dict(dataset=c['dataset'], victims=[] if folder_import(c) else c['victims']),
+         _victims_done, _victims_work),
     Step('attacks', lambda c, r, s: dict(victims={m: _victim_key(r, m) for m in s['current']['models']},
                                          attacks=s['current']['attacks'], images=fingerprint(s['current']['images'])),
          _attacks_done, _attacks_work),
@@ -537,7 +566,7 @@ STEPS = [
     Step('analysis', _analysis_inputs, _analysis_done, _analysis_work),
 ]
 
-# %% ../nbs/09_pipeline.ipynb 40
+# %% ../nbs/09_pipeline.ipynb 64
 def run_pipeline(cfg: dict,                 # a config from `load_config`
                  runs_dir: str|Path='runs',  # where runs live
                  verbose: bool=True,         # progress bars and one line per step
@@ -558,7 +587,7 @@ def run_pipeline(cfg: dict,                 # a config from `load_config`
         if verbose: print(f'[semsim] {step.name}: {outcome[step.name]} ({timings[step.name]} s)', flush=True)
     return run
 
-# %% ../nbs/09_pipeline.ipynb 49
+# %% ../nbs/09_pipeline.ipynb 73
 def report_template() -> Path:
     "The report template notebook shipped with the project."
     p = Path(semsim.__file__).resolve().parent.parent/'nbs'/'reports'/'report.ipynb'
@@ -566,6 +595,7 @@ def report_template() -> Path:
         raise SemsimError(f"report template not found: {p}", p, "run from a checkout of the semsim repository")
     return p
 
+# %% ../nbs/09_pipeline.ipynb 74
 def render_report(run: RunDir,               # a run whose pipeline has finished (only read)
                   template: str|Path|None=None,  # the papermill template (default: `report_template()`)
                   verbose: bool=False,       # papermill's progress bar
@@ -586,7 +616,7 @@ def render_report(run: RunDir,               # a run whose pipeline has finished
     write_text_atomic(dest/run.report_html.name, html)
     return dest/run.report_html.name
 
-# %% ../nbs/09_pipeline.ipynb 50
+# %% ../nbs/09_pipeline.ipynb 75
 def _report_inputs(cfg, run, state):
     return dict(analysis=state['keys']['analysis'], semsim=state['keys']['semsim'], config=fingerprint(cfg),
                 template=fingerprint(report_template().read_text()))
@@ -594,6 +624,7 @@ def _report_inputs(cfg, run, state):
 REPORT_STEP = Step('report', _report_inputs, lambda c, r, s: r.report_html.exists(),
                    lambda c, r, s, o, v: render_report(r))
 
+# %% ../nbs/09_pipeline.ipynb 76
 def make_report(dataset: str|None=None,      # dataset whose default experiment to run
                 config: str|Path|None=None,  # an experiment YAML (e.g. `examples/digits.yaml`)
                 params: list=(),             # `(key, value)` overrides
@@ -604,6 +635,7 @@ def make_report(dataset: str|None=None,      # dataset whose default experiment 
     run = run_pipeline(load_config(config, dataset, params), runs_dir, verbose=verbose, steps=STEPS + [REPORT_STEP])
     return run.report_html
 
+# %% ../nbs/09_pipeline.ipynb 77
 def report_all(runs_dir: str|Path='runs', verbose: bool=True) -> dict:
     "Run every configured dataset's report in turn; returns {dataset: (outcome, html path or error)}."
     done = {}
@@ -616,7 +648,7 @@ def report_all(runs_dir: str|Path='runs', verbose: bool=True) -> dict:
         if verbose: print(f'[semsim] {ds}: {done[ds][0]}: {done[ds][1]}', flush=True)
     return done
 
-# %% ../nbs/09_pipeline.ipynb 55
+# %% ../nbs/09_pipeline.ipynb 82
 def sweep_tasks(cfg: dict, run: RunDir, model_ids: list) -> list:
     "The sweep's tasks: one per (model, attack, batch of images), each keyed by everything that makes its results."
     ids, b = load_originals(run).image_id.tolist(), cfg['attack_batch']
@@ -632,6 +664,7 @@ def sweep_tasks(cfg: dict, run: RunDir, model_ids: list) -> list:
                 out.append(dict(task_id=f"{m}__{aid}__{k // b:04d}".replace('/', '_'), key=fingerprint(t), **t))
     return out
 
+# %% ../nbs/09_pipeline.ipynb 83
 def task_marker(run: RunDir, task: dict) -> Path:
     "The file that records a finished sweep task (with its key)."
     return run.path/'tasks'/f"{task['task_id']}.json"
@@ -646,7 +679,7 @@ def task_finished(run: RunDir, task: dict, table: pd.DataFrame|None=None) -> boo
     return (len(rows) == len(task['image_ids']) and rows.status.isin(['ok', 'diverged']).all()
             and set(cols) <= set(rows.columns) and all((run.path/p).exists() for p in rows.recon_path))
 
-# %% ../nbs/09_pipeline.ipynb 56
+# %% ../nbs/09_pipeline.ipynb 84
 def run_sweep_task(run_dir: str,   # the run directory (as the worker sees it)
                    task: dict,     # a task of `sweep_tasks`
                   ) -> str:
@@ -665,6 +698,7 @@ def run_sweep_task(run_dir: str,   # the run directory (as the worker sees it)
     write_json_atomic(task_marker(run, task), {**task, 'recon_ids': rids, 'seconds': round(time.time() - t0, 2)})
     return 'computed'
 
+# %% ../nbs/09_pipeline.ipynb 85
 def _submit_all(run: RunDir, todo: list, scheduler: str, n_workers: int, verbose: bool) -> dict:
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
@@ -681,7 +715,7 @@ def _submit_all(run: RunDir, todo: list, scheduler: str, n_workers: int, verbose
         if cluster is not None: cluster.close()
     return status
 
-# %% ../nbs/09_pipeline.ipynb 57
+# %% ../nbs/09_pipeline.ipynb 86
 def sweep(cfg: dict,                 # a config from `load_config`
           scheduler: str='local',    # 'local' (a LocalCluster) or a scheduler address `tcp://HOST:PORT`
           n_workers: int=2,          # workers of the LocalCluster
@@ -706,12 +740,13 @@ def sweep(cfg: dict,                 # a config from `load_config`
                         eval_kw=cfg['metrics']['eval'], recon_ids=keys['recon_ids'])
     return status
 
+# %% ../nbs/09_pipeline.ipynb 87
 def sweep_summary(status: dict) -> str:
     "What a sweep did, in words: how many tasks it computed and how many had finished before."
     n = sum(v == 'computed' for v in status.values())
     return f"sweep: {n} computed, {len(status) - n} already finished (skipped)"
 
-# %% ../nbs/09_pipeline.ipynb 61
+# %% ../nbs/09_pipeline.ipynb 91
 EXAMPLES_HELP = ("examples: examples/<dataset>.yaml in the repository is a commented experiment per dataset "
                  "(fashion_mnist, digits, lfw_faces, cifar100); a run's own config.yaml is accepted too")
 
@@ -723,6 +758,7 @@ def _say_check(cfg: dict):
           f"{len(victim_ids(cfg))} victims, attacks {attacks}, metrics {', '.join(cfg['metrics']['names'])}, "
           f"labels {cfg['labels']['source']} (nothing run: --check)")
 
+# %% ../nbs/09_pipeline.ipynb 92
 def _cmd_report(args):
     if args.all:
         if args.check:
@@ -746,12 +782,13 @@ def _cmd_report(args):
     html = make_report(args.dataset, args.config, _params(args), args.runs, verbose=True)
     print(f'report: {html.resolve()}')
 
+# %% ../nbs/09_pipeline.ipynb 93
 def _cmd_sweep(args):
     cfg = load_config(args.config, None, _params(args))
     if args.check: return _say_check(cfg)
     print(sweep_summary(sweep(cfg, args.scheduler, args.workers, args.runs, verbose=True)))
 
-# %% ../nbs/09_pipeline.ipynb 62
+# %% ../nbs/09_pipeline.ipynb 94
 def register_commands(sub):
     "Add `report` and `sweep` to the `semsim` parser."
     import argparse
@@ -765,7 +802,8 @@ def register_commands(sub):
     r.add_argument('--check', action='store_true',
                    help='validate the whole config (names, types, ranges) and do no work')
     r.add_argument('--runs', default='runs', help='folder holding the runs (default: runs)')
-    r.add_argument('--run', default=None, help='render the report of this finished run (runs no step; read-only is fine)')
+    r.add_argument('--run', default=None,
+                   help='render the report of this finished run (runs no step; read-only is fine)')
     r.add_argument('--out', default=None, help='with --run: the folder for report.html (default: the run itself)')
     r.set_defaults(func=_cmd_report)
     s = sub.add_parser('sweep', help='run attack and metric tasks on a Dask cluster (resumable)', epilog=EXAMPLES_HELP)
