@@ -54,7 +54,8 @@ ATTACKS = {a.name: a for a in [
     Attack('ig', tv=1e-4, reference="Geiping et al. 2020's objective and optimiser (cosine distance, signed Adam, "
            'TV 1e-4, boxed) in pixel space: x in [0, 1] starts at N(0, 1), TV on x, lr drops after 3/8, 5/8, 7/8; '
            'measured stronger than `ig-paper` at equal budget (200 steps, 8 Fashion-MNIST images, same noise: +3.0 dB '
-           'mean PSNR on an untrained LeNet, +3.3 dB on ConvNet-16). Not the paper: space, init, TV placement, milestones'),
+           'mean PSNR on an untrained LeNet, +3.3 dB on ConvNet-16). Not the paper: space, init, TV placement, '
+           'milestones'),
     Attack('ig-paper', iterations=8000, tv=1e-4, space='normalised', milestones=(2.667, 1.6, 1.142),
            reference='Geiping et al. 2020 as the inversefed code runs it: z = (x - mean)/std from N(0, 1), boxed to '
                      '[(0 - mean)/std, (1 - mean)/std], TV 1e-4 on z, signed Adam lr 0.1 dropping after N // 2.667, '
@@ -78,13 +79,16 @@ def get_attack(attack: str|Attack,         # a preset name or an `Attack`
               ) -> Attack:
     "The `Attack` of a preset name (or the one given), validated, with `iterations` overridden if given."
     if isinstance(attack, str):
-        if attack not in ATTACKS: raise SemsimError(f"unknown attack {attack!r}", '--attack', f"use one of: {', '.join(ATTACKS)}")
+        if attack not in ATTACKS:
+            raise SemsimError(f"unknown attack {attack!r}", '--attack', f"use one of: {', '.join(ATTACKS)}")
         attack = ATTACKS[attack]
     if iterations is not None:
-        if int(iterations) < 1: raise SemsimError(f"iterations must be >= 1, got {iterations}", '--iterations', "pass e.g. --iterations 1000")
+        if int(iterations) < 1: raise SemsimError(f"iterations must be >= 1, got {iterations}", '--iterations',
+                                                  "pass e.g. --iterations 1000")
         attack = replace(attack, iterations=int(iterations))
     for k, ok in _CHOICES.items():
-        if getattr(attack, k) not in ok: raise SemsimError(f"{k} {getattr(attack, k)!r} unknown", f'attack.{k}', f"use one of: {', '.join(ok)}")
+        if getattr(attack, k) not in ok:
+            raise SemsimError(f"{k} {getattr(attack, k)!r} unknown", f'attack.{k}', f"use one of: {', '.join(ok)}")
     lbfgs = attack.optimizer == 'lbfgs'
     if (attack.label == 'dlg') != lbfgs and attack.label in ('dlg', 'learned'):
         raise SemsimError(f"label {attack.label!r} needs the {'L-BFGS' if attack.label == 'dlg' else 'Adam'} optimiser",
@@ -93,7 +97,8 @@ def get_attack(attack: str|Attack,         # a preset name or an `Attack`
         raise SemsimError("L-BFGS attacks one candidate in pixel space: no group consistency, no normalised space",
                           'attack', "use optimizer='adam' for group or space='normalised'")
     if attack.restarts < 1 or (attack.group and attack.restarts < 2):
-        raise SemsimError(f"restarts {attack.restarts} too few", 'attack.restarts', "restarts >= 1, and >= 2 with group")
+        raise SemsimError(f"restarts {attack.restarts} too few", 'attack.restarts',
+                          "restarts >= 1, and >= 2 with group")
     return attack
 
 # %% ../nbs/03_attacks.ipynb 13
@@ -103,6 +108,7 @@ def _state(model):
     "The model's parameters (detached) and buffers, as `functional_call` takes them."
     return {k: v.detach() for k, v in model.named_parameters()}, dict(model.named_buffers())
 
+# %% ../nbs/03_attacks.ipynb 14
 def target_gradients(model: nn.Module,       # the victim, in eval mode
                      images: torch.Tensor,    # K×C×H×W in [0, 1]
                      labels: torch.Tensor,    # K class ids
@@ -125,19 +131,21 @@ def target_norms(grads: list) -> torch.Tensor:  # per-parameter gradients, each 
     "The L2 norm of each of the K gradients over all parameters."
     return sum(g.flatten(1).pow(2).sum(1) for g in grads).sqrt()
 
-# %% ../nbs/03_attacks.ipynb 18
+# %% ../nbs/03_attacks.ipynb 19
 def recover_labels(grads: list,        # per-parameter gradients, each K×(parameter shape)
                    num_classes: int,   # the classifier's number of classes
                   ) -> torch.Tensor:
     "The label of each of K images, read off the last layer's gradient."
     for i in range(len(grads) - 1, -1, -1):
         g = grads[i]
-        if g.dim() == 2 and g.shape[1] == num_classes and i > 0 and grads[i - 1].dim() == 3 and grads[i - 1].shape[1] == num_classes:
+        if (g.dim() == 2 and g.shape[1] == num_classes and i > 0 and grads[i - 1].dim() == 3
+                and grads[i - 1].shape[1] == num_classes):
             return g.argmin(1)                       # a bias, after its weight
         if g.dim() == 3 and g.shape[1] == num_classes: return g.sum(2).argmin(1)  # a weight without bias
-    raise SemsimError("no output layer found among the gradients", 'grads', f"pass the gradients of a classifier with {num_classes} outputs")
+    raise SemsimError("no output layer found among the gradients", 'grads',
+                      f"pass the gradients of a classifier with {num_classes} outputs")
 
-# %% ../nbs/03_attacks.ipynb 22
+# %% ../nbs/03_attacks.ipynb 23
 def gradient_distance(g: list, t: list,  # candidate and target gradients (same shapes)
                       kind: str='cosine',  # 'cosine' or 'l2'
                       tnorm=None):         # |t|, if already known
@@ -147,6 +155,7 @@ def gradient_distance(g: list, t: list,  # candidate and target gradients (same 
     tnorm = sum((b * b).sum() for b in t).sqrt() if tnorm is None else tnorm
     return 1 - dot / (sum((a * a).sum() for a in g).sqrt() * tnorm)
 
+# %% ../nbs/03_attacks.ipynb 24
 def total_variation(x: torch.Tensor) -> torch.Tensor:  # an image C×H×W (or a batch)
     "Mean absolute difference of horizontally and vertically neighbouring pixels."
     return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
@@ -159,7 +168,7 @@ def bn_statistics_loss(inputs: list, layers: list) -> torch.Tensor:  # what each
         out = out + (a.mean(dims) - m.running_mean).norm() + (a.var(dims, unbiased=False) - m.running_var).norm()
     return out
 
-# %% ../nbs/03_attacks.ipynb 26
+# %% ../nbs/03_attacks.ipynb 28
 PRIORS = {  # the Attack field holding the weight -> the prior at the optimised variable u
     'tv': lambda u, aux: total_variation(u),
     'l2': lambda u, aux: u.norm(),
@@ -172,7 +181,7 @@ def attack_priors(spec: Attack, u: torch.Tensor,  # the attack; the optimised im
     "The weighted sum of the attack's priors at u (0 when it has none)."
     return sum(w * f(u, aux) for k, f in PRIORS.items() if (w := getattr(spec, k)))
 
-# %% ../nbs/03_attacks.ipynb 29
+# %% ../nbs/03_attacks.ipynb 31
 class _EvalBatchNorm(nn.modules.batchnorm._BatchNorm):
     "A BatchNorm layer in eval mode, written as an elementwise scale and shift (same function and parameters)."
     def forward(self, x):
@@ -183,20 +192,22 @@ class _EvalBatchNorm(nn.modules.batchnorm._BatchNorm):
         view = (-1,) + (1,) * (x.dim() - 2)
         return x * scale.view(view) + shift.view(view)
 
+# %% ../nbs/03_attacks.ipynb 32
 def prepare_victim(model: nn.Module) -> nn.Module:  # a victim (not changed)
-    "A copy of the victim to attack: eval mode, BatchNorm layers with running statistics as elementwise scale and shift."
+    ("A copy of the victim to attack: eval mode, BatchNorm layers with running statistics as elementwise scale "
+     "and shift.")
     model = copy.deepcopy(model).eval()
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None: m.__class__ = _EvalBatchNorm
     return model
 
-# %% ../nbs/03_attacks.ipynb 32
+# %% ../nbs/03_attacks.ipynb 35
 def _output_layer(model) -> set:
     "The parameter names of the model's last linear layer."
     last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1:]
     return {f'{last[0]}.{k}' for k, _ in model.get_submodule(last[0]).named_parameters()} if last else set()
 
-# %% ../nbs/03_attacks.ipynb 33
+# %% ../nbs/03_attacks.ipynb 36
 class _Objective:
     "The attack objective of one model and attack; `batched` (vmap) and `sequential` (autograd) gradients."
     def __init__(self, model, spec: Attack):
@@ -211,7 +222,8 @@ class _Objective:
         self.names = list(params)
         self.params = {k: v for k, v in params.items() if k not in frozen}
         self.fixed = {k: v for k, v in params.items() if k in frozen}
-        self.bn_layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if spec.bn else []
+        self.bn_layers = ([m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+                          if spec.bn else [])
         self._seen = []
         self._vstep = vmap(grad(self._one, argnums=(0, 1) if self.learned else 0, has_aux=True))
 
@@ -231,20 +243,21 @@ class _Objective:
     def _score(self, g, bn, u, t, tnorm, gm):
         rec = gradient_distance(g, t, self.spec.distance, tnorm)
         return rec + attack_priors(self.spec, u, dict(bn=bn, group=gm)), rec
-
     def _one(self, u, y, t, tnorm, gm):
         g, bn = grad(self._forward, has_aux=True)(self.params, u, F.softmax(y, -1) if self.learned else y)
         total, rec = self._score([g[k] for k in self.params], bn, u, t, tnorm, gm)
         return total, (total, rec)
 
-# %% ../nbs/03_attacks.ipynb 34
+# %% ../nbs/03_attacks.ipynb 37
 @patch
 def batched(self: _Objective, u, y, t, tnorm, gm):
-    "Gradients for the images (and learned labels), objective values and gradient distances of K candidates, in one vmap."
+    ("Gradients for the images (and learned labels), objective values and gradient distances of K candidates, "
+     "in one vmap.")
     g, (total, rec) = self._vstep(u, y, t, tnorm, gm)
     gu, gy = g if self.learned else (g, None)
     return gu, gy, total.detach(), rec.detach()
 
+# %% ../nbs/03_attacks.ipynb 38
 @patch
 def sequential(self: _Objective, u, y, t, tnorm, gm):
     "The same, one candidate at a time with plain autograd."
@@ -265,7 +278,7 @@ def step(self: _Objective, u, y, t, tnorm, batched: bool, gm=None):
     "`batched` or `sequential`; `gm`: each candidate's group mean (only read with a group prior)."
     return (self.batched if batched else self.sequential)(u, y, t, tnorm, u if gm is None else gm)
 
-# %% ../nbs/03_attacks.ipynb 39
+# %% ../nbs/03_attacks.ipynb 43
 def _lr_at(spec: Attack, i: int, iterations: int) -> float:
     return spec.lr * 0.1 ** sum(i >= (int(iterations // m) if m > 1 else int(m * iterations)) for m in spec.milestones)
 
@@ -280,12 +293,13 @@ def _group_means(x, alive, G: int):
     xs, w = x.view(-1, G, *x.shape[1:]), alive.to(x.dtype).view(-1, G, *[1] * (x.dim() - 1))
     return ((xs * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1)).expand_as(xs).reshape(x.shape)
 
-# %% ../nbs/03_attacks.ipynb 40
+# %% ../nbs/03_attacks.ipynb 44
 def _adam_chunk(objective: _Objective, x, y, t, tnorm, iterations: int, batched: bool, bar=None):
     "Optimise the candidates `x` (k×C×H×W) together; returns images, status, distance, iterations done, labels."
     spec, k = objective.spec, len(x)
     G = spec.restarts if spec.group else 1
-    x, m, v, y, my, vy = x.clone(), torch.zeros_like(x), torch.zeros_like(x), y.clone(), torch.zeros_like(y), torch.zeros_like(y)
+    x, m, v, y, my, vy = (x.clone(), torch.zeros_like(x), torch.zeros_like(x),
+                          y.clone(), torch.zeros_like(y), torch.zeros_like(y))
     diverged, done = torch.zeros(k, dtype=torch.bool), torch.full((k,), iterations)
     def fin(z): return torch.isfinite(z).flatten(1).all(1)
     for i in range(iterations):
@@ -301,7 +315,8 @@ def _adam_chunk(objective: _Objective, x, y, t, tnorm, iterations: int, batched:
         x[act] = _adam_step(x, gx.sign() if spec.signed else gx, m, v, act, i, lr)
         if spec.boxed: x[act] = torch.clamp(x[act], *objective.box)
         if gy is not None: y[act] = _adam_step(y, gy[~bad], my, vy, act, i, lr)   # the label's step is never signed
-        if bar is not None: bar.set_postfix(loss=f'{total[~bad].mean().item():.4f}' if (~bad).any() else 'nan', refresh=False); bar.update(1)
+        if bar is not None: bar.set_postfix(loss=f'{total[~bad].mean().item():.4f}' if (~bad).any() else 'nan',
+                                            refresh=False); bar.update(1)
     rec = torch.full((k,), float('nan'))
     ok = (~diverged).nonzero().flatten()
     if len(ok):
@@ -311,7 +326,7 @@ def _adam_chunk(objective: _Objective, x, y, t, tnorm, iterations: int, batched:
         diverged[ok[~torch.isfinite(total).cpu()]] = True
     return x, diverged, rec, done, y
 
-# %% ../nbs/03_attacks.ipynb 42
+# %% ../nbs/03_attacks.ipynb 46
 _CALIBRATION = {}
 
 def _timed(f):
@@ -347,7 +362,7 @@ def calibrate(objective: _Objective, x, y, t, tnorm,   # an objective and the ca
     if complete: _CALIBRATION[key] = best
     return best
 
-# %% ../nbs/03_attacks.ipynb 44
+# %% ../nbs/03_attacks.ipynb 48
 def default_workers(device) -> int:
     "How many chunks to optimise at the same time: one per torch CPU thread (at most 8) on a CPU, 1 on a GPU."
     return 1 if torch.device(device).type != 'cpu' else max(1, min(torch.get_num_threads(), 8))
@@ -360,6 +375,7 @@ def _torch_threads(n: int):
     try: yield
     finally: torch.set_num_threads(old)
 
+# %% ../nbs/03_attacks.ipynb 49
 def _slices(n: int, chunk: int, workers: int=1, fill: bool=False, unit: int=1) -> list:
     "Chunks of `chunk` candidates out of `n` (a multiple of `unit`); with `fill`, smaller ones so every worker has one."
     if fill: chunk = min(chunk, math.ceil(n / workers))
@@ -374,19 +390,21 @@ class _LockedBar:
     def set_postfix(self, **kw):
         with self.lock: self.bar.set_postfix(**kw)
 
-# %% ../nbs/03_attacks.ipynb 45
+# %% ../nbs/03_attacks.ipynb 50
 def _optimise(objectives: list, x, y, t, tnorm, iterations: int, slices: list, batched: bool, bar=None):
-    "Optimise the candidates chunk by chunk, one chunk per worker thread at a time; `_adam_chunk`'s outputs, seconds each."
+    ("Optimise the candidates chunk by chunk, one chunk per worker thread at a time; `_adam_chunk`'s outputs, "
+     "seconds each.")
     n, workers = len(x), len(objectives)
-    out, diverged, rec, done, secs = x.clone(), torch.zeros(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n, dtype=torch.long), torch.zeros(n)
+    out, diverged, rec, done, secs = (x.clone(), torch.zeros(n, dtype=torch.bool), torch.zeros(n),
+                                      torch.zeros(n, dtype=torch.long), torch.zeros(n))
     yout = y.clone()
     bar = _LockedBar(bar) if bar is not None and workers > 1 else bar
     def work(w):
         for s in slices[w::workers]:
             t0 = time.perf_counter()
-            out[s], diverged[s], rec[s], done[s], yout[s] = _adam_chunk(objectives[w], x[s], y[s], [tt[s] for tt in t], tnorm[s],
-                                                                       iterations, batched, bar)
-            secs[s] = (time.perf_counter() - t0) / (s.stop - s.start) / min(workers, len(slices))   # a share of the wall-clock time
+            out[s], diverged[s], rec[s], done[s], yout[s] = _adam_chunk(objectives[w], x[s], y[s], [tt[s] for tt in t],
+                                                                       tnorm[s], iterations, batched, bar)
+            secs[s] = (time.perf_counter() - t0) / (s.stop - s.start) / min(workers, len(slices))  # wall-clock share
     if workers == 1: work(0)
     else:
         with ThreadPoolExecutor(workers) as pool: list(pool.map(work, range(workers)))
@@ -398,7 +416,7 @@ def _optimise(objectives: list, x, y, t, tnorm, iterations: int, slices: list, b
 # on the squared L2 gradient distance; iDLG recovers the label first and optimises the image only. L-BFGS's line
 # search couples all its variables, so these run one image at a time.
 
-# %% ../nbs/03_attacks.ipynb 46
+# %% ../nbs/03_attacks.ipynb 51
 def _lbfgs_one(objective: _Objective, x0, y, t, ylogit0=None, bar=None):
     "One L-BFGS attack with the objective's distance and priors; returns image, diverged, distance, iterations, label."
     spec = objective.spec
@@ -428,7 +446,7 @@ def _lbfgs_one(objective: _Objective, x0, y, t, ylogit0=None, bar=None):
     label = int(ylogit.detach().argmax()) if ylogit is not None else int(y.argmax())
     return last[0], diverged, float(rec), done, label
 
-# %% ../nbs/03_attacks.ipynb 47
+# %% ../nbs/03_attacks.ipynb 52
 def _attack_lbfgs(model, spec, x0, y, t, gens, verbose):
     "DLG/iDLG on K images, one candidate at a time: reconstructions, status, distance, iterations, seconds, labels."
     K, R, nc = x0.shape[0], x0.shape[1], y.shape[-1]
@@ -440,10 +458,11 @@ def _attack_lbfgs(model, spec, x0, y, t, gens, verbose):
                 ylog = torch.randn(nc, generator=gens[i]) if spec.label == 'dlg' else None
                 res = _lbfgs_one(objective, x0[i, r], y[i], [tt[i] for tt in t], ylog, bar)
                 if best is None or (not res[1] and (best[1] or res[2] < best[2])): best = res
-            out.append((best[0].clamp(0, 1), 'diverged' if best[1] else 'ok', best[2], best[3], time.perf_counter() - t0, best[4]))
+            out.append((best[0].clamp(0, 1), 'diverged' if best[1] else 'ok', best[2], best[3],
+                        time.perf_counter() - t0, best[4]))
     return out
 
-# %% ../nbs/03_attacks.ipynb 49
+# %% ../nbs/03_attacks.ipynb 54
 @dataclass
 class AttackResult:
     "What an attack returns for K images."
@@ -455,7 +474,7 @@ class AttackResult:
     labels_used: torch.Tensor  # the label each attack assumed (given, recovered or learned)
     chunk: int = 1            # the chunk size used (1 = sequential)
 
-# %% ../nbs/03_attacks.ipynb 50
+# %% ../nbs/03_attacks.ipynb 55
 def attack_batch(model: nn.Module,          # the victim (its parameters are not changed)
                  images: torch.Tensor,       # K×C×H×W private images in [0, 1]
                  labels: torch.Tensor,       # their K class ids
@@ -470,7 +489,9 @@ def attack_batch(model: nn.Module,          # the victim (its parameters are not
     "Reconstruct K images from their gradients, each attacked independently."
     spec = get_attack(attack, iterations)
     if images.dim() != 4 or len(images) != len(labels):
-        raise SemsimError(f"images must be K×C×H×W with K labels, got {tuple(images.shape)} and {len(labels)} labels", 'images', "stack the images into one tensor")
+        raise SemsimError(f"images must be K×C×H×W with K labels, "
+                          f"got {tuple(images.shape)} and {len(labels)} labels", 'images',
+                          "stack the images into one tensor")
     model = model.eval()
     K, R = len(images), spec.restarts
     seeds = [int(seed) + i for i in range(K)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
@@ -479,22 +500,25 @@ def attack_batch(model: nn.Module,          # the victim (its parameters are not
     used = recover_labels(t, nc) if spec.label == 'idlg' else labels.long()
     y = F.one_hot(used, nc).to(images.dtype)
     gens = [generator(s) for s in seeds]
-    x0 = torch.stack([torch.stack([torch.randn(images.shape[1:], generator=g) for _ in range(R)]) for g in gens]).to(images.device)  # K×R×C×H×W
+    x0 = torch.stack([torch.stack([torch.randn(images.shape[1:], generator=g) for _ in range(R)])
+                      for g in gens]).to(images.device)  # K×R×C×H×W
     if spec.optimizer == 'lbfgs': out, chunk = _attack_lbfgs(model, spec, x0, y, t, gens, verbose), 1
     else:
-        if spec.label == 'learned': y = torch.stack([torch.randn(R, nc, generator=g) for g in gens]).flatten(0, 1).to(images.device)
+        if spec.label == 'learned':
+            y = torch.stack([torch.randn(R, nc, generator=g) for g in gens]).flatten(0, 1).to(images.device)
         out, chunk = _attack_adam(model, spec, x0, y, t, workers, batch, verbose)
     recons, status, loss, done, secs, used = zip(*out)
     return AttackResult(torch.stack(recons), list(status), np.array(loss, dtype=float), np.array(done), np.array(secs),
                         torch.tensor(used), chunk)
 
-# %% ../nbs/03_attacks.ipynb 51
+# %% ../nbs/03_attacks.ipynb 56
 def _attack_adam(model, spec, x0, y, t, workers, batch, verbose):
     "The batched engine on K images × R candidates (y: one label row per image, or per candidate if learned)."
     K, R, it = x0.shape[0], x0.shape[1], spec.iterations
     xc, owner = x0.flatten(0, 1), torch.arange(K).repeat_interleave(R)
     W = default_workers(x0.device) if workers is None else int(workers)
-    if W < 1: raise SemsimError(f"workers must be >= 1, got {workers}", '--workers', "pass e.g. --workers 2, or leave it out")
+    if W < 1:
+        raise SemsimError(f"workers must be >= 1, got {workers}", '--workers', "pass e.g. --workers 2, or leave it out")
     objectives = [_Objective(prepare_victim(model), spec)]
     t = objectives[0].observed(t)
     yc = y if R == 1 or spec.label == 'learned' else y[owner]
@@ -515,11 +539,11 @@ def _attack_adam(model, spec, x0, y, t, workers, batch, verbose):
         ok = [r for r in rs if not cdiv[r]]
         b = min(ok, key=lambda r: crec[r].item()) if ok else rs[0]
         label = int(cy[b].argmax()) if spec.label == 'learned' else int(yc[b].argmax())
-        out.append((objectives[0].to_image(cx[b]).clamp(0, 1), 'ok' if ok else 'diverged', crec[b].item(), cdone[b].item(),
-                    csecs[owner == i].sum().item(), label))
+        out.append((objectives[0].to_image(cx[b]).clamp(0, 1), 'ok' if ok else 'diverged', crec[b].item(),
+                    cdone[b].item(), csecs[owner == i].sum().item(), label))
     return out, chunk
 
-# %% ../nbs/03_attacks.ipynb 88
+# %% ../nbs/03_attacks.ipynb 93
 def attack_key(attack: str|Attack,  # a preset name or an `Attack`
                defense=None,         # a defense spec, e.g. 'noise:0.01'
               ) -> str:
@@ -527,6 +551,7 @@ def attack_key(attack: str|Attack,  # a preset name or an `Attack`
     name = attack if isinstance(attack, str) else attack.name
     return name + ''.join(f'+{n}{_exact(v)}' for n, v in parse_defense(defense))
 
+# %% ../nbs/03_attacks.ipynb 94
 def attack_settings(spec: Attack,   # the attack as it runs (a preset with its overrides)
                     defense=None,   # its gradient defense, e.g. 'noise:0.01'
                     seed: int=0,    # added to every image's seed
@@ -535,6 +560,7 @@ def attack_settings(spec: Attack,   # the attack as it runs (a preset with its o
     fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ('name', 'reference')}
     return dict(preset=spec.name, **fields, defense=[[n, v] for n, v in parse_defense(defense)], seed=int(seed))
 
+# %% ../nbs/03_attacks.ipynb 95
 def attack_id_for(spec: Attack, defense=None, seed: int=0) -> str:
     "The id of an attack's reconstructions: preset, a short hash of `attack_settings`, defense: `ig-3f2a9c+noise0.01`."
     h = hashlib.sha256(json.dumps(attack_settings(spec, defense, seed), sort_keys=True, default=str).encode())
@@ -544,18 +570,21 @@ def image_seed(image_id: str, seed: int=0) -> int:
     "A seed derived from an image's id (stable across runs and machines)."
     return zlib.crc32(image_id.encode()) + int(seed)
 
+# %% ../nbs/03_attacks.ipynb 96
 def _load_originals(run: RunDir, originals: pd.DataFrame, shape: tuple) -> dict:
-    "Every original as a float tensor by image_id, each checked to have the victim's shape (C, H, W) — before any attack."
+    ("Every original as a float tensor by image_id, each checked to have the victim's shape (C, H, W) "
+     "— before any attack.")
     out = {}
     for r in originals.itertuples():
         x = load_png(run.path/r.path)
         if tuple(x.shape) != tuple(shape):
-            raise SemsimError(f"original {r.image_id} is {'×'.join(map(str, x.shape))}, the victim takes {'×'.join(map(str, shape))}",
-                              run.path/r.path, "re-export the run's originals (semsim data export) or use a victim of this size")
+            raise SemsimError(f"original {r.image_id} is {'×'.join(map(str, x.shape))}, "
+                              f"the victim takes {'×'.join(map(str, shape))}", run.path/r.path,
+                              "re-export the run's originals (semsim data export) or use a victim of this size")
         out[r.image_id] = x
     return out
 
-# %% ../nbs/03_attacks.ipynb 89
+# %% ../nbs/03_attacks.ipynb 97
 def _family(aid: str) -> tuple:
     "An attack id's preset and defense, its settings hash left out: `ig-3f2a9c+noise0.01` -> ('ig', '+noise0.01')."
     base, plus, rest = aid.partition('+')
@@ -565,12 +594,14 @@ def replace_attack(run: RunDir, model_id: str, aid: str) -> list:
     "Remove a victim's reconstructions by the same preset and defense under other settings; returns the ids removed."
     with file_lock(run.reconstructions):
         table, meta = read_table(run.reconstructions)
-        old = sorted({a for a in table.attack_id[table.model_id == model_id] if a != aid and _family(a) == _family(aid)})
-        if old: write_table(run.reconstructions, table[~((table.model_id == model_id) & table.attack_id.isin(old))], meta)
+        old = sorted({a for a in table.attack_id[table.model_id == model_id]
+                      if a != aid and _family(a) == _family(aid)})
+        if old:
+            write_table(run.reconstructions, table[~((table.model_id == model_id) & table.attack_id.isin(old))], meta)
     for a in old: shutil.rmtree(run.recon_dir(model_id, a), ignore_errors=True)
     return old
 
-# %% ../nbs/03_attacks.ipynb 90
+# %% ../nbs/03_attacks.ipynb 98
 def _row(run, model_id, aid, r, res, i, seconds) -> dict:
     "The table row of original `r` (the `i`-th of result `res`, or a failure when `res` is None)."
     ok = res is not None
@@ -580,6 +611,7 @@ def _row(run, model_id, aid, r, res, i, seconds) -> dict:
                 status=res.status[i] if ok else 'failed', attack_loss=float(res.loss[i]) if ok else float('nan'),
                 iterations=int(res.iterations[i]) if ok else 0, seconds=float(res.seconds[i]) if ok else seconds)
 
+# %% ../nbs/03_attacks.ipynb 99
 def _attack_group(run, model, model_id, aid, spec, group, pixels, defense, seed, verbose, workers) -> pd.DataFrame:
     "Attack one group of originals and write their PNGs and rows; an attack that raises marks them `failed`."
     t0 = time.perf_counter()
@@ -589,14 +621,15 @@ def _attack_group(run, model, model_id, aid, spec, group, pixels, defense, seed,
                            verbose=verbose, workers=workers)
     except SemsimError: raise
     except Exception as e:
-        print(f'attack failed on {len(group)} images ({type(e).__name__}: {e}); they are marked failed and retried next time')
+        print(f'attack failed on {len(group)} images ({type(e).__name__}: {e}); '
+              f'they are marked failed and retried next time')
         res = None
     if res is not None:
         for i, r in enumerate(group): save_png(res.recons[i], run.recon_png(model_id, aid, r.image_id))
     rows = [_row(run, model_id, aid, r, res, i, (time.perf_counter() - t0) / len(group)) for i, r in enumerate(group)]
     return pd.DataFrame(rows, columns=RECON_COLUMNS)
 
-# %% ../nbs/03_attacks.ipynb 91
+# %% ../nbs/03_attacks.ipynb 100
 def run_attack(run,                          # the run directory (path or `RunDir`)
                model_id: str,                # a victim of the run
                attack_id: str|Attack='ig',   # a preset of `ATTACKS` (or an `Attack`)
@@ -633,6 +666,7 @@ def run_attack(run,                          # the run directory (path or `RunDi
     table, _ = read_table(run.reconstructions)
     return table[(table.model_id == model_id) & (table.attack_id == aid)].reset_index(drop=True)
 
+# %% ../nbs/03_attacks.ipynb 101
 def _select(run: RunDir, image_ids) -> pd.DataFrame:
     "The run's originals, or only `image_ids` among them (each must be one)."
     originals = load_originals(run)
@@ -642,22 +676,26 @@ def _select(run: RunDir, image_ids) -> pd.DataFrame:
                                   f"see {run.originals_csv}")
     return originals[originals.image_id.isin(set(image_ids))]
 
-# %% ../nbs/03_attacks.ipynb 102
+# %% ../nbs/03_attacks.ipynb 112
 def _cmd_attack(args):
     from semsim.victims import list_victims
     models = list_victims(args.run) if args.model == 'all' else [m for m in args.model.split(',') if m]
-    if not models: raise SemsimError(f"no victims in {args.run}", '--model', f"train one: semsim victims train --run {args.run} ...")
+    if not models:
+        raise SemsimError(f"no victims in {args.run}", '--model',
+                          f"train one: semsim victims train --run {args.run} ...")
     for m in models:
         t = run_attack(args.run, m, args.attack, args.iterations, args.batch, args.defense,
-                       args.images.split(',') if args.images else None, verbose=not args.quiet, seed=args.seed, workers=args.workers,
-                       replace=args.replace)
+                       args.images.split(',') if args.images else None, verbose=not args.quiet, seed=args.seed,
+                       workers=args.workers, replace=args.replace)
         counts = t.status.value_counts().to_dict()
         print(f"{m}/{t.attack_id.iloc[0] if len(t) else args.attack}: {len(t)} reconstructions {counts}, "
               f"mean gradient distance {t.attack_loss.mean():.4g}, {t.seconds.mean():.2f} s per image")
         if not counts.get('ok'):
             raise SemsimError(f"{m}/{args.attack}: no usable reconstruction ({counts})", '--model',
-                              "see the message above for why; fix it and run the same command again (finished images are kept)")
+                              "see the message above for why; fix it and run the same command again "
+                              "(finished images are kept)")
 
+# %% ../nbs/03_attacks.ipynb 113
 def register_commands(sub):
     "Add the `attack` command to the `semsim` parser."
     p = sub.add_parser('attack', help='reconstruct the originals of a run from a victim\'s gradients')
@@ -669,7 +707,8 @@ def register_commands(sub):
     p.add_argument('--defense', default=None, help='gradient defense, e.g. noise:0.01, prune:70, clip:1.0')
     p.add_argument('--images', default=None, help='comma-separated image_ids (default: all originals)')
     p.add_argument('--seed', type=int, default=0, help='added to every image seed')
-    p.add_argument('--workers', type=int, default=None, help='chunks attacked at the same time (default: one per CPU thread, 1 on a GPU)')
+    p.add_argument('--workers', type=int, default=None,
+                   help='chunks attacked at the same time (default: one per CPU thread, 1 on a GPU)')
     p.add_argument('--replace', action='store_true',
                    help='first remove the reconstructions of the same preset and defense under other settings')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
