@@ -32,6 +32,7 @@ class DatasetInfo:
     @property
     def num_classes(self): return len(self.classes)
 
+# %% ../nbs/01_data.ipynb 6
 class ImageSet:
     "One split of a dataset: indexing gives `(uint8 C×H×W tensor, class id)`."
     def __init__(self, info: DatasetInfo,           # the dataset
@@ -41,7 +42,8 @@ class ImageSet:
                  fetch=None):                         # `fetch(i) -> uint8 C×H×W`, when not
         self.info, self.split, self.labels, self._images, self._fetch = info, split, labels.long(), images, fetch
     def __len__(self): return len(self.labels)
-    def __getitem__(self, i): return (self._images[i] if self._images is not None else self._fetch(i)), int(self.labels[i])
+    def __getitem__(self, i):
+        return (self._images[i] if self._images is not None else self._fetch(i)), int(self.labels[i])
     @property
     def images(self) -> torch.Tensor:
         "All images as one uint8 tensor N×C×H×W (loaded on first use for on-demand sets)."
@@ -51,9 +53,10 @@ class ImageSet:
         "Images `idx` as a float tensor in [0,1]."
         return torch.stack([self[int(i)][0] for i in idx]).float() / 255
     def __repr__(self):
-        return f"ImageSet({self.info.name}/{self.split}: {len(self)} images, {self.info.channels}×{self.info.size[0]}×{self.info.size[1]}, {self.info.num_classes} classes)"
+        return (f"ImageSet({self.info.name}/{self.split}: {len(self)} images, "
+                f"{self.info.channels}×{self.info.size[0]}×{self.info.size[1]}, {self.info.num_classes} classes)")
 
-# %% ../nbs/01_data.ipynb 7
+# %% ../nbs/01_data.ipynb 8
 def data_dir() -> Path:
     "The folder where datasets and weights are found or cached (`$SEMSIM_DATA`, else the project's `data/`)."
     env = os.environ.get('SEMSIM_DATA')
@@ -61,8 +64,10 @@ def data_dir() -> Path:
     here = Path(__file__).resolve().parent.parent if '__file__' in globals() else Path.cwd().parent
     return here/'data' if (here/'data').is_dir() else Path.cwd()/'data'
 
+# %% ../nbs/01_data.ipynb 9
 FASHION_MNIST_DEBIAN = Path('/usr/share/datasets/fashion-mnist')
-FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
+FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag',
+                         'Ankle boot']
 
 def read_idx(path: Path) -> np.ndarray:
     "Read an IDX file (gzip or plain), as used by MNIST and Fashion-MNIST."
@@ -74,6 +79,7 @@ def read_idx(path: Path) -> np.ndarray:
     shape = struct.unpack('>' + 'I' * ndim, data[4:4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
+# %% ../nbs/01_data.ipynb 10
 def _find_fashion_mnist() -> Path|None:
     for d in (FASHION_MNIST_DEBIAN, data_dir()/'fashion-mnist', data_dir()/'downloads'/'FashionMNIST'/'raw'):
         if (d/'t10k-images-idx3-ubyte.gz').exists() or (d/'t10k-images-idx3-ubyte').exists(): return d
@@ -87,9 +93,10 @@ def _torchvision_download(cls, what, **kw):
     try: return cls(root=str(root), download=True, **kw)
     except Exception as e:
         raise SemsimError(f"{what} is not available offline and could not be downloaded ({type(e).__name__}: {e})",
-                          root, f"connect to the internet once (torchvision downloads it into {root}), or copy the files there") from e
+                          root, f"connect to the internet once (torchvision downloads it into {root}), "
+                                f"or copy the files there") from e
 
-# %% ../nbs/01_data.ipynb 9
+# %% ../nbs/01_data.ipynb 12
 def _fashion_mnist(split):
     d = _find_fashion_mnist()
     if d is None:
@@ -106,6 +113,7 @@ def _fashion_mnist(split):
                        f"Debian package dataset-fashion-mnist ({d})")
     return ImageSet(info, split, y, images=x)
 
+# %% ../nbs/01_data.ipynb 13
 def _split_indices(n, seed=0, test_frac=0.2):
     perm = np.random.default_rng(seed).permutation(n)
     k = int(round(n * test_frac))
@@ -121,7 +129,7 @@ def _digits(split):
     info = DatasetInfo('digits', [str(i) for i in range(10)], (8, 8), 1, (0.3,), (0.38,), "scikit-learn (bundled)")
     return ImageSet(info, split, y[idx], images=x[idx])
 
-# %% ../nbs/01_data.ipynb 10
+# %% ../nbs/01_data.ipynb 14
 def _lfw_faces(split):
     from skimage.data import lfw_subset
     imgs = lfw_subset()  # 200 × 25 × 25 float in [0,1]: 100 faces then 100 non-faces
@@ -133,6 +141,7 @@ def _lfw_faces(split):
                        "scikit-image (bundled LFW subset)")
     return ImageSet(info, split, y[idx], images=x[idx])
 
+# %% ../nbs/01_data.ipynb 15
 def _cifar(split, hundred=False):
     import torchvision
     cls = torchvision.datasets.CIFAR100 if hundred else torchvision.datasets.CIFAR10
@@ -143,14 +152,16 @@ def _cifar(split, hundred=False):
     info = DatasetInfo('cifar100' if hundred else 'cifar10', list(ds.classes), (32, 32), 3, mean, std, "torchvision")
     return ImageSet(info, split, torch.tensor(ds.targets), images=x)
 
+# %% ../nbs/01_data.ipynb 16
 def _resized(img: Image.Image, size, channels, path='image') -> torch.Tensor:
-    "An image of any mode (16-bit, palette, alpha: converted as `core.load_png` states) resized to `size`, uint8 C×H×W."
+    ("An image of any mode (16-bit, palette, alpha: converted as `core.load_png` states) resized to `size`, "
+     "uint8 C×H×W.")
     img = Image.fromarray(_eight_bit(img, path))
     img = img.convert('L' if channels == 1 else 'RGB').resize((size[1], size[0]), Image.BICUBIC)
     a = np.array(img)
     return torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy())
 
-# %% ../nbs/01_data.ipynb 11
+# %% ../nbs/01_data.ipynb 17
 def _torchvision_folder(name, split, size=64):
     "Caltech101, Imagenette and CelebA: resized on demand to `size`×`size` RGB."
     import torchvision
@@ -173,7 +184,7 @@ def _torchvision_folder(name, split, size=64):
 
 IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
 
-# %% ../nbs/01_data.ipynb 12
+# %% ../nbs/01_data.ipynb 18
 def _folder(path: str, split, size=32, channels=3):
     "Any ImageFolder tree (`root/<class>/<image>`, optionally under `train/` and `test/`), resized to `size`."
     root = Path(path).expanduser()
@@ -181,7 +192,8 @@ def _folder(path: str, split, size=32, channels=3):
                                             "pass folder:<path to a folder of class sub-folders>")
     if (root/'train').is_dir() and (root/'test').is_dir(): root = root/split
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    files = [(f, c) for c, name in enumerate(classes) for f in sorted((root/name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [(f, c) for c, name in enumerate(classes) for f in sorted((root/name).iterdir())
+             if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files: raise SemsimError(f"no images in class sub-folders of {root}", root,
                                     "put images under <root>/<class name>/")
     def fetch(i):
@@ -191,21 +203,27 @@ def _folder(path: str, split, size=32, channels=3):
         except (OSError, ValueError, SyntaxError) as e: raise SemsimError(f"unreadable image {f}: {e}", f,
                                                                           "remove or replace the file") from e
     info = DatasetInfo(f'folder:{path}', classes, (size, size), channels,
-                       IMAGENET_MEAN[:channels] if channels == 3 else (0.5,), IMAGENET_STD[:channels] if channels == 3 else (0.25,), str(root))
+                       IMAGENET_MEAN[:channels] if channels == 3 else (0.5,),
+                       IMAGENET_STD[:channels] if channels == 3 else (0.25,), str(root))
     return ImageSet(info, split, torch.tensor([c for _, c in files]), fetch=fetch)
 
+# %% ../nbs/01_data.ipynb 19
 DATASETS = {
-    'fashion_mnist': (_fashion_mnist, 'Fashion-MNIST 28×28 gray, 10 classes (Debian dataset-fashion-mnist; the default)'),
+    'fashion_mnist': (_fashion_mnist,
+                      'Fashion-MNIST 28×28 gray, 10 classes (Debian dataset-fashion-mnist; the default)'),
     'digits':        (_digits, 'scikit-learn digits 8×8 gray, 10 classes (bundled; tests and demos)'),
     'lfw_faces':     (_lfw_faces, 'scikit-image LFW subset 25×25 gray, face/non-face (bundled; tests and demos)'),
     'cifar10':       (_cifar, 'CIFAR-10 32×32 RGB (torchvision download)'),
     'cifar100':      (lambda s: _cifar(s, True), 'CIFAR-100 32×32 RGB, the SemSim paper\'s (torchvision download)'),
-    'caltech101':    (lambda s: _torchvision_folder('caltech101', s), 'Caltech101 resized to 64×64 RGB (torchvision download)'),
-    'imagenette':    (lambda s: _torchvision_folder('imagenette', s), 'Imagenette resized to 64×64 RGB (torchvision download)'),
-    'celeba':        (lambda s: _torchvision_folder('celeba', s), 'CelebA identities resized to 64×64 RGB (torchvision download)'),
+    'caltech101':    (lambda s: _torchvision_folder('caltech101', s),
+                      'Caltech101 resized to 64×64 RGB (torchvision download)'),
+    'imagenette':    (lambda s: _torchvision_folder('imagenette', s),
+                      'Imagenette resized to 64×64 RGB (torchvision download)'),
+    'celeba':        (lambda s: _torchvision_folder('celeba', s),
+                      'CelebA identities resized to 64×64 RGB (torchvision download)'),
 }
 
-# %% ../nbs/01_data.ipynb 14
+# %% ../nbs/01_data.ipynb 21
 _CACHE = {}
 
 def load_dataset(name: str,           # a registry name or `folder:<path>`
@@ -228,7 +246,7 @@ def dataset_info(name: str, **kw) -> DatasetInfo:
     "The `DatasetInfo` of a dataset (loads its test split)."
     return load_dataset(name, 'test', **kw).info
 
-# %% ../nbs/01_data.ipynb 23
+# %% ../nbs/01_data.ipynb 30
 def image_id(dataset: str, split: str, index: int) -> str:
     "The id of a dataset image, used as its file name: e.g. `fashion_mnist_test_00042`."
     safe = dataset.replace(':', '_').replace('/', '_')[-40:]
@@ -251,6 +269,7 @@ def choose_images(labels: torch.Tensor,        # class id per image
     rest = [int(i) for i in perm if int(i) not in set(first)]
     return sorted((first + rest)[:n]) if n >= len(first) else sorted(first[:n])
 
+# %% ../nbs/01_data.ipynb 31
 def _check_out(run: RunDir):
     "Refuse an output path that is, or lies under, a file."
     for q in (run.path, *run.path.parents):
@@ -259,15 +278,17 @@ def _check_out(run: RunDir):
                                                  "give --out a run directory (a folder such as runs/NAME)")
             return
 
+# %% ../nbs/01_data.ipynb 32
 def _checked(ds, i, row) -> torch.Tensor:
     "Image `i` of `ds`, refused by name unless it has the dataset's channels and size."
     x, (c, (h, w)) = ds[i][0], (ds.info.channels, ds.info.size)
     if tuple(x.shape) != (c, h, w):
         raise SemsimError(f"{ds.info.name} image {i} ({row['image_id']}) is {tuple(x.shape)}, not {(c, h, w)}",
-                          ds.info.source or ds.info.name, "replace the image, or export from a folder dataset (resized)")
+                          ds.info.source or ds.info.name,
+                          "replace the image, or export from a folder dataset (resized)")
     return x
 
-# %% ../nbs/01_data.ipynb 24
+# %% ../nbs/01_data.ipynb 33
 def export_originals(dataset: str,       # registry name
                      n: int,             # number of test images
                      out: str|Path|RunDir,  # the run directory
@@ -283,14 +304,17 @@ def export_originals(dataset: str,       # registry name
     idx = choose_images(ds.labels, n, seed, one_per_class_first)
     rows = [dict(image_id=image_id(dataset, split, i), dataset=dataset, split=split, index=i,
                  class_id=int(ds.labels[i]),
-                 class_name=ds.info.classes[int(ds.labels[i])], path=f'originals/{image_id(dataset, split, i)}.png') for i in idx]
+                 class_name=ds.info.classes[int(ds.labels[i])], path=f'originals/{image_id(dataset, split, i)}.png')
+            for i in idx]
     table = pd.DataFrame(rows)
     if run.originals_csv.exists():
         old = pd.read_csv(run.originals_csv)
-        if list(old.image_id) == list(table.image_id) and all(run.original_png(i).exists() for i in table.image_id): return old
+        if list(old.image_id) == list(table.image_id) and all(run.original_png(i).exists() for i in table.image_id):
+            return old
         if not force:
             raise SemsimError(f"{run.originals_csv} already holds {len(old)} different originals", run.originals_csv,
-                              "export into a new run, or pass --force to replace them (reconstructions of the old ones become orphans)")
+                              "export into a new run, or pass --force to replace them "
+                              "(reconstructions of the old ones become orphans)")
     try:
         run.mkdir()
         for i, r in zip(idx, rows): save_png(_checked(ds, i, r), run.file(r['path']))
@@ -300,7 +324,7 @@ def export_originals(dataset: str,       # registry name
                           "free disk space or choose a writable --out") from e
     return table
 
-# %% ../nbs/01_data.ipynb 25
+# %% ../nbs/01_data.ipynb 34
 def load_originals(run: str|Path|RunDir) -> pd.DataFrame:
     "The run's `originals.csv` as a table."
     run = RunDir(run)
@@ -309,7 +333,7 @@ def load_originals(run: str|Path|RunDir) -> pd.DataFrame:
                           f"run: semsim data export --dataset NAME --n 64 --out {run.path}")
     return pd.read_csv(run.originals_csv)
 
-# %% ../nbs/01_data.ipynb 29
+# %% ../nbs/01_data.ipynb 38
 def show_originals(run, n: int=10):
     "A grid of the run's first `n` originals with class names (matplotlib figure)."
     import matplotlib.pyplot as plt
@@ -320,7 +344,7 @@ def show_originals(run, n: int=10):
         ax.imshow(to_uint8(x), cmap='gray', vmin=0, vmax=255); ax.set_title(r.class_name, fontsize=7); ax.axis('off')
     return fig
 
-# %% ../nbs/01_data.ipynb 32
+# %% ../nbs/01_data.ipynb 41
 def _cmd_list(args):
     for k, (_, desc) in DATASETS.items(): print(f'{k:14s} {desc}')
     print(f"{'folder:<path>':14s} any ImageFolder tree of your own, resized")
@@ -330,6 +354,7 @@ def _cmd_export(args):
                          one_per_class_first=not args.no_class_first, force=args.force)
     print(f"{len(t)} originals of {args.dataset} in {Path(args.out)/'originals'}")
 
+# %% ../nbs/01_data.ipynb 42
 def register_commands(sub):
     "Add the `data` subcommands to the `semsim` parser."
     p = sub.add_parser('data', help='datasets: list them, export originals into a run')
