@@ -24,11 +24,13 @@ def run_table(run: str|Path|RunDir,     # the run directory
     "The run's reconstructions, with the votes of its label store when there are any."
     run = RunDir(run)
     df, _ = read_table(run.reconstructions)
-    if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions, "run an attack first (semsim attack ...)")
+    if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions,
+                                      "run an attack first (semsim attack ...)")
     if run.labels_db.exists():
         from semsim.labels import votes
         v = votes(run, threshold)[['recon_id', 'votes_recognized', 'votes_total', 'recognized']]
-        if len(v): df = df.drop(columns=[c for c in v.columns[1:] if c in df.columns]).merge(v, on='recon_id', how='left')
+        if len(v):
+            df = df.drop(columns=[c for c in v.columns[1:] if c in df.columns]).merge(v, on='recon_id', how='left')
     return df
 
 # %% ../nbs/08_explore.ipynb 11
@@ -42,6 +44,7 @@ def _pick(df, column, values):
     if unknown: raise SemsimError(f"unknown {column} {unknown}", column, f"use one of: {', '.join(sorted(known))}")
     return df[column].astype(str).isin(values).values
 
+# %% ../nbs/08_explore.ipynb 12
 def filter_table(df: pd.DataFrame,       # a reconstructions table (`run_table`)
                  model=None,             # model_id or list of them (None/empty: all)
                  attack=None,            # attack_id or list
@@ -49,24 +52,27 @@ def filter_table(df: pd.DataFrame,       # a reconstructions table (`run_table`)
                  label: str='all',       # one of `LABEL_CHOICES`
                 ) -> pd.DataFrame:
     "The rows matching every given choice."
-    if label not in LABEL_CHOICES: raise SemsimError(f"unknown label choice {label!r}", 'label', f"use one of: {', '.join(LABEL_CHOICES)}")
+    if label not in LABEL_CHOICES:
+        raise SemsimError(f"unknown label choice {label!r}", 'label', f"use one of: {', '.join(LABEL_CHOICES)}")
     keep = _pick(df, 'model_id', model) & _pick(df, 'attack_id', attack) & _pick(df, 'status', status)
     if label != 'all':
         rec = df['recognized'] if 'recognized' in df.columns else pd.Series(np.nan, index=df.index)
         keep &= {'recognized': rec == 1, 'unrecognized': rec == 0, 'unlabelled': rec.isna()}[label].values
     return df[keep]
 
+# %% ../nbs/08_explore.ipynb 13
 def sort_table(df: pd.DataFrame,         # a reconstructions table
                by: str,                  # any column
                leaking_first: bool=True, # for a metric: most leaking first (by orientation); else ascending
               ) -> pd.DataFrame:
     "The rows sorted by `by`, missing values last."
-    if by not in df.columns: raise SemsimError(f"no column {by!r} to sort by", 'by', f"use one of: {', '.join(df.columns)}")
+    if by not in df.columns:
+        raise SemsimError(f"no column {by!r} to sort by", 'by', f"use one of: {', '.join(df.columns)}")
     try: descending = (orientation(by) > 0) == leaking_first
     except SemsimError: descending = not leaking_first
     return df.sort_values(by, ascending=not descending, na_position='last', kind='stable')
 
-# %% ../nbs/08_explore.ipynb 15
+# %% ../nbs/08_explore.ipynb 17
 def pair_png(run: str|Path|RunDir,  # the run directory
              row,                   # a table row with `original_path` and `recon_path`
              size: int=84,          # side of each image in pixels (nearest-neighbour enlargement)
@@ -74,7 +80,8 @@ def pair_png(run: str|Path|RunDir,  # the run directory
     "PNG bytes of original | reconstruction side by side."
     run = RunDir(run)
     if any(c not in row.index for c in ('original_path', 'recon_path')):
-        raise SemsimError(f"row {row.get('recon_id', '')!r} has no original_path / recon_path", 'row', "use a run's reconstructions table")
+        raise SemsimError(f"row {row.get('recon_id', '')!r} has no original_path / recon_path", 'row',
+                          "use a run's reconstructions table")
     if not isinstance(row['recon_path'], str) or not row['recon_path']:   # a failed attack wrote no image
         a = to_uint8(load_png(run.file(row['original_path']), channels=3)); b = np.full_like(a, 128)
     else: a, b = (to_uint8(load_png(run.file(row[c]), channels=3)) for c in ('original_path', 'recon_path'))
@@ -85,7 +92,7 @@ def pair_png(run: str|Path|RunDir,  # the run directory
     buf = io.BytesIO(); im.resize((im.width * f, im.height * f), Image.NEAREST).save(buf, format='PNG')
     return buf.getvalue()
 
-# %% ../nbs/08_explore.ipynb 19
+# %% ../nbs/08_explore.ipynb 21
 def _human(df):
     if 'votes_total' in df.columns: return (df.votes_recognized / df.votes_total).astype(float).values
     if 'recognized' in df.columns: return df.recognized.astype(float).values
@@ -95,15 +102,18 @@ def explorer_metrics(table: pd.DataFrame) -> list:  # a reconstructions table (`
     "The metric columns of `table` that have at least one value: what the explorer offers to sort by."
     return [c for c in oriented_columns(table) if table[c].notna().any()]
 
+# %% ../nbs/08_explore.ipynb 22
 def tile_caption(row) -> str:  # one row of a reconstructions table
     "A tile's short HTML caption: victim, attack, status and votes (metric values are in the detail panel)."
-    votes = f" · {int(row.votes_recognized)}/{int(row.votes_total)} votes" if pd.notna(row.get('votes_total', np.nan)) else ''
+    votes = (f" · {int(row.votes_recognized)}/{int(row.votes_total)} votes"
+             if pd.notna(row.get('votes_total', np.nan)) else '')
     cut = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
-    return (f"<div style='font-size:11px;line-height:1.25;max-width:170px'><div style='{cut}' title='{html.escape(row.recon_id)}'>"
+    return (f"<div style='font-size:11px;line-height:1.25;max-width:170px'>"
+            f"<div style='{cut}' title='{html.escape(row.recon_id)}'>"
             f"{html.escape(str(row.model_id))}</div><div style='{cut}'>{html.escape(str(row.attack_id))}</div>"
             f"<div>{html.escape(str(row.get('status', '')))}{votes}</div></div>")
 
-# %% ../nbs/08_explore.ipynb 23
+# %% ../nbs/08_explore.ipynb 26
 def detail_html(run: RunDir,  # the run (for its images)
                 row,          # one row of a reconstructions table
                ) -> str:
@@ -116,7 +126,7 @@ def detail_html(run: RunDir,  # the run (for its images)
             f"<img style='max-width:100%' src='data:image/png;base64,{img}'/>"
             f"<table style='font-size:11px;table-layout:fixed;width:100%'>{cells}</table></div>")
 
-# %% ../nbs/08_explore.ipynb 24
+# %% ../nbs/08_explore.ipynb 27
 def _scatter():
     import plotly.graph_objects as go
     fig = go.FigureWidget(layout=dict(height=320, width=420, margin=dict(l=50, r=10, t=30, b=40), showlegend=False,
@@ -133,7 +143,7 @@ def _choices(table, column, description):
     opts = sorted(table[column].dropna().astype(str).unique()) if column in table.columns else []
     return w.SelectMultiple(options=opts, description=description, rows=3, layout=w.Layout(width='230px'))
 
-# %% ../nbs/08_explore.ipynb 25
+# %% ../nbs/08_explore.ipynb 28
 class Explorer:
     "A widget over a run: filters, sort, a grid of original | reconstruction tiles, detail, linked plotly scatter."
     def __init__(self, run: str|Path|RunDir,  # the run directory
@@ -147,14 +157,16 @@ class Explorer:
         self.model, self.attack = _choices(self.table, 'model_id', 'model'), _choices(self.table, 'attack_id', 'attack')
         self.status = _choices(self.table, 'status', 'status')
         self.label = w.Dropdown(options=LABEL_CHOICES, description='label', layout=w.Layout(width='180px'))
-        self.sort = w.Dropdown(options=self.metrics or ['recon_id'], description='sort by', layout=w.Layout(width='180px'))
+        self.sort = w.Dropdown(options=self.metrics or ['recon_id'], description='sort by',
+                               layout=w.Layout(width='180px'))
         self.leaking_first = w.Checkbox(value=True, description='leaking first', indent=False)
         self.page = w.BoundedIntText(value=0, min=0, max=0, description='page', layout=w.Layout(width='140px'))
         self.count, self.detail, self.scatter = w.HTML(), w.HTML(), _scatter()
         self.grid = w.GridBox(layout=w.Layout(grid_template_columns='repeat(auto-fill, minmax(150px, 1fr))',
                                               grid_gap='6px', flex='1 1 480px', min_width='320px'))
         self.scatter.data[0].on_click(self._on_click)
-        for c in (self.model, self.attack, self.status, self.label, self.sort, self.leaking_first): c.observe(self._changed, 'value')
+        for c in (self.model, self.attack, self.status, self.label, self.sort, self.leaking_first):
+            c.observe(self._changed, 'value')
         self.page.observe(lambda _: self._show_page(), 'value')
         wrap = w.Layout(display='flex', flex_flow='row wrap', align_items='flex-start', width='100%')
         controls = w.Box([self.model, self.attack, self.status, w.VBox([self.label, self.sort, self.leaking_first]),
@@ -168,12 +180,11 @@ class Explorer:
         "The rows the controls select, in their order."
         d = filter_table(self.table, self.model.value, self.attack.value, self.status.value, self.label.value)
         return sort_table(d, self.sort.value, self.leaking_first.value)
-
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
 
-# %% ../nbs/08_explore.ipynb 27
+# %% ../nbs/08_explore.ipynb 30
 @patch
 def _changed(self: Explorer, *_):
     self._view = self.view()
@@ -186,6 +197,7 @@ def _changed(self: Explorer, *_):
         self.scatter.layout.xaxis.title.text = self.sort.value
     self._mark(); self._show_page()
 
+# %% ../nbs/08_explore.ipynb 31
 @patch
 def _show_page(self: Explorer):
     import ipywidgets as w
@@ -197,6 +209,7 @@ def _show_page(self: Explorer):
     start = self.page.value * self.page_size
     self.grid.children = [tile(r) for _, r in self._view.iloc[start:start + self.page_size].iterrows()]
 
+# %% ../nbs/08_explore.ipynb 32
 @patch
 def _mark(self: Explorer):
     t, hit = self.scatter.data[1], self._view.recon_id.values == self.selected
@@ -206,6 +219,7 @@ def _mark(self: Explorer):
 def _on_click(self: Explorer, trace, points, state):
     if points.point_inds: self.select(self._view.recon_id.iloc[points.point_inds[0]])
 
+# %% ../nbs/08_explore.ipynb 33
 @patch
 def select(self: Explorer, recon_id: str):  # the reconstruction to show in detail
     "Show one reconstruction in detail and mark it on the scatter."
@@ -214,7 +228,7 @@ def select(self: Explorer, recon_id: str):  # the reconstruction to show in deta
                                        "pick one from the grid or the scatter")
     self.selected = recon_id; self.detail.value = detail_html(self.run, row.iloc[0]); self._mark()
 
-# %% ../nbs/08_explore.ipynb 28
+# %% ../nbs/08_explore.ipynb 34
 def explore(run: str|Path|RunDir,  # the run directory
             **kwargs,              # passed to `Explorer` (table, page_size, threshold)
            ) -> Explorer:
