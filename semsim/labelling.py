@@ -37,7 +37,8 @@ def find_run(run: str|Path|RunDir,  # a run's path (absolute, or relative to her
     run = RunDir(found.resolve())
     if need_reconstructions:
         n = len(read_table(run.reconstructions)[0]) if run.reconstructions.exists() else 0
-        if not n: raise SemsimError(f"the run at {run.path} is empty: it has no reconstructions yet", run.reconstructions,
+        if not n: raise SemsimError(f"the run at {run.path} is empty: it has no reconstructions yet",
+                                    run.reconstructions,
                                     f"attack its victims first: `semsim report --config {run.path/'config.yaml'}`"
                                     " or `semsim attack ...`")
     return run
@@ -134,8 +135,10 @@ class LabellingWidget(Labeller):
 def _saved(self: LabellingWidget, recon: str, answer) -> str:
     if self.protocol != 'class': return f'saved: {answer}'
     names = self.class_names(recon)
-    return 'saved: cannot recognise' if answer == 'cannot' else f'saved: {names[answer] if answer < len(names) else answer}'
+    return ('saved: cannot recognise' if answer == 'cannot'
+            else f'saved: {names[answer] if answer < len(names) else answer}')
 
+# %% ../nbs/05a_labelling.ipynb 18
 @patch
 def _act(self: LabellingWidget, what):
     "Do one action (answer, skip, undo) and redraw; errors are shown, not raised."
@@ -152,15 +155,17 @@ def _act(self: LabellingWidget, what):
         self.error, msg = e, f'<span style="color:#b00">not saved: {html.escape(str(e))}</span>'
     self._render(msg)
 
+# %% ../nbs/05a_labelling.ipynb 19
 @patch
 def _on_key(self: LabellingWidget, ch: str):
     what = KEYS[self.protocol].get(ch.lower())
     if self.protocol == 'class' and isinstance(what, int) and what >= len(self.class_names()): what = None
     if what is None:
-        self._render(f"key {ch!r} does nothing; keys: " + ', '.join(f'{k} = {v}' for k, v in KEYS[self.protocol].items()))
+        self._render(f"key {ch!r} does nothing; keys: "
+                     + ', '.join(f'{k} = {v}' for k, v in KEYS[self.protocol].items()))
     else: self._act(what)
 
-# %% ../nbs/05a_labelling.ipynb 18
+# %% ../nbs/05a_labelling.ipynb 20
 @patch
 def _render(self: LabellingWidget, msg: str=''):
     done, total = self.progress
@@ -174,9 +179,11 @@ def _render(self: LabellingWidget, msg: str=''):
             if self.show_original: self.original_image.value = self.image('original', self.size)
         except SemsimError as e:
             self.recon_image.value = b''
-            msg = (msg + ' — ' if msg else '') + f'<span style="color:#b00">{html.escape(str(e))} (answer, or skip it)</span>'
+            msg = ((msg + ' — ' if msg else '')
+                   + f'<span style="color:#b00">{html.escape(str(e))} (answer, or skip it)</span>')
     self.message.value = msg
 
+# %% ../nbs/05a_labelling.ipynb 21
 @patch
 def press(self: LabellingWidget, keys: str):  # one or more characters, pressed one after another
     "Press keys as a person would (each character is one key press)."
@@ -192,7 +199,7 @@ def click(self: LabellingWidget, answer):  # a class id or name, 'cannot', 'yes'
         raise SemsimError(f"no button {answer!r}", 'answer', f"use one of: {', '.join(map(str, self.buttons))}")
     self.buttons[tag].click()
 
-# %% ../nbs/05a_labelling.ipynb 19
+# %% ../nbs/05a_labelling.ipynb 22
 def labelling_widget(run: str|Path|RunDir,      # the run whose reconstructions are labelled
                      annotator: str,             # who labels (letters, digits, `._-:@`)
                      protocol: str='class',      # 'class' or 'binary'
@@ -205,7 +212,7 @@ def labelling_widget(run: str|Path|RunDir,      # the run whose reconstructions 
     "The labelling widget for one annotator; display it as a cell's last expression."
     return LabellingWidget(run, annotator, protocol, show_original, seed, order, timeout, size=size)
 
-# %% ../nbs/05a_labelling.ipynb 23
+# %% ../nbs/05a_labelling.ipynb 26
 PLACEHOLDER = 'your-name'
 
 def labelling_template() -> Path:
@@ -214,6 +221,7 @@ def labelling_template() -> Path:
     if not p.exists(): raise SemsimError(f"labelling template not found: {p}", p, "run from a checkout of semsim")
     return p
 
+# %% ../nbs/05a_labelling.ipynb 27
 def check_person(annotator: str) -> str:  # the labeller's name
     "A real annotator name: valid characters, and not the template's placeholder."
     if annotator in (None, '', PLACEHOLDER):
@@ -221,6 +229,7 @@ def check_person(annotator: str) -> str:  # the labeller's name
                           "give your own name, e.g. `make label ANNOTATOR=alice` or annotator = 'alice'")
     return check_annotator(annotator)
 
+# %% ../nbs/05a_labelling.ipynb 28
 def labelling_notebook(run: str|Path|RunDir,  # the run (path or name, see `find_run`)
                        annotator: str,         # who labels
                        protocol: str='class',  # 'class' (the paper's) or 'binary'
@@ -237,7 +246,7 @@ def labelling_notebook(run: str|Path|RunDir,  # the run (path or name, see `find
         tmp.replace(out)
     return out
 
-# %% ../nbs/05a_labelling.ipynb 27
+# %% ../nbs/05a_labelling.ipynb 32
 def open_labelling(run: str|Path|RunDir,  # the run (path or name, see `find_run`)
                    annotator: str,         # who labels
                    protocol: str='class',  # 'class' or 'binary'
@@ -246,7 +255,7 @@ def open_labelling(run: str|Path|RunDir,  # the run (path or name, see `find_run
     "The labelling widget for `annotator` on the run `run` names, wherever the kernel started."
     return labelling_widget(find_run(run), check_person(annotator), protocol, **kwargs)
 
-# %% ../nbs/05a_labelling.ipynb 30
+# %% ../nbs/05a_labelling.ipynb 35
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -261,7 +270,7 @@ def lab_url(notebook: Path, port: int, token: str) -> str:
     "The URL that opens `notebook` in JupyterLab."
     return f"http://127.0.0.1:{port}/lab/tree/labelling/{notebook.name}?token={token}"
 
-# %% ../nbs/05a_labelling.ipynb 32
+# %% ../nbs/05a_labelling.ipynb 37
 def start_labelling(run: str|Path|RunDir,  # the run (path or name)
                     annotator: str,         # who labels
                     protocol: str='class',  # 'class' or 'binary'
@@ -279,7 +288,7 @@ def start_labelling(run: str|Path|RunDir,  # the run (path or name)
     try: proc.wait()
     except KeyboardInterrupt: proc.terminate(); proc.wait(10)
 
-# %% ../nbs/05a_labelling.ipynb 33
+# %% ../nbs/05a_labelling.ipynb 38
 def _cmd_label(args):
     start_labelling(args.run, args.annotator, args.protocol, args.port)
 
@@ -288,6 +297,7 @@ def register_commands(sub):
     p = sub.add_parser('label', help='open your own labelling notebook on a run in JupyterLab')
     p.add_argument('--run', default='runs/fashion_mnist', help='the run: a path, or a name under runs/')
     p.add_argument('--annotator', required=True, help='your name (letters, digits, ._-:@)')
-    p.add_argument('--protocol', default='class', choices=['class', 'binary'], help="'class': name the class (the paper's)")
+    p.add_argument('--protocol', default='class', choices=['class', 'binary'],
+                   help="'class': name the class (the paper's)")
     p.add_argument('--port', type=int, default=None, help='JupyterLab port (default: a free one)')
     p.set_defaults(func=_cmd_label)
