@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from .core import (SemsimError, RunDir, check_id, read_table, update_table, recon_id, RECON_COLUMNS,
-                         load_png, save_png, to_uint8, write_bytes_atomic, write_text_atomic, write_json_atomic, generator)
+                         load_png, save_png, to_uint8, write_bytes_atomic, write_text_atomic, write_json_atomic,
+                         generator)
 from .data import load_originals, load_dataset, dataset_info, data_dir, image_id
 from .metrics import metric_columns, orientation
 
@@ -112,7 +113,8 @@ class _Connection:
                  read_only: bool|None=None):  # open for reading only; None: when the file or directory is read-only
         self.path, self.truth, self.timeout = Path(path), truth, float(timeout)
         self.session = session or f'{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}'
-        self.why_read_only = _why_read_only(self.path) if read_only is None else ('opened read-only' if read_only else None)
+        self.why_read_only = (_why_read_only(self.path) if read_only is None
+                              else 'opened read-only' if read_only else None)
         self.read_only = self.why_read_only is not None
         if self.read_only: self._con = self._retry(self._open_read_only)
         else:
@@ -126,7 +128,8 @@ class _Connection:
                 self.why_read_only, self.read_only = 'no space left on the disk', True
                 self._con = self._retry(self._open_read_only)
 
-    def __repr__(self): return f'LabelStore({str(self.path)!r}: {len(self)} rows{", read-only" if self.read_only else ""})'
+    def __repr__(self):
+        return f'LabelStore({str(self.path)!r}: {len(self)} rows{", read-only" if self.read_only else ""})'
     def close(self): self._con.close()
     def __enter__(self): return self
     def __exit__(self, *a): self.close()
@@ -147,8 +150,9 @@ class _Schema:
         "Whether semsim's `labels` table exists; another program's `labels` table is refused."
         have = [r[1] for r in c.execute('PRAGMA table_info(labels)')]
         if have and have != LABEL_COLUMNS:
-            raise SemsimError(f"{self.path} holds a `labels` table with columns {have}, not semsim's; nothing was changed",
-                              self.path, "use another file for semsim labels (or export the old ones to CSV and import them)")
+            raise SemsimError(f"{self.path} holds a `labels` table with columns {have}, not semsim's; nothing was "
+                              "changed", self.path,
+                              "use another file for semsim labels (or export the old ones to CSV and import them)")
         return bool(have)
 
 # %% ../nbs/05_labels.ipynb 15
@@ -174,7 +178,8 @@ class _ReadOnly:
         "Raise the read-only error before any write is attempted."
         if not self.read_only: return
         full = self.why_read_only.startswith('no space')
-        raise self._error(sqlite3.OperationalError('database or disk is full' if full else 'attempt to write a readonly database'))
+        why = 'database or disk is full' if full else 'attempt to write a readonly database'
+        raise self._error(sqlite3.OperationalError(why))
 
 # %% ../nbs/05_labels.ipynb 16
 class _Errors:
@@ -190,14 +195,14 @@ class _Errors:
         if 'readonly' in low or 'read-only' in low or ('unable to open' in low and why):
             return _read_only_error(p, why or msg)
         if 'full' in low or ('i/o' in low and _disk_full(p)):
-            return SemsimError(f"no space left on the disk holding the label database ({msg}); nothing was saved and the "
-                               "labels already stored are intact", p, "free disk space, then answer again")
+            return SemsimError(f"no space left on the disk holding the label database ({msg}); nothing was saved and "
+                               "the labels already stored are intact", p, "free disk space, then answer again")
         return SemsimError(f"the label database cannot be read ({msg}); nothing was changed", p,
                            "it is damaged: move the file aside and restore it from a backup (semsim never rewrites "
                            "or deletes labels)")
 
     def _retry(self, fn, *args):
-        "Run `fn` until it gets past other writers (exponential back-off up to `timeout`); sqlite errors -> SemsimError."
+        "Run `fn` until it gets past other writers (back-off up to `timeout`); sqlite errors -> SemsimError."
         deadline, wait = time.monotonic() + self.timeout, 0.005
         while True:
             try: return fn(*args)
@@ -213,15 +218,16 @@ class _Errors:
 
 # %% ../nbs/05_labels.ipynb 18
 _AUTO = object()
-_INSERT = ('INSERT INTO labels(recon_id, annotator, protocol, answer, recognized, created_at, session, proxy, supersedes) '
-           'VALUES (?,?,?,?,?,?,?,?,?)')
+_INSERT = ('INSERT INTO labels(recon_id, annotator, protocol, answer, recognized, created_at, session, proxy, '
+           'supersedes) VALUES (?,?,?,?,?,?,?,?,?)')
 
 def _zero_one(v) -> int:
     "A `recognized` value as 0 or 1 (0/1, True/False, yes/no, as numbers or text); anything else is refused."
     t = str(v).strip().lower()
     if t in ('1', '1.0', 'true', 'yes'): return 1
     if t in ('0', '0.0', 'false', 'no'): return 0
-    raise SemsimError(f"recognized must be 0 or 1, not {v!r}", 'recognized', "give 1 (recognised) or 0 (not recognised)")
+    raise SemsimError(f"recognized must be 0 or 1, not {v!r}", 'recognized',
+                      "give 1 (recognised) or 0 (not recognised)")
 
 def _row(self, recon_id, annotator, answer, protocol='class', recognized=None, proxy=False):
     "A validated row (dict) ready to insert."
@@ -284,7 +290,8 @@ class _Writes:
         r = _row(self, recon_id, annotator, answer, protocol, recognized, proxy)
         return self._retry(_insert, self, [r])[0]
 
-    def add_many(self, rows,              # DataFrame or dicts: recon_id, annotator, answer[, protocol, recognized, proxy]
+    def add_many(self, rows,              # DataFrame or dicts: recon_id, annotator, answer[, protocol, recognized,
+                                          # proxy]
                  keep_same: bool=True,    # skip rows whose answer is already the annotator's effective one
                 ) -> list:
         "Validate all rows, then commit them in one transaction; returns the row ids (existing ones where kept)."
@@ -307,13 +314,14 @@ class _Undo:
     def undo(self, annotator: str,              # whose last answer (or skip) to take back
              protocol: str|None=None,           # only this protocol's
             ) -> dict|None:
-        "Take back the annotator's latest answer or skip not yet undone, by adding an `undo` row; returns the row undone."
+        "Take back the annotator's latest answer or skip not yet undone (adding an `undo` row); returns the row undone."
         check_annotator(annotator); self._writable()
         def tx():
             c = self._con
             c.execute('BEGIN IMMEDIATE')
             try:
-                r = c.execute(f"SELECT id, recon_id, protocol, answer FROM labels l WHERE annotator=? AND answer != '{UNDO}' "
+                r = c.execute("SELECT id, recon_id, protocol, answer FROM labels l "
+                              f"WHERE annotator=? AND answer != '{UNDO}' "
                               + ("AND protocol=? " if protocol else "")
                               + f"AND {_NOT_UNDONE.format(t='l')} ORDER BY id DESC LIMIT 1",
                               (annotator, protocol) if protocol else (annotator,)).fetchone()
@@ -341,16 +349,18 @@ class _Reads:
                ) -> pd.DataFrame:
         "The effective labels: per reconstruction, annotator and protocol, the latest answer not undone."
         keys = [(k, v) for k, v in (('annotator', annotator), ('protocol', protocol)) if v]
-        where = _EFFECTIVE.format(where=''.join(f' AND m.{k} = ?' for k, _ in keys)) + ('' if skips else f" AND l.answer != '{SKIP}'")
+        where = (_EFFECTIVE.format(where=''.join(f' AND m.{k} = ?' for k, _ in keys))
+                 + ('' if skips else f" AND l.answer != '{SKIP}'"))
         bad = [c for c in columns or [] if c not in LABEL_COLUMNS]
-        if bad: raise SemsimError(f"unknown label column(s) {bad}", 'columns', f"use some of: {', '.join(LABEL_COLUMNS)}")
+        if bad: raise SemsimError(f"unknown label column(s) {bad}", 'columns',
+                                  f"use some of: {', '.join(LABEL_COLUMNS)}")
         cols = ', '.join(f'l.{c}' for c in columns) if columns else 'l.*'
         return self._query(f"SELECT {cols} FROM labels l WHERE {where} ORDER BY l.id", [v for _, v in keys])
 
     def since(self, annotator: str, protocol: str,
               after: int=0,  # a row id: only rows written after it
              ) -> list:
-        "One annotator's rows of one protocol after row `after`, and anyone's undos of them: (id, recon_id, answer, supersedes)."
+        "`(id, recon_id, answer, supersedes)` of an annotator's rows of a protocol after row `after`, and their undos."
         return self._retry(lambda: self._con.execute(     # CROSS JOIN: start from the new rows `u`, not all of `l`'s
             "SELECT id, recon_id, answer, supersedes FROM labels WHERE annotator=? AND protocol=? AND id>? UNION "
             "SELECT u.id, u.recon_id, u.answer, u.supersedes FROM labels u CROSS JOIN labels l ON l.id = u.supersedes "
@@ -420,8 +430,9 @@ def _coverage(queue, labels) -> dict:
 def _import_sessions(st, fmt, path) -> set:
     "Sessions that imported `path` in format `fmt`."
     s, want = st.sessions(), str(Path(path).expanduser().resolve())
-    keep = [r.session for r in s.itertuples() if r.annotator == 'import'
-            and json.loads(r.settings or '{}').get('format') == fmt and json.loads(r.settings or '{}').get('path') == want]
+    said = lambda r: json.loads(r.settings or '{}')
+    keep = [r.session for r in s.itertuples()
+            if r.annotator == 'import' and said(r).get('format') == fmt and said(r).get('path') == want]
     return set(keep)
 
 
@@ -503,7 +514,8 @@ def agreement(run,                      # run directory (or an open LabelStore)
     if len(full) >= 2 and counts.mode().max() >= 2:
         r = rec[full]; k = r.sum(axis=0).to_numpy()
         with np.errstate(invalid='ignore', divide='ignore'):
-            out['fleiss_kappa'] = float(fleiss_kappa(np.stack([r.notna().sum(axis=0).to_numpy() - k, k], 1), method='fleiss'))
+            table = np.stack([r.notna().sum(axis=0).to_numpy() - k, k], 1)   # per item: no, yes counts
+            out['fleiss_kappa'] = float(fleiss_kappa(table, method='fleiss'))
         out['fleiss_n'] = len(full)
     def alpha(data):
         try: return float(krippendorff.alpha(reliability_data=data, level_of_measurement='nominal'))
@@ -531,11 +543,13 @@ def _statement(src, n_cov, hcov, annotators, requested) -> str:
     cov = f"{n_cov['n']} of {n_cov['total']} reconstructions"
     if src == 'humans':
         s = f"humans: {cov} by {len(annotators)} annotator(s)"
-        return s + (" (below the threshold; no proxy labels to use instead)" if requested == 'auto' and not hcov['enough'] else "")
+        short = requested == 'auto' and not hcov['enough']
+        return s + (" (below the threshold; no proxy labels to use instead)" if short else "")
     who = (f"by {len(annotators)} observer classifiers, NOT from people" if src.startswith('proxy:')
            else f"by {len(annotators)} annotator(s)")
     s = f"{src}: {cov} {who}"
-    if requested == 'auto' and hcov['n']: s += f"; humans: {hcov['n']} of {hcov['total']} reconstructions (below the threshold)"
+    if requested == 'auto' and hcov['n']:
+        s += f"; humans: {hcov['n']} of {hcov['total']} reconstructions (below the threshold)"
     return s
 
 def label_source(run,                 # run directory (or an open LabelStore)
@@ -550,7 +564,7 @@ def label_source(run,                 # run directory (or an open LabelStore)
 
 def _describe(st, source, min_per_victim) -> dict:
     "The `label_source` record for an open store."
-    src, cur, hcov = _select(st, source, None, min_per_victim)
+    src, cur, hcov = _select(st, source, None, min_per_victim, columns=[])   # reads only what it counts
     n_cov = _coverage(_queue(st), cur)
     humans, proxies = sorted(cur.annotator[cur.proxy == 0].unique()), sorted(cur.annotator[cur.proxy == 1].unique())
     out = dict(kind=src, source=src, requested=source, annotators=humans + proxies, humans=humans, proxies=proxies,
@@ -582,7 +596,8 @@ def upscaled_png(path: str|Path,  # an image file
     from PIL import Image
     a = to_uint8(load_png(path))
     f = max(1, size // max(a.shape[:2]))
-    buf = io.BytesIO(); Image.fromarray(a).resize((a.shape[1] * f, a.shape[0] * f), Image.NEAREST).save(buf, format='PNG')
+    buf = io.BytesIO()
+    Image.fromarray(a).resize((a.shape[1] * f, a.shape[0] * f), Image.NEAREST).save(buf, format='PNG')
     return buf.getvalue()
 
 # %% ../nbs/05_labels.ipynb 52
@@ -637,8 +652,9 @@ class Labeller:
         if protocol not in PROTOCOLS: raise SemsimError(f"unknown protocol {protocol!r}", 'protocol',
                                                         f"use one of: {', '.join(PROTOCOLS)}")
         table, _ = read_table(self.run.reconstructions, required=RECON_COLUMNS)
-        if not len(table): raise SemsimError(f"no reconstructions to label in {self.run.path}",
-                                             self.run.reconstructions, "run an attack (or import reconstructions) first")
+        if not len(table):
+            raise SemsimError(f"no reconstructions to label in {self.run.path}", self.run.reconstructions,
+                              "run an attack (or import reconstructions) first")
         self.table = table.set_index('recon_id')
         self.classes = _class_names(table, load_originals(self.run))
         self.show_original = protocol == 'binary' if show_original is None else bool(show_original)
@@ -664,7 +680,7 @@ class Labeller:
         self.current = self._next()
 
     def _next(self, after: str|None=None):
-        "The first unanswered, unskipped reconstruction in order; then skipped ones (from `after` on); None when all are answered."
+        "The first unanswered, unskipped reconstruction in order; then skipped ones (from `after` on); None: all done."
         return self._queue.next(after)
 
     @property
@@ -711,7 +727,8 @@ OBSERVER_ARCHS = ('mlp', 'cnn', 'cnn-wide')
 class _Normalise(nn.Module):
     def __init__(self, mean, std):
         super().__init__()
-        self.register_buffer('mean', torch.tensor(mean).view(1, -1, 1, 1)); self.register_buffer('std', torch.tensor(std).view(1, -1, 1, 1))
+        self.register_buffer('mean', torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer('std', torch.tensor(std).view(1, -1, 1, 1))
     def forward(self, x): return (x - self.mean) / self.std
 
 def observer_model(arch: str,  # one of OBSERVER_ARCHS
@@ -753,7 +770,8 @@ def proxy_panel(dataset: str,                   # registry name
         stem = cache/f'{i}-{arch}-seed{s}-n{n_train}-e{epochs}'
         model = observer_model(arch, info)
         if stem.with_suffix('.json').exists() and stem.with_suffix('.safetensors').exists():
-            model.load_state_dict(load_file(stem.with_suffix('.safetensors'))); meta = json.loads(stem.with_suffix('.json').read_text())
+            model.load_state_dict(load_file(stem.with_suffix('.safetensors')))
+            meta = json.loads(stem.with_suffix('.json').read_text())
         else:
             g = generator(s); torch.manual_seed(s)
             idx = torch.randperm(len(train), generator=g)[:min(n_train, len(train))]
@@ -995,7 +1013,8 @@ def import_semsim_release(src: str|Path,         # folder holding img/ and origi
             if not gt.exists(): raise SemsimError(f"{f}: no answers file {gt.name}", gt,
                                                   "add the _gt.txt file with the annotators' answers")
             answers, iid = read_answers(gt, n_answers, len(names) if names else None), originals[i]['image_id']
-            r = _recon_row(run, dataset, model, attack_id, iid, c); recons.append(r); copies.append((f, r['recon_path']))
+            r = _recon_row(run, dataset, model, attack_id, iid, c)
+            recons.append(r); copies.append((f, r['recon_path']))
             labels += [dict(recon_id=r['recon_id'], annotator=f'release:{j}', protocol='class', answer=a,
                             recognized=int(a == c))
                        for j, a in enumerate(answers)]
@@ -1038,7 +1057,8 @@ def _rec_ids(f: Path, attack_id):
     return tuple(_safe(p, f) for p in s.split('--', 1)) if '--' in s else (_safe(s, f), attack_id)
 
 # %% ../nbs/05_labels.ipynb 86
-def import_semsim_train(src: str|Path,          # a folder holding train_with_ori/ (or img/, img0/, img1/), or train_with_ori itself
+def import_semsim_train(src: str|Path,          # a folder holding train_with_ori/ (or img/, img0/, img1/), or
+                                                #   train_with_ori itself
                         run: str|Path|RunDir,   # run to create or add to
                         dataset: str='cifar100',
                         attack_id: str='released') -> dict:
@@ -1060,23 +1080,27 @@ def import_semsim_train(src: str|Path,          # a folder holding train_with_or
         for f in imgs(src/'img'):
             k = f.stem.split('_')[0]
             groups[k] = (f, imgs(src/'img0'/k), imgs(src/'img1'/f'-{k}'))
-        orphans = [p.name for p in (src/'img1').iterdir() if p.is_dir() and p.name[1:] not in groups] if (src/'img1').is_dir() else []
+        orphans = ([p.name for p in (src/'img1').iterdir() if p.is_dir() and p.name[1:] not in groups]
+                   if (src/'img1').is_dir() else [])
     else: raise SemsimError(f"{src} is not a SemSim training layout", src,
                             "expect train_with_ori/<idx>/ (+ -<idx>/) or img/, img0/<idx>/, img1/-<idx>/")
     if orphans: raise SemsimError(f"unrecognised folder(s) without an original: {orphans[:3]}",
-                                  root if root.is_dir() else src/'img1', "add the matching <idx>/ folder with its *_ori.png")
+                                  root if root.is_dir() else src/'img1',
+                                  "add the matching <idx>/ folder with its *_ori.png")
     originals, recons, labels, copies = [], [], [], []
     for k, (ori, pos, neg) in groups.items():
         iid, parts = _image_key(k, dataset, ori.parent), ori.stem.split('_')
         c = int(parts[-2]) if len(parts) >= 3 and re.fullmatch(r'\d+', parts[-2]) else -1
         originals.append(dict(image_id=iid, dataset=dataset, split='release', index=int(k) if k.isdigit() else -1,
                               class_id=c,
-                              class_name=names[c] if names and 0 <= c < len(names) else f'class {c}', path=f'originals/{iid}.png'))
+                              class_name=names[c] if names and 0 <= c < len(names) else f'class {c}',
+                              path=f'originals/{iid}.png'))
         copies.append((ori, f'originals/{iid}.png'))
         for files, yes in ((pos, 'yes'), (neg, 'no')):
             for f in files:
                 model, attack = _rec_ids(f, attack_id)
-                r = _recon_row(run, dataset, model, attack, iid, c); recons.append(r); copies.append((f, r['recon_path']))
+                r = _recon_row(run, dataset, model, attack, iid, c)
+                recons.append(r); copies.append((f, r['recon_path']))
                 labels.append(dict(recon_id=r['recon_id'], annotator='semsim-train', protocol='binary', answer=yes))
     return _write_import(run, originals, recons, labels, copies, 'semsim-train', src)
 
