@@ -5,7 +5,8 @@ keys, real Fashion-MNIST originals from `export_originals`, one PNG per reconstr
 columns, a SemSim folder, labels.sqlite), with 20 victims x 5,000 originals and 5 annotators. Metric values and
 answers are synthetic: they follow one latent leakage (victim + original + noise). Then times, once each:
   votes()                       the labels aggregated per reconstruction                 goal <= 2 s
-  the labeller's next item      Labeller.answer() = store the answer + find the next     goal <= 50 ms (median of 20)
+  the labeller's next item      a click as the widget makes it: Labeller.answer() (store the answer, find the next)
+                                and its progress count                                    goal <= 50 ms (median of 20)
                                 (an annotator 20 short of the whole run, and a newcomer)
   analyze                       the pipeline's analysis step: image + model level, two-way bootstrap, noise
                                 ceiling, figures (what `make report` runs)                goal <= 120 s
@@ -37,7 +38,8 @@ def metric_values(latent: np.ndarray, model: np.ndarray, rng) -> dict:
     per_model = lambda v: pd.Series(v).groupby(model).transform('mean').to_numpy()   # set-level: one value a victim
     p_true = 1 / (1 + np.exp(-latent + noise(1)))
     return dict(psnr=15 + 3 * latent + noise(2), mse=np.exp(-latent + noise(.5)) / 50,
-                ssim=np.clip(0.4 + 0.1 * latent + noise(.1), -1, 1), lpips=np.clip(0.5 - 0.1 * latent + noise(.1), 0, None),
+                ssim=np.clip(0.4 + 0.1 * latent + noise(.1), -1, 1),
+                lpips=np.clip(0.5 - 0.1 * latent + noise(.1), 0, None),
                 fid_paper=per_model(100 - 20 * latent), feat_l2=np.exp(-latent / 2 + noise(.3)),
                 feat_cos=np.clip(0.5 - 0.15 * latent + noise(.1), 0, 2), feat_fid=per_model(50 - 10 * latent),
                 recog_acc=(p_true > 0.5).astype(float), recog_p_true=p_true,
@@ -106,11 +108,11 @@ def timed(f):
     t0 = time.perf_counter(); out = f(); return out, time.perf_counter() - t0
 
 def clicks(run: RunDir, annotator: str, p: dict, rng, n: int=20) -> list:
-    "Seconds of each of `n` answers (store + next item) in a fresh labelling session."
+    "Seconds of each of `n` clicks (answer stored, next item found, progress counted) in a fresh labelling session."
     lab, out = Labeller(run, annotator, protocol='binary'), []
     for _ in range(n):
         ans = 'yes' if rng.random() < p[lab.current] else 'no'
-        out.append(timed(lambda: lab.answer(ans))[1])
+        out.append(timed(lambda: (lab.answer(ans), lab.progress))[1])
     lab.store.close()
     return out
 
@@ -125,12 +127,15 @@ def main(a):
                                                                a.resamples))
     n_rec = a.models * a.originals
     rng = np.random.default_rng(1)
-    v, t_votes = timed(lambda: votes(run, source='humans'))
+    say = lambda *m: print('[scale]', *m, file=sys.stderr, flush=True)
+    say(f'built in {t_build:.0f} s', parts)
+    v, t_votes = timed(lambda: votes(run, source='humans')); say(f'votes {t_votes:.3f} s')
     veteran = clicks(run, f'person{a.annotators - 1}', p, rng)
     newcomer = clicks(run, 'newcomer', p, rng)
+    say(f'clicks {statistics.median(veteran) * 1e3:.2f} / {statistics.median(newcomer) * 1e3:.2f} ms')
     with open_labels(run) as store: n_labels = len(store.current())
     state, t_label_votes = timed(lambda: dict(current=keys, votes=label_votes(cfg, run, keys)))
-    _, t_analyze = timed(lambda: _analysis_work(cfg, run, state, None, False))
+    _, t_analyze = timed(lambda: _analysis_work(cfg, run, state, None, False)); say(f'analyze {t_analyze:.1f} s')
     write_json_atomic(run.path/'pipeline.json', dict(
         seconds={'analysis': round(t_analyze, 1)}, finished=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
         outcome={'originals': 'exported', 'victims': 'synthetic (scale benchmark)', 'attacks': 'synthetic',
@@ -150,8 +155,9 @@ def main(a):
              f'figures', t_analyze, 120.0),
             ('report render (`render_report`: papermill + nbconvert)', t_render, 120.0)]
     print("| what | seconds | goal | met |\n|---|---|---|---|")
-    for what, s, goal in rows: print(f"| {what} | {s:.3f} | <= {goal:g} | {'yes' if s <= goal else 'NO'} |")
-    print(f"(next item max of 20: annotator {max(veteran):.3f} s, newcomer {max(newcomer):.3f} s; the pipeline's "
+    for what, s, goal in rows: print(f"| {what} | {s:.4f} | <= {goal:g} | {'yes' if s <= goal else 'NO'} |")
+    print(f"(next item max of 20: annotator {max(veteran) * 1e3:.1f} ms, newcomer {max(newcomer) * 1e3:.1f} ms; "
+          f"the pipeline's "
           f"label_votes before analyze {t_label_votes:.1f} s; report {run.report_html}, "
           f"{run.report_html.stat().st_size / 1e6:.1f} MB; analysis/scatter.html "
           f"{(run.analysis_dir/'scatter.html').stat().st_size / 1e6:.1f} MB)")
