@@ -367,6 +367,7 @@ def recon_id(model_id: str, attack_id: str, image_id: str) -> str:
     "The id of one reconstruction: `model/attack/image`."
     return f'{model_id}/{attack_id}/{image_id}'
 
+# %% ../nbs/00_core.ipynb 73
 def read_table(path: str|Path,            # a reconstructions parquet
                required=('recon_id',),    # columns the caller needs (e.g. `RECON_COLUMNS`)
               ) -> tuple:
@@ -386,7 +387,7 @@ def read_table(path: str|Path,            # a reconstructions parquet
                                               "restore the table from a backup or re-run the attack step") from e
     return t.to_pandas(), meta
 
-# %% ../nbs/00_core.ipynb 73
+# %% ../nbs/00_core.ipynb 74
 def write_table(path: str|Path, df, meta: dict|None=None):
     "Write `df` (and `meta` as JSON under the `semsim` key) to a parquet file atomically."
     import pyarrow as pa, pyarrow.parquet as pq, io
@@ -396,7 +397,7 @@ def write_table(path: str|Path, df, meta: dict|None=None):
     buf = io.BytesIO(); pq.write_table(t, buf)
     write_bytes_atomic(path, buf.getvalue())
 
-# %% ../nbs/00_core.ipynb 75
+# %% ../nbs/00_core.ipynb 76
 def update_table(path: str|Path,        # the reconstructions parquet
                  rows=None,               # DataFrame of rows/columns to upsert, keyed by `recon_id`
                  meta: dict|None=None):   # metadata entries to merge (e.g. `{'metrics': {...}}`)
