@@ -34,7 +34,8 @@ def load_pairs(original_paths: list,  # original image files
     for po, pr in zip(original_paths, recon_paths):
         o, r = load_png(po), load_png(pr)
         if o.shape != r.shape:
-            raise SemsimError(f"original {po} is {tuple(o.shape)} (C×H×W) but reconstruction {pr} is {tuple(r.shape)}",
+            raise SemsimError(f"original {po} is {tuple(o.shape)} (C×H×W) "
+                              f"but reconstruction {pr} is {tuple(r.shape)}",
                               f"{po} vs {pr}",
                               "reconstructions must have the original's size and channels; "
                               "re-run the attack or fix the file")
@@ -53,6 +54,7 @@ def _batch(x):
     single = x.dim() == 3
     return (x[None] if single else x).double(), single
 
+# %% ../nbs/04_metrics.ipynb 13
 def _out(v, single): v = np.asarray(v, dtype=np.float64); return float(v[0]) if single else v
 
 def _uint8_images(x): return [to_uint8(xi) for xi in x]
@@ -63,7 +65,7 @@ def _check_preset(preset, allowed=PRESETS):
     if preset not in allowed:
         raise SemsimError(f"unknown preset {preset!r}", '--preset', f"use one of: {', '.join(allowed)}")
 
-# %% ../nbs/04_metrics.ipynb 14
+# %% ../nbs/04_metrics.ipynb 15
 def psnr(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0,1]
          recons,             # reconstructions, same shape
          preset: str='paper',  # 'paper' (scikit-image, uint8, range 255) or 'standard' (torchmetrics, [0,1])
@@ -79,7 +81,7 @@ def psnr(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0
         v = peak_signal_noise_ratio(r, o, data_range=1.0, reduction='none', dim=(1, 2, 3)).numpy()
     return _out(v, single)
 
-# %% ../nbs/04_metrics.ipynb 15
+# %% ../nbs/04_metrics.ipynb 16
 def mse(originals,  # float image `C×H×W` or batch `N×C×H×W` in [0,1]
         recons,     # reconstructions, same shape
        ):
@@ -87,7 +89,7 @@ def mse(originals,  # float image `C×H×W` or batch `N×C×H×W` in [0,1]
     (o, single), (r, _) = _batch(originals), _batch(recons)
     return _out(((o - r) ** 2).mean(dim=(1, 2, 3)).numpy(), single)
 
-# %% ../nbs/04_metrics.ipynb 17
+# %% ../nbs/04_metrics.ipynb 18
 def ssim(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0,1]
          recons,             # reconstructions, same shape
          preset: str='paper',  # 'paper' (scikit-image 7×7 uniform, uint8) or 'standard' (Gaussian 11×11, σ 1.5)
@@ -111,7 +113,7 @@ def ssim(originals,          # float image `C×H×W` or batch `N×C×H×W` in [0
                                                 reduction='none').numpy()
     return _out(v, single)
 
-# %% ../nbs/04_metrics.ipynb 28
+# %% ../nbs/04_metrics.ipynb 29
 _LPIPS_NOTE = "inputs scaled to [-1,1], gray replicated to RGB, images under 64 px upsampled (bilinear) to 64"
 LPIPS_PRESETS = {
     'standard': dict(net='alex', normalize=True, resize=None, min_size=64,
@@ -128,7 +130,7 @@ LPIPS_PRESETS = {
 LPIPS_BACKBONES = {'alex': 'alexnet', 'vgg': 'vgg16', 'squeeze': 'squeezenet1_1'}
 _LPIPS_CACHE = {}
 
-# %% ../nbs/04_metrics.ipynb 30
+# %% ../nbs/04_metrics.ipynb 31
 def lpips_network(net: str='alex',  # 'alex', 'vgg' or 'squeeze'
                  ) -> tuple:
     "An `lpips.LPIPS` model with its backbone loaded from verified weights, and the weights' record."
@@ -148,7 +150,7 @@ def lpips_network(net: str='alex',  # 'alex', 'vgg' or 'squeeze'
         _LPIPS_CACHE.clear(); _LPIPS_CACHE[key] = model.eval()
     return _LPIPS_CACHE[key], w
 
-# %% ../nbs/04_metrics.ipynb 32
+# %% ../nbs/04_metrics.ipynb 33
 def _lpips_input(x, s):
     x = x.float()
     if x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
@@ -157,7 +159,7 @@ def _lpips_input(x, s):
         x = F.interpolate(x, scale_factor=s['min_size'] / min(x.shape[-2:]), mode='bilinear', align_corners=False)
     return x
 
-# %% ../nbs/04_metrics.ipynb 33
+# %% ../nbs/04_metrics.ipynb 34
 def lpips_distance(originals,             # float image `C×H×W` or batch `N×C×H×W` in [0,1]
                    recons,                # reconstructions, same shape
                    preset: str='standard',  # a key of `LPIPS_PRESETS`
@@ -176,7 +178,7 @@ def lpips_distance(originals,             # float image `C×H×W` or batch `N×C
             out.append(model(a, b, normalize=s['normalize']).flatten())
     return _out(torch.cat(out).numpy() if out else [], single)
 
-# %% ../nbs/04_metrics.ipynb 41
+# %% ../nbs/04_metrics.ipynb 42
 class _Features(nn.Module):
     "Passes pre-computed feature vectors through, so torchmetrics' FID can be used on any features."
     def forward(self, x): return x.flatten(1)
@@ -191,7 +193,7 @@ def frechet_distance(real: torch.Tensor,  # features of the originals, `N×D`
     fid.update(real.double(), real=True); fid.update(fake.double(), real=False)
     return float(fid.compute())
 
-# %% ../nbs/04_metrics.ipynb 43
+# %% ../nbs/04_metrics.ipynb 44
 class FIDInception(nn.Module):
     "The TensorFlow FID Inception v3 (torch-fidelity's TF-compatible blocks) up to its 2048-d pool3 features."
     LAYERS = ('Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3', 'MaxPool_1', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3',
@@ -216,13 +218,14 @@ class FIDInception(nn.Module):
         for name in self.LAYERS: x = getattr(self, name)(x)
         return x.flatten(1)
 
-# %% ../nbs/04_metrics.ipynb 45
+# %% ../nbs/04_metrics.ipynb 46
 def _standard_input(x):
     "torchmetrics' path: uint8 levels, bilinear (antialiased) to 299, (x - 128) / 128."
     x = F.interpolate((x * 255).round().clamp(0, 255), size=(299, 299), mode='bilinear', align_corners=False,
                       antialias=True)
     return (x - 128) / 128
 
+# %% ../nbs/04_metrics.ipynb 47
 def _paper_input(x):
     "The SemSim code's path: skimage resize to 64×64 on 0..255 floats, /255, bilinear to 299 (pytorch-fid), 2x - 1."
     from skimage.transform import resize
@@ -234,7 +237,7 @@ def _paper_input(x):
 
 INCEPTION_INPUTS = {'standard': _standard_input, 'paper': _paper_input}
 
-# %% ../nbs/04_metrics.ipynb 47
+# %% ../nbs/04_metrics.ipynb 49
 _INCEPTION_CACHE = {}
 
 def inception_network() -> tuple:
@@ -250,7 +253,7 @@ def inception_network() -> tuple:
         _INCEPTION_CACHE.clear(); _INCEPTION_CACHE[w['sha256']] = net
     return _INCEPTION_CACHE[w['sha256']], w
 
-# %% ../nbs/04_metrics.ipynb 49
+# %% ../nbs/04_metrics.ipynb 51
 def inception_features(images: torch.Tensor,     # float `N×C×H×W` in [0,1]
                        preset: str='standard',   # input path: a key of `INCEPTION_INPUTS`
                        batch: int=32,            # images per forward pass
@@ -264,7 +267,7 @@ def inception_features(images: torch.Tensor,     # float `N×C×H×W` in [0,1]
     with torch.no_grad():
         return torch.cat([net(INCEPTION_INPUTS[preset](x[i:i+batch])) for i in range(0, len(x), batch)]).double()
 
-# %% ../nbs/04_metrics.ipynb 50
+# %% ../nbs/04_metrics.ipynb 52
 def single_frechet_distance(f_orig: torch.Tensor,   # features of the originals `N×D`
                             f_recon: torch.Tensor,  # features of the reconstructions `N×D`
                            ) -> np.ndarray:
@@ -273,7 +276,7 @@ def single_frechet_distance(f_orig: torch.Tensor,   # features of the originals 
     v1, v2 = f_orig.double().var(1), f_recon.double().var(1)   # np.cov of a vector: ddof 1
     return ((m1 - m2) ** 2 + v1 + v2 - 2 * (v1 * v2).sqrt()).numpy()
 
-# %% ../nbs/04_metrics.ipynb 58
+# %% ../nbs/04_metrics.ipynb 60
 class EvalCNN(nn.Module):
     "The evaluation classifier: a 3-conv CNN on [0,1] images (normalisation is its first step), 128-d features."
     def __init__(self, channels: int,        # image channels
@@ -291,7 +294,7 @@ class EvalCNN(nn.Module):
     def features(self, x): return self.body(self.norm(x.float()))
     def forward(self, x): return self.head(self.features(x))
 
-# %% ../nbs/04_metrics.ipynb 60
+# %% ../nbs/04_metrics.ipynb 62
 def train_eval_classifier(dataset: str,          # registry name
                           n_train: int|None=None,  # train images to use (None: the whole train split)
                           epochs: int=3,         # passes over them
@@ -318,7 +321,7 @@ def train_eval_classifier(dataset: str,          # registry name
                 test_accuracy=round(acc, 4), test_images=n_test, versions=package_versions())
     return model, meta
 
-# %% ../nbs/04_metrics.ipynb 62
+# %% ../nbs/04_metrics.ipynb 64
 _EVAL_CACHE = {}
 
 def eval_classifier_path(dataset: str, n_train: int|None=None, epochs: int=3, seed: int=0) -> Path:
@@ -326,6 +329,7 @@ def eval_classifier_path(dataset: str, n_train: int|None=None, epochs: int=3, se
     safe = re.sub(r'[^A-Za-z0-9_.-]', '_', dataset)[-60:]
     return data_dir()/'cache'/'eval'/safe/f"evalcnn-n{n_train or 'all'}-e{epochs}-s{seed}.safetensors"
 
+# %% ../nbs/04_metrics.ipynb 65
 def _cached_eval_classifier(dataset: str, stem: Path) -> tuple|None:
     "The classifier cached at `stem`, or None when there is none or it is unusable (a warning then says why)."
     if not any(f.exists() for f in checkpoint_files(stem)): return None
@@ -339,7 +343,7 @@ def _cached_eval_classifier(dataset: str, stem: Path) -> tuple|None:
         return None
     return model.eval(), meta
 
-# %% ../nbs/04_metrics.ipynb 63
+# %% ../nbs/04_metrics.ipynb 66
 def eval_classifier(dataset: str,            # registry name
                     n_train: int|None=None,  # train images (None: all)
                     epochs: int=3,           # epochs
@@ -357,7 +361,7 @@ def eval_classifier(dataset: str,            # registry name
     _EVAL_CACHE[path] = cached
     return cached
 
-# %% ../nbs/04_metrics.ipynb 72
+# %% ../nbs/04_metrics.ipynb 75
 def classifier_outputs(model: EvalCNN,      # an evaluation classifier
                        images: torch.Tensor,  # float `N×C×H×W` in [0,1]
                        batch: int=256,        # images per forward pass
@@ -369,7 +373,7 @@ def classifier_outputs(model: EvalCNN,      # an evaluation classifier
             f = model.features(images[i:i+batch]); feats.append(f); probs.append(model.head(f).softmax(1))
     return torch.cat(feats), torch.cat(probs)
 
-# %% ../nbs/04_metrics.ipynb 73
+# %% ../nbs/04_metrics.ipynb 76
 def feature_distances(f_orig: torch.Tensor,   # features of the originals `N×D`
                       f_recon: torch.Tensor,  # features of the reconstructions `N×D`
                      ) -> tuple:
@@ -378,7 +382,7 @@ def feature_distances(f_orig: torch.Tensor,   # features of the originals `N×D`
     cos = 1 - F.cosine_similarity(f_orig.double(), f_recon.double(), dim=1, eps=1e-12)
     return l2.numpy(), cos.numpy()
 
-# %% ../nbs/04_metrics.ipynb 74
+# %% ../nbs/04_metrics.ipynb 77
 def recognition(probs: torch.Tensor,  # class probabilities of the reconstructions `N×K`
                 class_ids,            # the true class of each
                ) -> tuple:
@@ -386,7 +390,7 @@ def recognition(probs: torch.Tensor,  # class probabilities of the reconstructio
     y = torch.tensor(np.asarray(class_ids, dtype=np.int64))
     return (probs.argmax(1) == y).double().numpy(), probs.double().gather(1, y[:, None])[:, 0].numpy()
 
-# %% ../nbs/04_metrics.ipynb 78
+# %% ../nbs/04_metrics.ipynb 81
 @dataclass
 class PairSet:
     "What metrics are computed on: paired image tensors and what is known about each pair."
@@ -399,7 +403,7 @@ class PairSet:
     cache: dict = field(default_factory=dict, repr=False)  # features shared by metrics (e.g. Inception's)
     def __len__(self): return len(self.originals)
 
-# %% ../nbs/04_metrics.ipynb 79
+# %% ../nbs/04_metrics.ipynb 82
 def _per_set(values_fn, pairs: PairSet):
     "Apply a set-level `values_fn(idx) -> float` to each group; every pair of a group gets its group's value."
     out = np.full(len(pairs), np.nan)
@@ -413,7 +417,7 @@ def _need_dataset(pairs, what):
         raise SemsimError(f"{what} needs the dataset's evaluation classifier, but no dataset is known", '--dataset',
                           "pass --dataset NAME (stand-alone mode) or compute on a run")
 
-# %% ../nbs/04_metrics.ipynb 81
+# %% ../nbs/04_metrics.ipynb 84
 def _compute_psnr(p, s): return {'psnr': psnr(p.originals, p.recons, s['preset'])}
 def _compute_mse(p, s): return {'mse': mse(p.originals, p.recons)}
 def _compute_ssim(p, s): return {'ssim': ssim(p.originals, p.recons, s['preset'])}
@@ -425,7 +429,7 @@ def _inception_pairs(p, preset):
         p.cache['inception', preset] = (inception_features(p.originals, preset), inception_features(p.recons, preset))
     return p.cache['inception', preset]
 
-# %% ../nbs/04_metrics.ipynb 82
+# %% ../nbs/04_metrics.ipynb 85
 def _compute_fid(p, s):
     fo, fr = _inception_pairs(p, s['preset'])
     return {'fid': _per_set(lambda i: frechet_distance(fo[i], fr[i]), p)}
@@ -435,7 +439,7 @@ def _compute_inception(p, s):
     l2, cos = feature_distances(fo, fr)
     return {'inception_l2': l2, 'inception_cos': cos, 'single_fd': single_frechet_distance(fo, fr)}
 
-# %% ../nbs/04_metrics.ipynb 84
+# %% ../nbs/04_metrics.ipynb 87
 def _compute_feat(p, s):
     _need_dataset(p, 'feat')
     model, _ = eval_classifier(p.dataset, **p.eval_kw)
@@ -443,7 +447,7 @@ def _compute_feat(p, s):
     l2, cos = feature_distances(fo, fr)
     return {'feat_l2': l2, 'feat_cos': cos, 'feat_fid': _per_set(lambda i: frechet_distance(fo[i], fr[i]), p)}
 
-# %% ../nbs/04_metrics.ipynb 85
+# %% ../nbs/04_metrics.ipynb 88
 def _compute_recog(p, s):
     _need_dataset(p, 'recog')
     if p.class_ids is None:
@@ -454,7 +458,7 @@ def _compute_recog(p, s):
     acc_original, _ = recognition(classifier_outputs(model, p.originals)[1], p.class_ids)
     return {'recog_acc': acc, 'recog_p_true': p_true, 'recog_acc_paper': np.where(acc_original == 1, acc, np.nan)}
 
-# %% ../nbs/04_metrics.ipynb 87
+# %% ../nbs/04_metrics.ipynb 90
 _WEIGHTS_CHECK = {'ok': 'published torchvision/torch-fidelity hash',
                   'trusted': 'trusted by the user (not the published file)'}
 
@@ -463,7 +467,7 @@ def _file_weights(name):
     return {'weights': w['file'], 'weights_sha256': w['sha256'],
             'weights_check': _WEIGHTS_CHECK.get(w['state'], w['state'])}
 
-# %% ../nbs/04_metrics.ipynb 88
+# %% ../nbs/04_metrics.ipynb 91
 def _lpips_weights(preset, pairs): return _file_weights(LPIPS_BACKBONES[LPIPS_PRESETS[preset]['net']])
 def _inception_weights(preset, pairs): return _file_weights('inception_fid')
 
@@ -473,7 +477,7 @@ def _classifier_weights(preset, pairs):
     return {'weights': str(p.name), 'weights_sha256': meta.get('weights_sha256'),
             'classifier': {k: meta[k] for k in ('dataset', 'n_train', 'epochs', 'seed', 'test_accuracy')}}
 
-# %% ../nbs/04_metrics.ipynb 90
+# %% ../nbs/04_metrics.ipynb 93
 @dataclass(frozen=True)
 class Column:
     "What the package asks about a metric column: which way means leakage, and one value per image or per set."
@@ -481,7 +485,7 @@ class Column:
     level: str = 'image'  # 'image': one value per reconstruction; 'set': one per (model, attack) set, e.g. FID
     partial: bool = False  # NaN by definition on some rows (e.g. `recog_acc_paper` where the original is misclassified)
 
-# %% ../nbs/04_metrics.ipynb 92
+# %% ../nbs/04_metrics.ipynb 95
 @dataclass
 class Metric:
     "A metric: the columns it writes, its named presets (settings recorded with its values) and how to compute it."
@@ -507,7 +511,7 @@ class Metric:
     @property
     def needs_sets(self) -> bool: return any(c.level == 'set' for c in self.columns.values())
 
-# %% ../nbs/04_metrics.ipynb 94
+# %% ../nbs/04_metrics.ipynb 97
 _SKI = "scikit-image on uint8 images, data range 255 (as the SemSim paper's code)"
 _PIXEL_METRICS = (
     Metric('psnr', {'psnr': Column(1)}, {
@@ -528,7 +532,7 @@ _PIXEL_METRICS = (
         _compute_ssim, 'scikit-image / torchmetrics'),
 )
 
-# %% ../nbs/04_metrics.ipynb 96
+# %% ../nbs/04_metrics.ipynb 99
 _SET = ("per reconstruction set (originals vs the reconstructions of one model and attack); "
         "every pair carries its set's value")
 _INCEPTION = dict(network='Inception v3 (TF FID, torch-fidelity weights)', features='pool3, 2048-d')
@@ -539,6 +543,8 @@ _FID_PRESETS = {
                   description="Frechet Inception distance as the SemSim paper's code (metrics/fd_score.py) feeds it: "
                               "64x64 then 299, inputs 2x-1; their code runs pytorch-fid's port of the same TF weights, "
                               f"this runs torch-fidelity's; {_SET}; column fid_paper")}
+
+# %% ../nbs/04_metrics.ipynb 100
 _NETWORK_METRICS = (
     Metric('lpips', {'lpips': Column(-1)}, {k: dict(v) for k, v in LPIPS_PRESETS.items()}, _compute_lpips, 'lpips',
            weights=_lpips_weights),
@@ -553,7 +559,7 @@ _NETWORK_METRICS = (
            _compute_inception, 'torch-fidelity / scikit-image', weights=_inception_weights),
 )
 
-# %% ../nbs/04_metrics.ipynb 98
+# %% ../nbs/04_metrics.ipynb 102
 _EVAL = 'EvalCNN evaluation classifier'
 _CLASSIFIER_METRICS = (
     Metric('feat', {'feat_l2': Column(-1), 'feat_cos': Column(-1), 'feat_fid': Column(-1, 'set')},
@@ -575,7 +581,7 @@ _CLASSIFIER_METRICS = (
 )
 METRICS = {m.name: m for m in _PIXEL_METRICS + _NETWORK_METRICS + _CLASSIFIER_METRICS}
 
-# %% ../nbs/04_metrics.ipynb 100
+# %% ../nbs/04_metrics.ipynb 104
 def resolve_metrics(metrics=None,          # names or 'name:preset' (list or comma-separated); None: all
                     preset: str='paper',   # the preset for metrics given without one
                    ) -> list:
@@ -594,7 +600,7 @@ def resolve_metrics(metrics=None,          # names or 'name:preset' (list or com
         out.append((m, m.preset_for(p or preset)))
     return out
 
-# %% ../nbs/04_metrics.ipynb 102
+# %% ../nbs/04_metrics.ipynb 106
 def metric_column(column: str) -> tuple|None:
     "`(Metric, base, Column)` of a table column (`lpips_vgg` and `psnr_standard` are variants of their base), or None."
     best = None
@@ -604,7 +610,7 @@ def metric_column(column: str) -> tuple|None:
                 best = (m, base, c)
     return best
 
-# %% ../nbs/04_metrics.ipynb 103
+# %% ../nbs/04_metrics.ipynb 107
 def _column(column):
     got = metric_column(column)
     if got is None: raise SemsimError(f"unknown metric {column!r}", 'metric', "declare it in semsim.metrics.METRICS "
@@ -612,7 +618,7 @@ def _column(column):
                                       "or NAME_variant)")
     return got[2]
 
-# %% ../nbs/04_metrics.ipynb 104
+# %% ../nbs/04_metrics.ipynb 108
 def orientation(metric: str) -> int:  # a metric column name, e.g. `lpips` or `lpips_vgg`
     "+1 if higher `metric` means more leakage, -1 if less."
     return _column(metric).orientation
@@ -621,7 +627,7 @@ def metric_level(metric: str) -> str:  # a metric column name
     "'image' if `metric` has one value per reconstruction, 'set' if one per (model, attack) set (FID)."
     return _column(metric).level
 
-# %% ../nbs/04_metrics.ipynb 106
+# %% ../nbs/04_metrics.ipynb 110
 NOT_METRICS = ('recognized', 'votes_recognized', 'votes_total', 'human_rate', 'class_id', 'attack_loss',
                'iterations', 'seconds', 'proxy')
 
@@ -635,7 +641,7 @@ def metric_columns(df: pd.DataFrame,       # any table
         return not numeric or (pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]))
     return [c for c in df.columns if ok(c)]
 
-# %% ../nbs/04_metrics.ipynb 107
+# %% ../nbs/04_metrics.ipynb 111
 def undeclared_columns(df: pd.DataFrame) -> list:  # any table
     "Numeric columns that are neither declared metrics nor known bookkeeping (e.g. a `dreamsim` column brought along)."
     from semsim.core import RECON_COLUMNS
@@ -643,7 +649,7 @@ def undeclared_columns(df: pd.DataFrame) -> list:  # any table
     return [c for c in df.columns if c not in skip and metric_column(c) is None and pd.api.types.is_numeric_dtype(df[c])
             and not pd.api.types.is_bool_dtype(df[c])]
 
-# %% ../nbs/04_metrics.ipynb 111
+# %% ../nbs/04_metrics.ipynb 115
 _LIBRARIES = ('semsim', 'torch', 'torchvision', 'numpy', 'scikit-image', 'lpips', 'torchmetrics', 'torch-fidelity')
 
 @functools.lru_cache(maxsize=1)
@@ -657,7 +663,7 @@ def _settings(m: Metric, preset: str, extra: dict|None=None) -> dict:
     return {'metric': m.name, 'preset': preset, **m.presets[preset], 'library': m.library,
             'versions': {'semsim': v['semsim'], **lib}, **(extra or {})}
 
-# %% ../nbs/04_metrics.ipynb 113
+# %% ../nbs/04_metrics.ipynb 117
 def metrics_for_pairs(pairs: PairSet,       # the paired images
                       metrics=None,         # metric names / 'name:preset' (None: all)
                       preset: str='paper',  # preset for metrics given without one
@@ -677,7 +683,7 @@ def metrics_for_pairs(pairs: PairSet,       # the paired images
         for c in m.columns: values[m.column(c, p)] = np.asarray(got[c], dtype=np.float64); settings[m.column(c, p)] = s
     return pd.DataFrame(values), settings
 
-# %% ../nbs/04_metrics.ipynb 115
+# %% ../nbs/04_metrics.ipynb 119
 def _run_rows(run: RunDir, recon_ids):
     "The run's reconstructions table (only `recon_ids` when given), refusing unknown ids and an empty table."
     df, _ = read_table(run.reconstructions)
@@ -690,7 +696,7 @@ def _run_rows(run: RunDir, recon_ids):
                                       "run the attack step first (semsim attack ...)")
     return df
 
-# %% ../nbs/04_metrics.ipynb 116
+# %% ../nbs/04_metrics.ipynb 120
 def _write_metrics(run: RunDir, rows: pd.DataFrame, all_settings: dict) -> pd.DataFrame:
     "Write metric columns into the table (settings in its metadata) and `analysis/metrics.json`; returns the table."
     table = update_table(run.reconstructions, rows, meta={'metrics': all_settings})
@@ -700,7 +706,7 @@ def _write_metrics(run: RunDir, rows: pd.DataFrame, all_settings: dict) -> pd.Da
         write_json_atomic(json_path, {**old, **all_settings})
     return table
 
-# %% ../nbs/04_metrics.ipynb 118
+# %% ../nbs/04_metrics.ipynb 122
 def compute_metrics(run: str|Path|RunDir,  # the run directory
                     metrics=None,          # metric names / 'name:preset' (None: all)
                     preset: str='paper',   # preset for metrics given without one
@@ -730,7 +736,7 @@ def compute_metrics(run: str|Path|RunDir,  # the run directory
     rows = rows.reindex(columns=['recon_id'] + cols).astype({c: 'float64' for c in cols})
     return _write_metrics(run, rows, all_settings)
 
-# %% ../nbs/04_metrics.ipynb 135
+# %% ../nbs/04_metrics.ipynb 139
 def compute_pairs(originals_dir: str|Path,  # folder of original images
                   recon_dir: str|Path,      # folder of reconstructions, same file names
                   metrics=None,             # metric names / 'name:preset' (None: all but recog)
@@ -761,7 +767,7 @@ def compute_pairs(originals_dir: str|Path,  # folder of original images
     out.attrs.update(metrics=settings, unpaired=unpaired)
     return out
 
-# %% ../nbs/04_metrics.ipynb 139
+# %% ../nbs/04_metrics.ipynb 143
 def _cmd_metrics(args):
     if bool(args.run) == bool(args.originals or args.recon):
         raise SemsimError("give either --run, or --originals and --recon", 'semsim metrics',
@@ -791,7 +797,7 @@ def _cmd_metrics(args):
     for col, s in info.items():
         if 'unavailable' in s: print(f"unavailable: {col}: {s['unavailable']}")
 
-# %% ../nbs/04_metrics.ipynb 141
+# %% ../nbs/04_metrics.ipynb 145
 def register_commands(sub):
     "Add the `metrics` and `weights` commands to the `semsim` parser."
     p = sub.add_parser('metrics', help='compute metrics for a run, or for two folders of images')
