@@ -64,6 +64,7 @@ def sha256_file(path) -> str:
     _SHA_CACHE[key] = h.hexdigest()
     return _SHA_CACHE[key]
 
+# %% ../nbs/04a_weights.ipynb 14
 def _trust_file() -> Path: return data_dir()/'weights'/'trusted.json'
 
 def trusted_hashes() -> dict:
@@ -71,7 +72,7 @@ def trusted_hashes() -> dict:
     p = _trust_file()
     return json.loads(p.read_text()) if p.exists() else {}
 
-# %% ../nbs/04a_weights.ipynb 16
+# %% ../nbs/04a_weights.ipynb 17
 def find_weights(name: str) -> dict:
     "Where weights `name` are and whether they check out: name, state (ok|trusted|missing|hash mismatch), path, sha256."
     spec = WEIGHTS[name]
@@ -85,7 +86,7 @@ def find_weights(name: str) -> dict:
         if state != 'hash mismatch': break
     return found
 
-# %% ../nbs/04a_weights.ipynb 18
+# %% ../nbs/04a_weights.ipynb 19
 def weights_status() -> pd.DataFrame:
     "One row per weights file the metrics can use: where it is and whether its hash checks out."
     return pd.DataFrame([find_weights(n) for n in WEIGHTS])
@@ -93,6 +94,7 @@ def weights_status() -> pd.DataFrame:
 class WeightsUnavailable(SemsimError):
     "Weights a metric needs are missing or fail their hash check."
 
+# %% ../nbs/04a_weights.ipynb 20
 def require_weights(name: str) -> dict:
     "The verified weights `name` (as `find_weights`), or `WeightsUnavailable` saying how to get them."
     f = find_weights(name)
@@ -105,7 +107,7 @@ def require_weights(name: str) -> dict:
                              f"run `semsim weights fetch {name}` (online), or download {spec.url} elsewhere "
                              "and run `semsim weights import FILE`")
 
-# %% ../nbs/04a_weights.ipynb 23
+# %% ../nbs/04a_weights.ipynb 25
 def load_state_dict_file(path: str|Path,  # a `.pth` state dict
                         ) -> dict:
     "Tensors of a `.pth` file, read with `weights_only=True`; anything else is refused with the file named."
@@ -119,7 +121,7 @@ def load_state_dict_file(path: str|Path,  # a `.pth` state dict
                           "use the genuine published file (`semsim weights status` lists them)")
     return state
 
-# %% ../nbs/04a_weights.ipynb 24
+# %% ../nbs/04a_weights.ipynb 26
 def _spec_for(path: Path, h: str, name: str|None):
     if name is not None:
         if name not in WEIGHTS:
@@ -130,7 +132,7 @@ def _spec_for(path: Path, h: str, name: str|None):
     raise SemsimError(f"{path} is none of the known weights (by name or hash)", path,
                       f"pass --name with one of: {', '.join(WEIGHTS)}")
 
-# %% ../nbs/04a_weights.ipynb 26
+# %% ../nbs/04a_weights.ipynb 28
 def import_weights(path: str|Path,     # a weights file (.pth) obtained elsewhere
                    name: str|None=None,  # which weights it is (default: recognised by hash or file name)
                    trust: bool=False,  # accept a file whose hash is not the published one (recorded as trusted)
@@ -153,7 +155,7 @@ def import_weights(path: str|Path,     # a weights file (.pth) obtained elsewher
     if path.resolve() != dst.resolve(): write_bytes_atomic(dst, path.read_bytes())
     return dst
 
-# %% ../nbs/04a_weights.ipynb 28
+# %% ../nbs/04a_weights.ipynb 30
 def fetch_weights(name: str,          # a key of `WEIGHTS`
                   timeout: float=30,  # seconds before giving up on the network
                  ) -> Path:
@@ -172,7 +174,7 @@ def fetch_weights(name: str,          # a key of `WEIGHTS`
     finally: socket.setdefaulttimeout(old)
     return dst
 
-# %% ../nbs/04a_weights.ipynb 35
+# %% ../nbs/04a_weights.ipynb 37
 def _cmd_weights(args):
     if args.weights_cmd == 'status':
         st = weights_status()
@@ -186,7 +188,7 @@ def _cmd_weights(args):
     else:
         print(f"installed {import_weights(args.file, args.name, args.trust)}")
 
-# %% ../nbs/04a_weights.ipynb 36
+# %% ../nbs/04a_weights.ipynb 38
 def register_commands(sub):
     "Add the `weights` command (status, fetch, import) to the `semsim` parser."
     w = sub.add_parser('weights', help='network weights for LPIPS and FID: status, fetch, import')
