@@ -16,12 +16,14 @@ COMMAND_MODULES = ['data', 'victims', 'attacks', 'metrics', 'labels', 'labelling
 
 def build_parser() -> argparse.ArgumentParser:
     "The `semsim` argument parser with every module's subcommands."
-    p = argparse.ArgumentParser(prog='semsim', description='gradient-inversion leakage: attacks, metrics, human labels, SemSim, reports')
+    p = argparse.ArgumentParser(prog='semsim', description='gradient-inversion leakage: attacks, metrics, human '
+                                                           'labels, SemSim, reports')
     p.add_argument('--version', action='version', version=f'semsim {semsim.__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for name in COMMAND_MODULES: importlib.import_module(f'semsim.{name}').register_commands(sub)
     return p
 
+# %% ../nbs/10_cli.ipynb 6
 def main(argv: list|None=None,  # arguments (default: `sys.argv[1:]`)
         ) -> int:
     "Run the `semsim` command line; a `SemsimError` prints its message and exits with status 2."
