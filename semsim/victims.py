@@ -342,6 +342,24 @@ def check_training(batch_size: int=64, lr: float=0.1, momentum: float=0.9, weigh
             raise bad(name, v, f"pass {name.replace('_', '-')} >= 1, or leave it out for all images")
 
 # %% ../nbs/02_victims.ipynb 41
+def _defense_hook(v: dict, seed: int):
+    "The training-time gradient defenses of variant `v` (pruning, noise) as a `fit_classifier` gradient hook, or None."
+    grad_defense, noise_gen = {k: v[k] for k in ('prune', 'noise') if v[k] is not None}, generator(seed + 1)
+    def defended(m):
+        params = [p for p in m.parameters() if p.grad is not None]
+        for p, g in zip(params, defend([p.grad for p in params], grad_defense, noise_gen)): p.grad = g
+    return defended if grad_defense else None
+
+def _augmenter(variant: str):
+    "A batch of uint8 training images -> the victim's float input: augmented as `variant` says, channels-last."
+    return lambda b: augment(b.float() / 255, variant).contiguous(memory_format=torch.channels_last)
+
+def _info_record(info) -> dict:
+    "A dataset's `DatasetInfo` as the JSON a victim's `model.json` keeps (what `load_victim` rebuilds it from)."
+    return dict(name=info.name, classes=list(info.classes), size=list(info.size), channels=info.channels,
+                mean=list(info.mean), std=list(info.std))
+
+# %% ../nbs/02_victims.ipynb 42
 def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                  arch: str,              # a name in `ARCHS`
                  variant: str='none',    # a training variant, see `VARIANTS`
@@ -357,44 +375,32 @@ def train_victim(dataset: str,          # a registry name, e.g. `fashion_mnist`
                  verbose: bool=True,     # show a progress bar
                 ) -> tuple:
     "Train a victim; returns `(model in eval mode, meta)` with the test accuracy and the training log in `meta`."
-    check_arch(arch)
-    v = parse_variant(variant)
+    check_arch(arch); v = parse_variant(variant)
     check_training(batch_size, lr, momentum, weight_decay, max_train, max_test, epochs)
-    t0 = time.time()
-    mid = model_id(arch, width, variant, epochs, seed, batch_size=batch_size, lr=lr, momentum=momentum,
-                   weight_decay=weight_decay, max_train=max_train)
+    t0, mid = time.time(), model_id(arch, width, variant, epochs, seed, batch_size=batch_size, lr=lr,
+                                    momentum=momentum, weight_decay=weight_decay, max_train=max_train)
     train, test = load_dataset(dataset, 'train'), load_dataset(dataset, 'test')
-    seed_everything(seed)
-    model = build_model(arch, train.info, width).to(memory_format=torch.channels_last)
+    seed_everything(seed); model = build_model(arch, train.info, width).to(memory_format=torch.channels_last)
     order = generator(seed)
     idx = torch.randperm(len(train), generator=order)[:max_train] if max_train else torch.arange(len(train))
-    images, labels = train.images[idx], train.labels[idx]
-    milestones = step_milestones(int(epochs) * math.ceil(len(idx) / batch_size))
-    grad_defense, noise_gen = {k: v[k] for k in ('prune', 'noise') if v[k] is not None}, generator(seed + 1)
-    def defended(m):   # training-time gradient defenses (pruning, noise) before each step
-        params = [p for p in m.parameters() if p.grad is not None]
-        for p, g in zip(params, defend([p.grad for p in params], grad_defense, noise_gen)): p.grad = g
-    log = fit_classifier(model, images, labels, epochs, lr, batch_size, seed=order, momentum=momentum, nesterov=True,
-                         weight_decay=weight_decay, schedule='steps', min_batch=2, progress=verbose, desc=mid,
-                         grad_hook=defended if grad_defense else None,    # BatchNorm cannot train on 1 image: min_batch
-                         inputs=lambda b: augment(b.float() / 255, v['name']).contiguous(
-                             memory_format=torch.channels_last))
+    log = fit_classifier(model, train.images[idx], train.labels[idx], epochs, lr, batch_size, seed=order,
+                         momentum=momentum, nesterov=True, weight_decay=weight_decay, schedule='steps',
+                         min_batch=2, progress=verbose, desc=mid,     # min_batch 2: BatchNorm needs two images
+                         grad_hook=_defense_hook(v, seed), inputs=_augmenter(v['name']))
     model = model.to(memory_format=torch.contiguous_format)  # the layout `load_victim` gives: identical outputs
     n_test = min(len(test), max_test or len(test))
-    acc = evaluate(model, test.images[:n_test], test.labels[:n_test])
-    info = train.info
-    meta = dict(model_id=mid, arch=arch, width=default_width(arch) if width is None else int(width),
-                dataset=dataset, variant=v['name'], epochs=int(epochs), seed=int(seed), test_accuracy=acc,
-                n_test=n_test,
-                settings=dict(batch_size=batch_size, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay,
-                              milestones=milestones, max_train=max_train, max_test=max_test, n_train=len(idx)),
-                info=dict(name=info.name, classes=list(info.classes), size=list(info.size), channels=info.channels,
-                          mean=list(info.mean), std=list(info.std)),
+    settings = dict(batch_size=batch_size, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay,
+                    milestones=step_milestones(int(epochs) * math.ceil(len(idx) / batch_size)),
+                    max_train=max_train, max_test=max_test, n_train=len(idx))
+    meta = dict(model_id=mid, arch=arch, width=default_width(arch) if width is None else int(width), dataset=dataset,
+                variant=v['name'], epochs=int(epochs), seed=int(seed), n_test=n_test, settings=settings,
+                test_accuracy=evaluate(model, test.images[:n_test], test.labels[:n_test]),
+                info=_info_record(train.info),
                 log=log, seconds=round(time.time() - t0, 2), versions=package_versions(),
                 created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
     return model.eval(), meta
 
-# %% ../nbs/02_victims.ipynb 48
+# %% ../nbs/02_victims.ipynb 49
 def save_victim(run,             # the run directory (path or `RunDir`)
                 model: nn.Module,  # a victim from `build_model`/`train_victim`
                 meta: dict,        # its meta from `train_victim` (needs `model_id`)
@@ -404,7 +410,7 @@ def save_victim(run,             # the run directory (path or `RunDir`)
     save_checkpoint(d/'model', model, meta)
     return d
 
-# %% ../nbs/02_victims.ipynb 49
+# %% ../nbs/02_victims.ipynb 50
 def _read_meta(d: Path) -> dict|None:
     "The victim's meta if `model.json` and the weights it names are complete and match, else None."
     try: return checkpoint_meta(d/'model', what='victim')
@@ -415,7 +421,7 @@ def list_victims(run) -> list:  # the run directory
     d = RunDir(run).victims_dir
     return sorted(p.name for p in d.iterdir() if p.is_dir() and _read_meta(p)) if d.is_dir() else []
 
-# %% ../nbs/02_victims.ipynb 50
+# %% ../nbs/02_victims.ipynb 51
 def load_victim(run,                        # the run directory
                 model_id: str,              # e.g. `convnet16-crop-e2-s0`
                 expect_arch: str|None=None,    # refuse a victim of another architecture
@@ -445,7 +451,7 @@ def load_victim(run,                        # the run directory
                           d/'model.safetensors', "retrain the victim (delete its directory)") from e
     return model.eval(), meta
 
-# %% ../nbs/02_victims.ipynb 55
+# %% ../nbs/02_victims.ipynb 56
 ZOO_KEYS = ('arch', 'variant', 'epochs', 'width', 'seed', 'batch_size', 'lr', 'momentum', 'weight_decay', 'max_train',
             'max_test')
 
@@ -470,7 +476,7 @@ def expand_zoo(zoo: list,  # entries (dicts); list values expand into one entry 
 def _settings(meta): return {**meta['settings'], 'dataset': meta['dataset']}
 _TRAIN_DEFAULTS = {k: v.default for k, v in inspect.signature(train_victim).parameters.items()}
 
-# %% ../nbs/02_victims.ipynb 56
+# %% ../nbs/02_victims.ipynb 57
 def train_zoo(run,                 # the run directory
               dataset: str,         # a registry name
               zoo: list,            # entries, see `expand_zoo`
@@ -500,7 +506,7 @@ def train_zoo(run,                 # the run directory
         if verbose: print(f"{mid}: test accuracy {meta['test_accuracy']:.3f} ({meta['seconds']:.0f} s)")
     return pd.DataFrame(rows, columns=['model_id', 'status', 'test_accuracy', 'seconds'])
 
-# %% ../nbs/02_victims.ipynb 57
+# %% ../nbs/02_victims.ipynb 58
 def load_zoo_config(path,  # a YAML file
                    ) -> dict:
     "A zoo config: `{'dataset': name|None, 'train': {settings for all}, 'zoo': [entries]}` from YAML (see below)."
@@ -522,7 +528,7 @@ def load_zoo_config(path,  # a YAML file
         raise SemsimError(f"unknown training setting(s) {sorted(bad)} in {path}", path, f"use: {', '.join(ZOO_KEYS)}")
     return dict(dataset=cfg.get('dataset'), train=train, zoo=expand_zoo(cfg['zoo']))
 
-# %% ../nbs/02_victims.ipynb 62
+# %% ../nbs/02_victims.ipynb 63
 def _cmd_train(args):
     entry = {k: v for k, v in dict(arch=args.arch, width=args.width, variant=args.variant, epochs=args.epochs,
                                    seed=args.seed, batch_size=args.batch_size, lr=args.lr,
@@ -531,7 +537,7 @@ def _cmd_train(args):
     r = t.iloc[0]
     print(f"{r.model_id}: {r.status}, test accuracy {r.test_accuracy:.4f} -> {RunDir(args.run).victim_dir(r.model_id)}")
 
-# %% ../nbs/02_victims.ipynb 63
+# %% ../nbs/02_victims.ipynb 64
 def _cmd_zoo(args):
     cfg = load_zoo_config(args.config)
     train = {**cfg['train'], **({'max_train': args.max_train} if args.max_train is not None else {})}
@@ -539,7 +545,7 @@ def _cmd_zoo(args):
                   verbose=not args.quiet, **train)
     print(t.to_string(index=False))
 
-# %% ../nbs/02_victims.ipynb 64
+# %% ../nbs/02_victims.ipynb 65
 def _cmd_list(args):
     if args.run is None:
         for title, reg in (('architectures', {k: v[2] for k, v in ARCHS.items()}), ('variants', VARIANTS),
@@ -552,7 +558,7 @@ def _cmd_list(args):
         meta = _read_meta(RunDir(args.run).victim_dir(m))
         print(f"{m:32s} {meta['dataset']:14s} acc {meta['test_accuracy']:.4f}  {meta['seconds']:.0f} s")
 
-# %% ../nbs/02_victims.ipynb 65
+# %% ../nbs/02_victims.ipynb 66
 def register_commands(sub):
     "Add the `victims` subcommands to the `semsim` parser."
     p = sub.add_parser('victims', help='victim classifiers: train one, train a zoo, list them')
