@@ -19,7 +19,7 @@ echo "== nbdev_test (every notebook in nbs/)"
 nbdev_test --n_workers 2 --timing || failed+=("nbdev_test")
 
 echo "== pytest tests/"
-pytest tests/ -q -p no:cacheprovider -o console_output_style=classic 2>&1 | tee /tmp/semsim-pytest.log
+pytest tests/ -q -p no:cacheprovider -o console_output_style=classic --durations=15 2>&1 | tee /tmp/semsim-pytest.log
 [ "${PIPESTATUS[0]}" -eq 0 ] || failed+=("pytest")
 
 echo "== make test took $(( $(date +%s) - start )) s"
