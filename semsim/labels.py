@@ -446,6 +446,12 @@ def _select(run, source='auto', protocol=None, min_per_victim=AUTO_MIN_PER_VICTI
         if st is not run: st.close()        # a store opened here is closed here (a read-only mount stays unbusy)
 
 # %% ../nbs/05_labels.ipynb 37
+def _latest_panel(st, src: str, out: pd.DataFrame) -> pd.DataFrame:
+    "Only the members of a proxy kind's latest panel: a smaller panel run later never mixes with old members."
+    s = st.sessions(); s = s[s.annotator == src]
+    n = json.loads(s.settings.iloc[-1] or '{}').get('panel_size') if len(s) else None
+    return out if n is None else out[out.annotator.isin({f'{src}:{i}' for i in range(int(n))})]
+
 def _choose(st, cur, source, min_per_victim) -> tuple:
     "Pick the one source `source` names (resolving `auto` by the humans' coverage) and its labels."
     queue = _queue(st)
@@ -463,7 +469,7 @@ def _choose(st, cur, source, min_per_victim) -> tuple:
     elif src == 'all': out = cur
     elif src == 'none': out = cur.iloc[:0]
     elif src.startswith('proxy:') and src.count(':') == 1:
-        out = cur.loc[kinds.index[kinds == src[6:]]]
+        out = _latest_panel(st, src, cur.loc[kinds.index[kinds == src[6:]]])
     elif src.startswith('import:') and src.count(':') >= 2:
         _, fmt, path = src.split(':', 2)
         out = cur[cur.session.isin(_import_sessions(st, fmt, path))]

@@ -289,3 +289,16 @@ def test_analyze_and_report_of_a_read_only_run(finished_run, tmp_path):
         assert_clear_error(cli('report', '--run', run.path), 'read-only', '--out')
         assert sorted((str(p.relative_to(m)), p.stat().st_size) for p in m.rglob('*')) == before   # nothing changed
     finally: subprocess.run(['umount', '-l', str(m)], capture_output=True)
+
+
+def test_a_smaller_proxy_panel_later_never_mixes_with_the_old_members(run):
+    ids = sorted(open_labels(run).truth)[:3]
+    def panel(n):
+        with open_labels(run) as st:
+            st.start_session('proxy:panel', 'class', dict(kind='proxy:panel', panel_size=n))
+            st.add_many(pd.DataFrame([dict(recon_id=r, annotator=f'proxy:panel:{i}', protocol='class',
+                                           answer=int(st.truth[r]), proxy=1) for r in ids for i in range(n)]))
+    panel(5); panel(3)
+    from semsim.labels import source_labels
+    assert sorted(source_labels(run, 'proxy:panel').annotator.unique()) == [f'proxy:panel:{i}' for i in range(3)]
+    assert set(votes(run, source='proxy:panel').votes_total) == {3}
