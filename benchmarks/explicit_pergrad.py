@@ -5,7 +5,7 @@ image-iteration. `.venv/bin/python benchmarks/explicit_pergrad.py THREADS resnet
 import time, torch, torch.nn as nn, torch.nn.functional as F, sys
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).parent))
 from attack_throughput import setups, problem
-from semsim.attacks import get_attack, _Objective, prepare_victim, _EvalBatchNorm, total_variation
+from semsim.attacks import get_attack, _Objective, prepare_victim, _EvalBatchNorm, total_variation, _soft_ce
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv)>1 else 1)
 names = sys.argv[2].split(',') if len(sys.argv)>2 else ['resnet20_4']
 
@@ -33,12 +33,12 @@ class Explicit:
         if isinstance(m, nn.Linear):
             return [d[:, :, None] * a[:, None, :]] + ([d] if m.bias is not None else [])
         inv = (m.running_var + m.eps).rsqrt().view(1, -1, 1, 1)
-        return [(d * a * inv - d * (m.running_mean.view(1,-1,1,1) * inv)).sum((2, 3)), d.sum((2, 3))]
+        return [(d * (a - m.running_mean.view(1, -1, 1, 1)) * inv).sum((2, 3)), d.sum((2, 3))]
     def step(self, x, y, t, tnorm, tv):
         x = x.detach().requires_grad_()
         self.seen.clear()
         logits = self.model(x)
-        loss = -(y * F.log_softmax(logits, -1)).sum()
+        loss = _soft_ce(logits, y)   # the sum over the K images: each image's gradient is its own
         outs = [self.seen[m][1] for m in self.mods]
         ds = torch.autograd.grad(loss, outs, create_graph=True)
         g = [None] * self.np
@@ -47,8 +47,7 @@ class Explicit:
         dot = sum((a * b).flatten(1).sum(1) for a, b in zip(g, t))
         n2 = sum((a * a).flatten(1).sum(1) for a in g)
         rec = 1 - dot / (n2.sqrt() * tnorm)
-        tvs = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1) + (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
-        total = rec + tv * tvs
+        total = rec + tv * torch.vmap(total_variation)(x)   # the attack's own TV, per image
         return torch.autograd.grad(total.sum(), x)[0], total.detach()
 
 def cpu(f, n=3):
@@ -62,16 +61,16 @@ for name, model, x, y in setups('cpu'):
     if not any(n in name for n in names): continue
     for K in (8, 32):
         x0, yy, t, tn = problem(model, x[:K], y[:K], spec)
-        pm = prepare_victim(model)
         ob = _Objective(prepare_victim(model), spec)
         ex = Explicit(prepare_victim(model))
-        gm = x0
-        gv, _, tot_v, _ = ob.step(x0, yy, t, tn, True)
+        gv, _, _, _ = ob.step(x0, yy, t, tn, True)
         gs, _, tot_s, _ = ob.step(x0, yy, t, tn, False)
         ge, tot_e = ex.step(x0, yy, t, tn, spec.tv)
         rel = lambda a, b: ((a - b).norm() / b.norm()).item()
-        print(name, K, 'rel vmap/seq', rel(gv, gs), 'explicit/seq', rel(ge, gs), 'tot', (tot_e - tot_s).abs().max().item(), flush=True)
+        print(name, K, 'rel vmap/seq', rel(gv, gs), 'explicit/seq', rel(ge, gs),
+              'tot', (tot_e - tot_s).abs().max().item(), flush=True)
         tv_ = cpu(lambda: ob.step(x0, yy, t, tn, True), 2) / K
         te = cpu(lambda: ex.step(x0, yy, t, tn, spec.tv), 2) / K
         ts = cpu(lambda: ob.step(x0[:4], yy[:4], [a[:4] for a in t], tn[:4], False), 2) / 4
-        print(f'  ms/img-iter CPU: seq {ts*1e3:.1f} vmap {tv_*1e3:.1f} ({ts/tv_:.2f}x) explicit {te*1e3:.1f} ({ts/te:.2f}x)', flush=True)
+        print(f'  ms/img-iter CPU: seq {ts*1e3:.1f} vmap {tv_*1e3:.1f} ({ts/tv_:.2f}x) '
+              f'explicit {te*1e3:.1f} ({ts/te:.2f}x)', flush=True)
