@@ -237,32 +237,45 @@ def resample_weights(models: np.ndarray,     # integer code of each row's model 
     return w * counts(models.max() + 1)[:, models] if method == 'two-way' else w
 
 # %% ../nbs/07_analysis.ipynb 33
+def _rank_plan(x: np.ndarray) -> tuple:  # values, shape (rows,)
+    "What the midranks need of `x` alone: its stable sort order, where its tie groups start, and each row's group."
+    order = np.argsort(x, kind='stable'); xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    where = np.empty(len(x), int)  # each row's place in `rank`: its tie group (its sorted position without ties)
+    where[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(x)]))
+    return order, starts, where
+
+def _ranks(plan: tuple, w: np.ndarray) -> np.ndarray:  # `_rank_plan(x)`; weights, shape (resamples, rows)
+    "`weighted_ranks` of the values `plan` was made from: sorting them once serves every batch of weights."
+    order, starts, where = plan
+    g = np.take(w, order, axis=1)
+    if len(starts) < len(order): g = np.add.reduceat(g, starts, axis=1)
+    rank = np.cumsum(g, 1); rank -= (g - 1) / 2
+    return np.take(rank, where, axis=1)
+
 def weighted_ranks(x: np.ndarray,  # values, shape (rows,)
                    w: np.ndarray,  # weights (counts), shape (resamples, rows)
                   ) -> np.ndarray:
     "Midranks of `x` in each resample as if row j appeared `w[:, j]` times (ties share their mean rank)."
-    order = np.argsort(x, kind='stable'); xs = x[order]
-    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
-    g = np.take(w, order, axis=1)
-    if len(starts) < len(x): g = np.add.reduceat(g, starts, axis=1)
-    rank = np.cumsum(g, 1); rank -= (g - 1) / 2
-    where = np.empty(len(x), int)  # each row's place in `rank`: its tie group (its sorted position without ties)
-    where[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(x)]))
-    return np.take(rank, where, axis=1)
+    return _ranks(_rank_plan(x), w)
 
 # %% ../nbs/07_analysis.ipynb 34
-def _wsum(w, *v):
-    "Per resample, the sum over rows of `w` times the product of `v` (each of shape (rows,) or (resamples, rows))."
-    return np.einsum(','.join(['bn'] + ['bn' if np.ndim(u) == 2 else 'n' for u in v]) + '->b', w, *v)
+def _dot(w, u):
+    "Per resample, the sum over rows of `w * u`, `u` of shape (rows,) or (resamples, rows): two operands at a time."
+    return w @ u if np.ndim(u) == 1 else np.einsum('bn,bn->b', w, u)
+
+def _moments(w, a, sw):
+    "`(w * a, mean of a, mean of a²)` in each resample, rows counted `w` times (`sw`: each resample's total weight)."
+    wa = w * a
+    return wa, wa.sum(1) / sw, _dot(wa, a) / sw
 
 def weighted_pearson(a: np.ndarray, b: np.ndarray,  # values, shape (resamples, rows) or (rows,)
                      w: np.ndarray) -> np.ndarray:  # weights, shape (resamples, rows)
     "Pearson correlation of `a` and `b` in each resample, rows counted `w` times."
     sw = w.sum(1)
     with np.errstate(invalid='ignore', divide='ignore'):
-        ma, mb = _wsum(w, a) / sw, _wsum(w, b) / sw
-        cov, va, vb = _wsum(w, a, b) / sw - ma * mb, _wsum(w, a, a) / sw - ma * ma, _wsum(w, b, b) / sw - mb * mb
-        return cov / np.sqrt(va * vb)
+        (wa, ma, qa), (_, mb, qb) = _moments(w, a, sw), _moments(w, b, sw)
+        return (_dot(wa, b) / sw - ma * mb) / np.sqrt((qa - ma * ma) * (qb - mb * mb))
 
 # %% ../nbs/07_analysis.ipynb 35
 def weighted_spearman(x: np.ndarray, y: np.ndarray,  # paired values, shape (rows,)
@@ -279,7 +292,7 @@ def weighted_auc(y: np.ndarray,         # 0/1 verdicts, shape (rows,)
     r = weighted_ranks(s, w) if ranks is None else ranks
     pos, neg = w @ y, w @ (1 - y)
     with np.errstate(invalid='ignore', divide='ignore'):
-        return (_wsum(w, r, y) - pos * (pos + 1) / 2) / (pos * neg)
+        return (_dot(w * r, y) - pos * (pos + 1) / 2) / (pos * neg)
 
 # %% ../nbs/07_analysis.ipynb 36
 def percentile_ci(draws: np.ndarray, confidence: float=0.95) -> tuple:  # resampled statistics; interval coverage
@@ -295,6 +308,46 @@ def _codes(d: pd.DataFrame) -> tuple:
     return pd.factorize(d['unit'], sort=True)[0], pd.factorize(d['image_id'], sort=True)[0]
 
 # %% ../nbs/07_analysis.ipynb 40
+def _image_plans(x: dict, human: np.ndarray) -> dict:
+    "Per metric: its defined rows (None: all) and their key, and the rank plans of the metric and of `human` there."
+    plans, hplans = {}, {}
+    for k, v in x.items():
+        ok = ~np.isnan(v); key = b'' if ok.all() else ok.tobytes()
+        if key not in hplans: hplans[key] = _rank_plan(human[ok])
+        plans[k] = None if not key else np.flatnonzero(ok), key, _rank_plan(v[ok]), hplans[key]
+    return plans
+
+# %% ../nbs/07_analysis.ipynb 41
+def _batch_stats(w: np.ndarray, plans: dict, recognized: np.ndarray) -> dict:
+    "Per metric, `(spearman, auc)` in each resample of the weights `w`, from the plans of `_image_plans`."
+    out, cache = {}, {}
+    for k, (rows, key, plan, hplan) in plans.items():
+        if key not in cache:  # what the metrics defined on the same rows share: weights, human ranks, class totals
+            wk = w if rows is None else np.take(w, rows, axis=1)
+            y, sk = recognized if rows is None else recognized[rows], wk.sum(1)
+            rh = _ranks(hplan, wk)
+            cache[key] = wk, sk, y, rh, _moments(wk, rh, sk)[1:], wk @ y, wk @ (1 - y)
+        wk, sk, y, rh, (mh, qh), pos, neg = cache[key]
+        wr, mr, qr = _moments(wk, _ranks(plan, wk), sk)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            out[k] = ((_dot(wr, rh) / sk - mr * mh) / np.sqrt((qr - mr * mr) * (qh - mh * mh)),
+                      (wr @ y - pos * (pos + 1) / 2) / (pos * neg))
+    return out
+
+# %% ../nbs/07_analysis.ipynb 42
+def _threaded(batches, tasks, threads: int) -> list:
+    "`_batch_stats` of each task of each batch, in order, on `threads` threads; the batches are drawn here, in order."
+    from concurrent.futures import ThreadPoolExecutor
+    from threadpoolctl import threadpool_limits
+    pending, out = [], []
+    with ThreadPoolExecutor(threads) as pool, threadpool_limits(1):  # the threads are the parallelism, not BLAS
+        for w in batches:   # the next batch is drawn while the pool works on the last one
+            out += [f.result() for f in pending]   # so at most two batches of weights are held
+            pending = [pool.submit(_batch_stats, *t) for t in tasks(w)]
+        out += [f.result() for f in pending]
+    return out
+
+# %% ../nbs/07_analysis.ipynb 43
 def resampled_image_stats(x: dict,            # name -> oriented metric values (NaN: left out), shape (rows,)
                           human: np.ndarray,  # vote share per row
                           recognized: np.ndarray,  # 0/1 verdict per row
@@ -302,40 +355,48 @@ def resampled_image_stats(x: dict,            # name -> oriented metric values (
                           method: str='two-way',  # see `resample_weights`
                           n_resamples: int=2000,  # resamples
                           seed: int=0,            # the same seed gives the same draws for every metric (paired)
-                          batch: int=25,          # resamples at once (small batches stay in the CPU cache)
+                          batch: int=25,          # resamples drawn at once
+                          threads: int=2,         # tasks worked on side by side (numpy releases the GIL)
+                          chunk: int|None=None,   # resamples per task; None: about 131,000 weights (they stay in cache)
                          ) -> dict:
     "Per metric, the resampled Spearman with `human` and AUC for `recognized`: `{name: (spearman, auc)}`."
-    rng, out = np.random.default_rng(seed), {k: ([], []) for k in x}
-    human, recognized = np.asarray(human, float), np.asarray(recognized, float)
-    for start in range(0, n_resamples, batch):
-        w, cache = resample_weights(models, images, method, min(batch, n_resamples - start), rng), {}
-        for k, v in x.items():
-            v = np.asarray(v, float); ok = ~np.isnan(v); key = b'' if ok.all() else ok.tobytes()
-            wk = w if not key else w[:, ok]
-            if key not in cache: cache[key] = weighted_ranks(human[ok], wk)
-            r = weighted_ranks(v[ok], wk)
-            out[k][0].append(weighted_pearson(r, cache[key], wk))
-            out[k][1].append(weighted_auc(recognized[ok], v[ok], wk, r))
-    return {k: (np.concatenate(a), np.concatenate(b)) for k, (a, b) in out.items()}
+    rng, human, recognized = np.random.default_rng(seed), np.asarray(human, float), np.asarray(recognized, float)
+    plans = _image_plans({k: np.asarray(v, float) for k, v in x.items()}, human)
+    step = chunk or max(1, 2**17 // max(len(human), 1))
+    tasks = lambda w: [(w[s:s + step], plans, recognized) for s in range(0, len(w), step)]
+    batches = (resample_weights(models, images, method, min(batch, n_resamples - s), rng)
+               for s in range(0, n_resamples, batch))
+    if threads < 2 or step >= batch: draws = [_batch_stats(*t) for w in batches for t in tasks(w)]
+    else: draws = _threaded(batches, tasks, threads)   # a large table: many tasks per batch
+    return {k: tuple(np.concatenate([d[k][j] for d in draws]) for j in (0, 1)) for k in x}
 
-# %% ../nbs/07_analysis.ipynb 41
+# %% ../nbs/07_analysis.ipynb 44
+def _unit_sums(units: np.ndarray, images: np.ndarray,  # integer codes of each row's unit and original
+               cols: list):                            # value columns, shape (rows,) each (NaN: left out)
+    "Per column, its (unit x original) sums of values, then their counts: a sparse `(2 * cols * units, originals)`."
+    from scipy import sparse
+    shape, blocks = (units.max() + 1, images.max() + 1), []
+    for v in cols:
+        for u in (np.nan_to_num(v), (~np.isnan(v)) * 1.0):
+            blocks.append(sparse.csr_matrix((u, (units, images)), shape=shape))  # repeated (unit, original): summed
+    return sparse.vstack(blocks, format='csr')
+
+# %% ../nbs/07_analysis.ipynb 45
 def _unit_means(d: pd.DataFrame, metrics: list, n_resamples: int, seed: int, batch: int=25):
     "Batches of `(pick, human, means)`: units drawn with replacement, per-unit means over originals drawn once for all."
     units, images = _codes(d)
-    order = np.argsort(units, kind='stable'); units, images = units[order], images[order]
-    starts = np.flatnonzero(np.r_[True, units[1:] != units[:-1]])
-    vals = {c: d[c].values.astype(float)[order] for c in ['recognized'] + list(metrics)}
-    rng, n_img = np.random.default_rng(seed), images.max() + 1
+    cols = ['recognized'] + list(metrics)
+    sums = _unit_sums(units, images, [d[c].values.astype(float) for c in cols])
+    rng, n_img, n_units = np.random.default_rng(seed), images.max() + 1, units.max() + 1
     for start in range(0, n_resamples, batch):
         b = min(batch, n_resamples - start)
-        wi = rng.multinomial(n_img, np.full(n_img, 1 / n_img), size=b).astype(float)[:, images]
-        pick = rng.integers(0, len(starts), (b, len(starts)))
-        with np.errstate(invalid='ignore', divide='ignore'):
-            sums = lambda v: np.add.reduceat(wi * v, starts, 1)
-            mean = lambda v: sums(np.nan_to_num(v)) / sums(~np.isnan(v))
-            yield pick, mean(vals['recognized']), {m: mean(vals[m]) for m in metrics}
+        counts = rng.multinomial(n_img, np.full(n_img, 1 / n_img), size=b).astype(float)  # per original
+        pick = rng.integers(0, n_units, (b, n_units))
+        s = (sums @ counts.T).reshape(len(cols), 2, n_units, b)   # each unit's weighted sums and counts
+        with np.errstate(invalid='ignore', divide='ignore'): means = (s[:, 0] / s[:, 1]).transpose(0, 2, 1)
+        yield pick, means[0], dict(zip(metrics, means[1:]))
 
-# %% ../nbs/07_analysis.ipynb 50
+# %% ../nbs/07_analysis.ipynb 56
 MIN_MODELS = 5  # fewer models: no model-level p-values or intervals, only per-model rates
 
 MODEL_CI = 'bootstrap of models, and of originals within them'
@@ -350,7 +411,7 @@ def model_table(df: pd.DataFrame,         # a prepared table (`prepare_table`)
     out['human_rate'] = g['recognized'].mean()
     return out
 
-# %% ../nbs/07_analysis.ipynb 51
+# %% ../nbs/07_analysis.ipynb 57
 def resampled_model_stats(d: pd.DataFrame,   # a prepared table
                           metrics: list,     # metric columns
                           kinds=('spearman', 'kendall', 'pearson'),  # coefficients
@@ -367,7 +428,7 @@ def resampled_model_stats(d: pd.DataFrame,   # a prepared table
                 for c in kinds: out[m][c].append(STATISTICS[c](x, h, axis=-1))
     return {m: {c: np.concatenate(v) for c, v in r.items()} for m, r in out.items()}
 
-# %% ../nbs/07_analysis.ipynb 52
+# %% ../nbs/07_analysis.ipynb 58
 def _oriented(row, o, kinds):
     for c in kinds:
         row[f'{c}_or'] = o * row[c]
@@ -375,7 +436,7 @@ def _oriented(row, o, kinds):
         if f'{c}_lo' in row: row[f'{c}_or_lo'], row[f'{c}_or_hi'] = (lo, hi) if o > 0 else (-hi, -lo)
     return row
 
-# %% ../nbs/07_analysis.ipynb 53
+# %% ../nbs/07_analysis.ipynb 59
 def model_level(df: pd.DataFrame,              # a table per the contract
                 metrics: list|None=None,        # metric columns (default: all known)
                 threshold: float|None=None,     # vote threshold, as in `prepare_table`
@@ -405,7 +466,7 @@ def model_level(df: pd.DataFrame,              # a table per the contract
         rows.append(_oriented(row, row['orientation'], kinds))
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 54
+# %% ../nbs/07_analysis.ipynb 60
 def model_rates(df: pd.DataFrame,            # a table per the contract
                 metrics: list|None=None,     # metric columns (default: all known)
                 threshold: float|None=None,  # vote threshold, as in `prepare_table`
@@ -426,7 +487,7 @@ def model_rates(df: pd.DataFrame,            # a table per the contract
     out['ci_method'] = CI_METHODS['one-way'] if draws else 'none (n_resamples = 0)'
     return out.reset_index()
 
-# %% ../nbs/07_analysis.ipynb 61
+# %% ../nbs/07_analysis.ipynb 69
 def auc(recognized: np.ndarray,  # 0/1 human verdicts
         score: np.ndarray,       # oriented metric (higher = more leakage)
         name: str='metric',      # named in warnings
@@ -446,7 +507,7 @@ def auc(recognized: np.ndarray,  # 0/1 human verdicts
         return np.nan
     return float(roc_auc_score(y, stats.rankdata(s)))   # ranks: a perfect copy's PSNR = inf ranks first
 
-# %% ../nbs/07_analysis.ipynb 62
+# %% ../nbs/07_analysis.ipynb 70
 def fisher_ci(r: float, n: int, confidence: float=0.95) -> tuple:
     "Interval of a Spearman coefficient by Fisher's z with the Bonett–Wright variance (assumes independent rows)."
     if not np.isfinite(r) or n < 4: return np.nan, np.nan
@@ -458,7 +519,7 @@ def image_metrics(metrics: list) -> list:  # metric columns
     "The metrics with one value per reconstruction: set-level ones (FID) are compared at model level only."
     return [m for m in metrics if metric_level(m) == 'image']
 
-# %% ../nbs/07_analysis.ipynb 63
+# %% ../nbs/07_analysis.ipynb 71
 def _image_rows(d, unit, metrics, method, n_resamples, confidence, seed):
     "The image-level rows of one group of reconstructions."
     models, images = _codes(d)
@@ -484,7 +545,7 @@ def _image_rows(d, unit, metrics, method, n_resamples, confidence, seed):
         rows.append(_oriented(row, o, ('spearman', 'kendall')))
     return rows
 
-# %% ../nbs/07_analysis.ipynb 64
+# %% ../nbs/07_analysis.ipynb 72
 def image_level(df: pd.DataFrame,            # a table per the contract
                 metrics: list|None=None,      # metric columns (default: all known; set-level ones are left out)
                 threshold: float|None=None,   # vote threshold, as in `prepare_table`
@@ -506,11 +567,11 @@ def image_level(df: pd.DataFrame,            # a table per the contract
         rows += _image_rows(d, unit, metrics, 'iid' if ci == 'iid' else 'one-way', n_resamples, confidence, seed)
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 70
+# %% ../nbs/07_analysis.ipynb 78
 CORRELATION_COLUMNS = ['level', 'metric', 'n', 'orientation', 'spearman', 'spearman_p', 'spearman_lo', 'spearman_hi',
                        'kendall', 'kendall_p', 'pearson', 'pearson_p', 'auc', 'auc_lo', 'auc_hi', 'ci_method', 'note']
 
-# %% ../nbs/07_analysis.ipynb 71
+# %% ../nbs/07_analysis.ipynb 79
 def correlations(df: pd.DataFrame,            # a table per the contract
                  level: str='both',           # 'model', 'image' or 'both'
                  metrics: list|None=None,     # metric columns (default: all known)
@@ -531,7 +592,7 @@ def correlations(df: pd.DataFrame,            # a table per the contract
                      .assign(level='image', pearson=np.nan, pearson_p=np.nan))
     return pd.concat(parts, ignore_index=True)[CORRELATION_COLUMNS]
 
-# %% ../nbs/07_analysis.ipynb 76
+# %% ../nbs/07_analysis.ipynb 84
 def read_labels(labels) -> pd.DataFrame:  # DataFrame, a `LabelStore`, or path to labels.sqlite / .csv / .parquet
     "The raw labels as a DataFrame with at least `recon_id, annotator, recognized`."
     from semsim.labels import LabelStore
@@ -554,7 +615,7 @@ def read_labels(labels) -> pd.DataFrame:  # DataFrame, a `LabelStore`, or path t
     if 'created_at' in labels.columns: labels = labels.sort_values('created_at', kind='stable')
     return labels.dropna(subset=['recognized']).groupby(['recon_id', 'annotator'], as_index=False).recognized.last()
 
-# %% ../nbs/07_analysis.ipynb 77
+# %% ../nbs/07_analysis.ipynb 85
 def _label_matrix(labels, table: pd.DataFrame|None) -> tuple:
     "Votes as a (reconstructions, annotators) array with NaN where missing, and each row's unit and original codes."
     lab = read_labels(labels)
@@ -571,7 +632,7 @@ def _label_matrix(labels, table: pd.DataFrame|None) -> tuple:
     wide = lab.pivot(index='recon_id', columns='annotator', values='recognized').astype(float)
     return wide.values, _codes(t.loc[wide.index])
 
-# %% ../nbs/07_analysis.ipynb 78
+# %% ../nbs/07_analysis.ipynb 86
 def _halves(votes: np.ndarray, half: np.ndarray) -> tuple:
     "Each half's vote share per reconstruction (NaN where nobody in that half labelled it)."
     with warnings.catch_warnings():
@@ -583,7 +644,7 @@ def _brown(r):
     rel = 2 * r / (1 + r)
     return rel, np.sqrt(np.clip(rel, 0, 1))
 
-# %% ../nbs/07_analysis.ipynb 79
+# %% ../nbs/07_analysis.ipynb 87
 def _split_scores(votes, half, units, threshold):
     "One split: image-level Spearman of the halves, AUC of a half's share for the other's majority, model Spearman."
     a, b = _halves(votes, half); ok = ~(np.isnan(a) | np.isnan(b)); a, b, u = a[ok], b[ok], units[ok]
@@ -596,7 +657,7 @@ def _split_scores(votes, half, units, threshold):
     mod = float(_spearman_v(ra, rb)) if len(ra) >= 3 and not (_constant(ra) or _constant(rb)) else np.nan
     return img, au, mod
 
-# %% ../nbs/07_analysis.ipynb 80
+# %% ../nbs/07_analysis.ipynb 88
 def _ceiling_draws(votes, units, images, threshold, method, n_resamples, n_splits, seed):
     "Resampled image, AUC and model ceilings (models and originals as `method`, a random split per batch)."
     rng, img, au, mod = np.random.default_rng(seed), [], [], []
@@ -618,7 +679,7 @@ def _ceiling_draws(votes, units, images, threshold, method, n_resamples, n_split
     cat = lambda v: np.concatenate(v) if v else np.array([])
     return cat(img), cat(au), cat(mod)
 
-# %% ../nbs/07_analysis.ipynb 81
+# %% ../nbs/07_analysis.ipynb 89
 def noise_ceiling(labels,                    # raw labels (see `read_labels`)
                   table: pd.DataFrame|None=None,  # table mapping recon_id to unit and original; None: from 'm/a/i' ids
                   n_splits: int=200,         # random annotator splits
@@ -658,7 +719,7 @@ def noise_ceiling(labels,                    # raw labels (see `read_labels`)
                              '' if boot is not None else 'no interval asked for'})
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_analysis.ipynb 88
+# %% ../nbs/07_analysis.ipynb 96
 def plot_ceiling(image_corr: pd.DataFrame,  # `image_level(...)` rows (the pooled `all` rows are used)
                  ceiling: pd.DataFrame,     # `noise_ceiling(...)`
                  level: str='image',        # which ceiling to draw
@@ -681,13 +742,13 @@ def plot_ceiling(image_corr: pd.DataFrame,  # `image_level(...)` rows (the poole
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_analysis.ipynb 92
+# %% ../nbs/07_analysis.ipynb 100
 def _paired(draws_a, draws_b, confidence, point):
     "Interval of the difference `a - b` of paired resampled statistics, and whether it excludes 0."
     lo, hi = percentile_ci(np.asarray(draws_a) - np.asarray(draws_b), confidence)
     return {'diff': point, 'lo': lo, 'hi': hi, 'excludes_zero': bool(lo > 0 or hi < 0)}
 
-# %% ../nbs/07_analysis.ipynb 93
+# %% ../nbs/07_analysis.ipynb 101
 def compare_metrics(df: pd.DataFrame,          # a table per the contract
                     a: str, b: str,            # the two metric columns
                     level: str='model',        # 'model' or 'image'
@@ -728,7 +789,7 @@ def compare_metrics(df: pd.DataFrame,          # a table per the contract
     out |= _paired(oa * boot[a][kind], ob * boot[b][kind], confidence, ra - rb)
     return out | {'ci_method': MODEL_CI, 'note': ''}
 
-# %% ../nbs/07_analysis.ipynb 98
+# %% ../nbs/07_analysis.ipynb 106
 def _tie_pairs(v):
     c = np.unique(v, return_counts=True)[1]
     return float((c * (c - 1) / 2).sum())
@@ -741,7 +802,7 @@ def discordant_share(x: np.ndarray, y: np.ndarray) -> float:  # two paired sampl
     c_minus_d = stats.kendalltau(x, y).statistic * np.sqrt((n0 - n1) * (n0 - n2))
     return float(((n0 - n1 - n2 + n3) - c_minus_d) / 2 / n0)
 
-# %% ../nbs/07_analysis.ipynb 99
+# %% ../nbs/07_analysis.ipynb 107
 def contradictions(df: pd.DataFrame,           # a table per the contract
                    metrics: list|None=None,    # metric columns (default: all known)
                    threshold: float|None=None, # vote threshold, as in `prepare_table`
@@ -761,7 +822,7 @@ def contradictions(df: pd.DataFrame,           # a table per the contract
             disc[i, j] = disc[j, i] = discordant_share(x, y)
     return {'kendall': pd.DataFrame(tau, names, names), 'discordant': pd.DataFrame(disc, names, names)}
 
-# %% ../nbs/07_analysis.ipynb 104
+# %% ../nbs/07_analysis.ipynb 112
 def disagreements(df: pd.DataFrame,          # a table per the contract
                   metric: str,               # the metric column
                   n: int=6,                  # rows of each kind
@@ -779,7 +840,7 @@ def disagreements(df: pd.DataFrame,          # a table per the contract
     leak, miss = leak.assign(kind='metric leaks, humans not'), miss.assign(kind='humans recognise, metric not')
     return pd.concat([leak, miss], ignore_index=True)
 
-# %% ../nbs/07_analysis.ipynb 109
+# %% ../nbs/07_analysis.ipynb 117
 def plot_gallery(rows: pd.DataFrame,       # rows with `original_path`, `recon_path` (e.g. from `disagreements`)
                  root: str|Path='.',        # directory the paths are relative to (the run)
                  metric: str|None=None,     # metric value to print under each pair
@@ -803,7 +864,7 @@ def plot_gallery(rows: pd.DataFrame,       # rows with `original_path`, `recon_p
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_analysis.ipynb 113
+# %% ../nbs/07_analysis.ipynb 121
 def plot_model_scatter(df: pd.DataFrame,         # a table per the contract
                        metrics: list|None=None,  # metric columns (default: all known)
                        threshold: float|None=None,  # vote threshold, as in `prepare_table`
@@ -824,7 +885,7 @@ def plot_model_scatter(df: pd.DataFrame,         # a table per the contract
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_analysis.ipynb 114
+# %% ../nbs/07_analysis.ipynb 122
 def plot_heatmap(df: pd.DataFrame,          # a table per the contract
                  metrics: list|None=None,   # metric columns (default: all known)
                  threshold: float|None=None,  # vote threshold, as in `prepare_table`
@@ -838,7 +899,7 @@ def plot_heatmap(df: pd.DataFrame,          # a table per the contract
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_analysis.ipynb 115
+# %% ../nbs/07_analysis.ipynb 123
 def save_figure(fig,                  # a matplotlib figure
                 path: str|Path,       # destination .png
                 dpi: int=120):        # resolution
@@ -848,7 +909,7 @@ def save_figure(fig,                  # a matplotlib figure
     plt.close(fig)
     return Path(path)
 
-# %% ../nbs/07_analysis.ipynb 120
+# %% ../nbs/07_analysis.ipynb 128
 _HOVER_JS = """
 var gd = document.getElementById('{plot_id}');
 var tip = document.createElement('img');
@@ -856,7 +917,8 @@ tip.style.cssText = 'position:fixed;display:none;width:112px;image-rendering:pix
   'background:#fff;z-index:1000;pointer-events:none';
 document.body.appendChild(tip);
 gd.on('plotly_hover', function(ev) {
-  var p = ev.points[0]; var b64 = p.customdata && p.customdata[1];
+  var p = ev.points[0], thumbs = gd.layout.meta;  // each thumbnail once, for every trace
+  var b64 = thumbs && p.customdata && thumbs[p.customdata[1]];
   if (!b64) return;
   tip.src = 'data:image/png;base64,' + b64;
   tip.style.left = (ev.event.clientX + 16) + 'px'; tip.style.top = (ev.event.clientY - 60) + 'px';
@@ -865,7 +927,7 @@ gd.on('plotly_hover', function(ev) {
 gd.on('plotly_unhover', function() { tip.style.display = 'none'; });
 """
 
-# %% ../nbs/07_analysis.ipynb 121
+# %% ../nbs/07_analysis.ipynb 129
 def thumbnails(paths, root: str|Path='.') -> list:  # image paths relative to `root`
     "Base64 strings of the PNG files (empty string for a missing file)."
     out = []
@@ -874,23 +936,26 @@ def thumbnails(paths, root: str|Path='.') -> list:  # image paths relative to `r
         out.append(base64.b64encode(f.read_bytes()).decode() if isinstance(p, str) and f.is_file() else '')
     return out
 
-# %% ../nbs/07_analysis.ipynb 122
+# %% ../nbs/07_analysis.ipynb 130
 def interactive_scatter(df: pd.DataFrame,          # a table per the contract
                         metrics: list|None=None,   # metric columns (default: all known)
                         root: str|Path|None=None,  # run directory for `recon_path` thumbnails; None: no thumbnails
                         threshold: float|None=None,  # vote threshold, as in `prepare_table`
                         jitter: float=0.015,       # vertical jitter of points
-                        seed: int=0,               # jitter seed
+                        seed: int=0,               # jitter and sample seed
+                        max_points: int=5000,      # a larger table is shown as a seeded sample of this many rows
                        ):
     "Plotly scatter of each image-level metric against the vote share, one per dropdown entry; thumbnails attached."
     import plotly.graph_objects as go
     d, metrics = prepare_table(df, metrics, threshold)
     metrics = image_metrics(metrics) or metrics
+    rng, n, (codes, units) = np.random.default_rng(seed), len(d), pd.factorize(d.unit, sort=True)
+    y = d.human_rate.values + rng.uniform(-jitter, jitter, n)
+    keep = np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
+    d, y, codes = d.iloc[keep], y[keep], codes[keep]
     ids = (d['recon_id'] if 'recon_id' in d.columns else d['unit'] + '/' + d['image_id']).astype(str)
-    thumbs = thumbnails(d['recon_path'], root) if root is not None and 'recon_path' in d.columns else [''] * len(d)
-    y = d.human_rate.values + np.random.default_rng(seed).uniform(-jitter, jitter, len(d))
-    codes, units = pd.factorize(d.unit, sort=True)
-    custom = np.stack([ids.values, np.array(thumbs, dtype=object), d.unit.values], 1)
+    thumbs = thumbnails(d['recon_path'], root) if root is not None and 'recon_path' in d.columns else None
+    custom = np.array([ids.values, np.arange(len(d)), d.unit.values], dtype=object).T  # [1]: its thumbnail
     fig = go.Figure()
     for k, m in enumerate(metrics):
         fig.add_trace(go.Scattergl(x=d[m], y=y, mode='markers', name=m, visible=k == 0, customdata=custom,
@@ -901,17 +966,20 @@ def interactive_scatter(df: pd.DataFrame,          # a table per the contract
                     args=[{'visible': [j == k for j in range(len(metrics))]}, {'xaxis.title.text': m}])
                for k, m in enumerate(metrics)]
     fig.update_layout(updatemenus=[dict(buttons=buttons, x=0, y=1.15, xanchor='left')], xaxis_title=metrics[0],
-                      yaxis_title='human vote share', height=420, width=640, margin=dict(t=60), showlegend=False)
+                      yaxis_title='human vote share', height=420, width=640, margin=dict(t=60), showlegend=False,
+                      meta=thumbs)
+    if n > max_points: fig.update_layout(title=dict(text=f'{len(d):,} of {n:,} reconstructions, seeded sample',
+                                                    x=1, xanchor='right', font=dict(size=12)))
     return fig
 
-# %% ../nbs/07_analysis.ipynb 123
+# %% ../nbs/07_analysis.ipynb 131
 def save_html(fig,                 # a plotly figure from `interactive_scatter`
               path: str|Path):     # destination .html
     "Write a standalone HTML page (plotly.js embedded, hover thumbnails), atomically; returns the path."
     write_text_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True, post_script=_HOVER_JS))
     return Path(path)
 
-# %% ../nbs/07_analysis.ipynb 127
+# %% ../nbs/07_analysis.ipynb 137
 def read_analysis_table(path: str|Path) -> pd.DataFrame:  # a .csv or .parquet table
     "Read an analysis table from CSV or parquet, with a clear error for anything else."
     path = Path(path)
@@ -925,7 +993,7 @@ def read_analysis_table(path: str|Path) -> pd.DataFrame:  # a .csv or .parquet t
         raise SemsimError(f"unreadable table {path}: {e}", path, "check that it is a valid CSV or parquet file") from e
     raise SemsimError(f"unsupported table format {path.suffix!r}", path, "use .csv or .parquet")
 
-# %% ../nbs/07_analysis.ipynb 128
+# %% ../nbs/07_analysis.ipynb 138
 def writable_dir(path: str|Path,  # a folder to write into (created if missing)
                  arg: str='--out',  # the argument it came from, for the message
                 ) -> Path:
@@ -942,7 +1010,7 @@ def writable_dir(path: str|Path,  # a folder to write into (created if missing)
                           f"pass {arg} a folder you can write to, e.g. {arg} /tmp/semsim-out") from e
     return path
 
-# %% ../nbs/07_analysis.ipynb 129
+# %% ../nbs/07_analysis.ipynb 139
 def _undeclared_note(df: pd.DataFrame) -> list:
     "Numeric columns without a declared orientation, said in a warning with how to declare them."
     cols = [c for c in undeclared_columns(df) if c not in ('unit', 'human_rate')]
@@ -953,7 +1021,7 @@ def _undeclared_note(df: pd.DataFrame) -> list:
                       "(Column(1): higher = more leakage, Column(-1): lower = more leakage), or drop the column")
     return cols
 
-# %% ../nbs/07_analysis.ipynb 130
+# %% ../nbs/07_analysis.ipynb 140
 def _figures(df, out, level, metrics, threshold, root, ceiling):
     "Write the figures of `analyze` (warnings silenced: the tables have said them)."
     with warnings.catch_warnings():
@@ -967,7 +1035,7 @@ def _figures(df, out, level, metrics, threshold, root, ceiling):
         save_figure(plot_heatmap(df, img or metrics, threshold), out / 'heatmap.png')
         save_html(interactive_scatter(df, metrics, root, threshold), out / 'scatter.html')
 
-# %% ../nbs/07_analysis.ipynb 131
+# %% ../nbs/07_analysis.ipynb 141
 def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
             out: str|Path,                 # output directory
             level: str='both',             # model, image or both
@@ -1007,10 +1075,10 @@ def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
     if figures: _figures(df, out, level, metrics, threshold, root, ceiling)
     return corr
 
-# %% ../nbs/07_analysis.ipynb 132
+# %% ../nbs/07_analysis.ipynb 142
 def _interval(v, lo, hi): return '' if pd.isna(v) else f'{v:.3f}' + ('' if pd.isna(lo) else f' [{lo:.3f}, {hi:.3f}]')
 
-# %% ../nbs/07_analysis.ipynb 133
+# %% ../nbs/07_analysis.ipynb 143
 def _cmd_analyze(args):
     kw = dict(level=args.level, metrics=args.metrics.split(',') if args.metrics else None, threshold=args.threshold,
               figures=not args.no_figures, n_resamples=args.resamples, ci=args.ci, seed=args.seed)
@@ -1036,7 +1104,7 @@ def _cmd_analyze(args):
         if note: print(f'{level} level: {note}')
     print(f"wrote {Path(args.out) / 'correlations.csv'}")
 
-# %% ../nbs/07_analysis.ipynb 134
+# %% ../nbs/07_analysis.ipynb 144
 def register_commands(sub):
     "Add the `analyze` command to the `semsim` parser."
     p = sub.add_parser('analyze', help='correlate metrics with human judgements (model and image level)')
