@@ -21,7 +21,8 @@ import numpy as np, pandas as pd
 from PIL import Image
 from semsim.core import RunDir, update_table, recon_id, load_png, to_uint8, write_json_atomic
 from semsim.data import export_originals
-from semsim.labels import open_labels, votes, Labeller
+from semsim.labels import open_labels, Labeller
+from semsim.votes import votes
 from semsim.pipeline import (load_config, write_config, current_keys, label_votes, render_report,
                              _analysis_work, _metric_columns)
 

@@ -12,7 +12,7 @@ from .core import SemsimError
 __all__ = ['COMMAND_MODULES', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb 5
-COMMAND_MODULES = ['data', 'victims', 'attacks', 'metrics', 'labels', 'labelling', 'learned', 'analysis', 'pipeline']
+COMMAND_MODULES = ['data', 'victims', 'attacks', 'metrics', 'labelio', 'labelling', 'learned', 'analysis', 'pipeline']
 
 def build_parser() -> argparse.ArgumentParser:
     "The `semsim` argument parser with every module's subcommands."

@@ -13,7 +13,7 @@ from .core import (SemsimError, RunDir, read_table, update_table, load_png, seed
                          write_text_atomic, package_versions, Normalize, make_optimizer, save_checkpoint,
                          load_checkpoint)
 from .metrics import metric_columns, metric_column, orientation
-from .labels import votes as run_votes, label_source as run_label_source
+from .votes import votes as run_votes, label_source as run_label_source
 
 # %% auto 0
 __all__ = ['SAMPLERS', 'SAMPLER_REFERENCES', 'BACKBONES', 'SCORES', 'LOSSES', 'SPLITS', 'labelled_reconstructions', 'check_split',
@@ -40,7 +40,7 @@ def labelled_reconstructions(run: RunDir|str,            # the run
     need = {'recon_id', 'votes_recognized', 'votes_total', 'recognized'}
     if not need <= set(votes.columns):
         raise SemsimError(f"votes lack columns {sorted(need - set(votes.columns))}", 'votes',
-                          "pass the output of semsim.labels.votes(run)")
+                          "pass the output of semsim.votes.votes(run)")
     v = votes[[c for c in ['recon_id', 'votes_recognized', 'votes_total', 'recognized', 'proxy'] if c in votes.columns]]
     v = v[v.votes_total > 0]
     t = df.drop(columns=[c for c in v.columns if c != 'recon_id' and c in df.columns]).merge(v, on='recon_id',
@@ -529,7 +529,7 @@ def train_semsim(run: RunDir|str,                  # the run (reconstructions ta
                  arch: str='convnet',              # 'convnet' (CPU) or 'resnet18' (the paper's)
                  epochs: int=30,                   # training epochs
                  seed: int=0,                      # split, sampling and initialisation seed
-                 votes: pd.DataFrame|None=None,    # aggregated votes; None: `semsim.labels.votes(run)`
+                 votes: pd.DataFrame|None=None,    # aggregated votes; None: `semsim.votes.votes(run)`
                  verbose: bool=True,               # progress bar
                  semsim_id: str|None=None,         # folder under `semsim/`; None: `<arch>-<sampler>-<loss>-s<seed>`
                  save: bool=True,                  # write weights and `analysis/semsim_heldout.csv`

@@ -231,7 +231,7 @@ def _check_metrics(cfg: dict):
 
 # %% ../nbs/09_pipeline.ipynb 28
 def _check_labels(cfg: dict):
-    from semsim.labels import IMPORT_FORMATS
+    from semsim.labelio import IMPORT_FORMATS
     lab, src = cfg['labels'], cfg['labels']['source']
     ok = isinstance(src, str) and (src in ('humans', 'store', 'auto') or src.startswith('proxy:') and len(src) > 6
                                    or src.split(':')[0] == 'import' and src.count(':') >= 2)
@@ -347,8 +347,8 @@ def _originals_done(cfg, run, state):
 
 def _originals_work(cfg, run, state, old, verbose):
     "Export the dataset's test originals, or import a folder of originals, reconstructions and labels."
-    from semsim import labels
-    if imp := folder_import(cfg): labels.import_labels(run, imp[0], imp[1], dataset=cfg['dataset'])
+    from semsim import labelio
+    if imp := folder_import(cfg): labelio.import_labels(run, imp[0], imp[1], dataset=cfg['dataset'])
     else: export_originals(cfg['dataset'], cfg['n_originals'], run, seed=cfg['seed'])
 
 # %% ../nbs/09_pipeline.ipynb 47
@@ -425,7 +425,7 @@ def config_source(cfg: dict) -> str:
 
 def label_votes(cfg: dict, run: RunDir, keys: dict) -> pd.DataFrame:
     "The votes of the config's one label source on its reconstructions (those people labelled, for `subset: labelled`)."
-    from semsim.labels import votes
+    from semsim.votes import votes
     v = votes(run, threshold=cfg['labels']['threshold'], source=config_source(cfg))
     keep = set(keys['recon_ids'])
     if cfg['analysis'].get('subset', 'all') == 'labelled': keep &= set(votes(run, source='humans').recon_id)
@@ -450,13 +450,13 @@ def _labels_done(cfg, run, state): return len(label_votes(cfg, run, state['curre
 # %% ../nbs/09_pipeline.ipynb 55
 def _labels_work(cfg, run, state, old, verbose):
     "Label by a proxy panel (also for `auto`, which uses it unless humans cover enough) or an import."
-    from semsim import labels
+    from semsim import proxies, labelio
     src = cfg['labels']['source']
     if src.startswith('proxy:') or src == 'auto':
-        labels.label_with_proxies(run, panel_size=cfg['labels']['panel'], seed=cfg['seed'], verbose=verbose)
+        proxies.label_with_proxies(run, panel_size=cfg['labels']['panel'], seed=cfg['seed'], verbose=verbose)
     elif src.startswith('import:'):
         _, fmt, path = src.split(':', 2)
-        labels.import_labels(run, fmt, path, dataset=cfg['dataset'])
+        labelio.import_labels(run, fmt, path, dataset=cfg['dataset'])
     if not _labels_done(cfg, run, state):
         raise SemsimError(f"no labels of source {src} on this config's reconstructions in {run.labels_db}",
                           'labels.source', "label them (make label), or use labels.source: proxy:panel")
@@ -485,7 +485,7 @@ def _semsim_work(cfg, run, state, old, verbose):
     "Train SemSim on the current votes (a new folder per key) and score every reconstruction."
     from semsim.learned import train_semsim, score_semsim
     s, v = cfg['semsim'], state['votes']
-    from semsim.labels import label_source
+    from semsim.votes import label_source
     said = label_source(run, config_source(cfg))
     src = dict(kind=said['kind'], requested=cfg['labels']['source'], annotators=said['annotators'],
                votes_fingerprint=fingerprint(v), n_reconstructions=len(v),
@@ -511,7 +511,7 @@ def analysis_table(run: RunDir,                # a run the pipeline made
 
 # %% ../nbs/09_pipeline.ipynb 60
 def _analysis_inputs(cfg, run, state):
-    from semsim.labels import label_source
+    from semsim.votes import label_source
     t, _ = current_table(run, state['current'])
     return dict(votes=fingerprint(state['votes']), table=fingerprint(t.sort_values('recon_id')),
                 analysis=cfg['analysis'], source=label_source(run, config_source(cfg))['note'])  # e.g. new human labels
@@ -533,7 +533,7 @@ def analyze_run(run: RunDir|str,              # a run the pipeline made (only re
     "Correlate a run's metrics with its label source's votes (see `analysis.analyze`); returns the correlations."
     import warnings
     from semsim.analysis import analyze
-    from semsim.labels import source_labels, label_source
+    from semsim.votes import source_labels, label_source
     run = RunDir(run)
     if not run.config.exists(): raise SemsimError(f"{run.path} is not a run the pipeline made (no config.yaml)",
                                                   run.path, "pass its table instead, e.g. a CSV with votes")

@@ -12,8 +12,10 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 from conftest import make_degraded_run, ROOT
 from semsim.core import RunDir, SemsimError, load_png, save_png, write_table, to_uint8
-from semsim.labels import (LabelStore, Labeller, open_labels, label_source, agreement, votes, release_fixture,
-                           label_with_proxies)
+from semsim.labels import LabelStore, Labeller, open_labels
+from semsim.votes import label_source, agreement, votes
+from semsim.proxies import label_with_proxies
+from semsim.labelio import release_fixture
 
 SEMSIM = ROOT/'.venv'/'bin'/'semsim'
 
@@ -170,7 +172,7 @@ def test_failed_reconstructions_are_kept_out_of_queues(run):
     lab = Labeller(run, 'bob')
     assert set(lab.order) == set(t.recon_id[2:])
     with pytest.raises(SemsimError, match='failed reconstructions'): Labeller(run, 'bob', order=[t.recon_id[0]])
-    from semsim.labels import active_order
+    from semsim.votes import active_order
     assert not {t.recon_id[0], t.recon_id[1]} & set(active_order(run).recon_id)
     assert label_source(run, 'humans')['n_total'] == len(t) - 2
 
@@ -299,6 +301,6 @@ def test_a_smaller_proxy_panel_later_never_mixes_with_the_old_members(run):
             st.add_many(pd.DataFrame([dict(recon_id=r, annotator=f'proxy:panel:{i}', protocol='class',
                                            answer=int(st.truth[r]), proxy=1) for r in ids for i in range(n)]))
     panel(5); panel(3)
-    from semsim.labels import source_labels
+    from semsim.votes import source_labels
     assert sorted(source_labels(run, 'proxy:panel').annotator.unique()) == [f'proxy:panel:{i}' for i in range(3)]
     assert set(votes(run, source='proxy:panel').votes_total) == {3}

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 from semsim.core import SemsimError, RunDir, recon_id
 from semsim.data import image_id
-from semsim.labels import (LabelStore, votes, agreement, release_fixture, import_semsim_release, read_answers,
-                           label_source, register_commands)
+from semsim.labels import LabelStore
+from semsim.votes import votes, agreement, label_source
+from semsim.labelio import release_fixture, import_semsim_release, read_answers, register_commands
 
 WRITER = r"""
 import sys, time

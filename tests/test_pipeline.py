@@ -262,7 +262,8 @@ def test_import_csv_label_source_end_to_end(tmp_path):
 
 def test_import_semsim_release_label_source_end_to_end(tmp_path):
     "The paper's released annotations as the experiment: imported, measured, SemSim trained, analysed, reported."
-    from semsim.labels import release_fixture, label_source
+    from semsim.labelio import release_fixture
+    from semsim.votes import label_source
     expected = release_fixture(tmp_path/'release', n_images=12, seed=3)           # 12 originals x 2 models
     cfg = load_config(dataset='fashion_mnist', params=[
         ('name', 'rel'), ('labels.source', f'import:semsim-release:{tmp_path/"release"}'),
