@@ -67,7 +67,7 @@ def _human(df: pd.DataFrame, threshold: float|None, where: str) -> pd.DataFrame:
     if not has_votes and 'recognized' not in df.columns:
         raise SemsimError(f"no human columns among {list(df.columns)[:12]}", where,
                           "add `recognized` (0/1) or `votes_recognized` + `votes_total` "
-                          "(e.g. from semsim.labels.votes)")
+                          "(e.g. from semsim.votes.votes)")
     if has_votes:
         total = _numbers(df, 'votes_total', where, "store the number of annotators who judged each row")
         recognised = _numbers(df, 'votes_recognized', where, "store how many recognised it")
