@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from PIL import Image
 from .core import SemsimError, RunDir, save_png, load_png, write_text_atomic, to_uint8, _eight_bit
+from .commands import command, add_commands
 
 # %% auto 0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'FASHION_MNIST_DEBIAN', 'FASHION_MNIST_CLASSES', 'IMAGE_SUFFIXES', 'DATASETS',
@@ -345,27 +346,28 @@ def show_originals(run, n: int=10):
     return fig
 
 # %% ../nbs/01_data.ipynb 41
-def _cmd_list(args):
+@command('data list', help='list the datasets of the registry',
+         group_help='datasets: list them, export originals into a run')
+def _cmd_list():
+    "Print the dataset registry, one line each, and how to use a folder of images of your own."
     for k, (_, desc) in DATASETS.items(): print(f'{k:14s} {desc}')
     print(f"{'folder:<path>':14s} any ImageFolder tree of your own, resized")
 
-def _cmd_export(args):
-    t = export_originals(args.dataset, args.n, args.out, seed=args.seed, split=args.split,
-                         one_per_class_first=not args.no_class_first, force=args.force)
-    print(f"{len(t)} originals of {args.dataset} in {Path(args.out)/'originals'}")
+@command('data export', help='write N test images as originals into a run', choices=dict(split=['train', 'test']))
+def _cmd_export(*,
+                dataset: str='fashion_mnist',  # registry name or folder:<path>
+                n: int=64,                     # number of originals
+                out: str,                      # run directory, e.g. runs/NAME
+                seed: int=0,                   # choice seed
+                split: str='test',             # the split the originals are chosen from
+                no_class_first: bool=False,    # do not take one image per class first
+                force: bool=False,             # replace different originals already in the run
+               ):
+    "Export `n` originals of `dataset` into the run `out` (`export_originals`) and say where they are."
+    t = export_originals(dataset, n, out, seed=seed, split=split, one_per_class_first=not no_class_first, force=force)
+    print(f"{len(t)} originals of {dataset} in {Path(out)/'originals'}")
 
 # %% ../nbs/01_data.ipynb 42
 def register_commands(sub):
     "Add the `data` subcommands to the `semsim` parser."
-    p = sub.add_parser('data', help='datasets: list them, export originals into a run')
-    s = p.add_subparsers(dest='data_cmd', required=True)
-    s.add_parser('list', help='list the datasets of the registry').set_defaults(func=_cmd_list)
-    e = s.add_parser('export', help='write N test images as originals into a run')
-    e.add_argument('--dataset', default='fashion_mnist', help='registry name or folder:<path>')
-    e.add_argument('--n', type=int, default=64, help='number of originals')
-    e.add_argument('--out', required=True, help='run directory, e.g. runs/NAME')
-    e.add_argument('--seed', type=int, default=0, help='choice seed')
-    e.add_argument('--split', default='test', choices=['train', 'test'])
-    e.add_argument('--no-class-first', action='store_true', help='do not take one image per class first')
-    e.add_argument('--force', action='store_true', help='replace different originals already in the run')
-    e.set_defaults(func=_cmd_export)
+    add_commands(sub, 'data')
