@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import pandas as pd, torch
 from .core import SemsimError, write_json_atomic, write_bytes_atomic, file_lock
 from .data import data_dir
+from .commands import command, add_commands
 
 # %% auto 0
 __all__ = ['WEIGHTS', 'WeightsSpec', 'hub_checkpoints', 'weights_dirs', 'sha256_file', 'trusted_hashes', 'find_weights',
@@ -175,32 +176,34 @@ def fetch_weights(name: str,          # a key of `WEIGHTS`
     return dst
 
 # %% ../nbs/04a_weights.ipynb 37
-def _cmd_weights(args):
-    if args.weights_cmd == 'status':
-        st = weights_status()
-        print(st[['name', 'state', 'file', 'used_by', 'path']].to_string(index=False))
-        print(f"looked in: {', '.join(str(d) for d in weights_dirs())}")
-        if (st.state != 'ok').any():
-            print("fix: `semsim weights fetch NAME` when online, or `semsim weights import FILE` with a file "
-                  "downloaded elsewhere")
-    elif args.weights_cmd == 'fetch':
-        for n in args.names or list(WEIGHTS): print(f"{n}: {fetch_weights(n)}")
-    else:
-        print(f"installed {import_weights(args.file, args.name, args.trust)}")
+@command('weights status', help='where each weights file is and whether its hash checks out',
+         group_help='network weights for LPIPS and FID: status, fetch, import')
+def _cmd_status():
+    "Print each weights file's state and where it was looked for, and how to get the missing ones."
+    st = weights_status()
+    print(st[['name', 'state', 'file', 'used_by', 'path']].to_string(index=False))
+    print(f"looked in: {', '.join(str(d) for d in weights_dirs())}")
+    if (st.state != 'ok').any():
+        print("fix: `semsim weights fetch NAME` when online, or `semsim weights import FILE` with a file "
+              "downloaded elsewhere")
+
+@command('weights fetch', help='download weights (needs the internet)', positional=['names'],
+         fill=dict(names=', '.join(WEIGHTS)))
+def _cmd_fetch(names: list|None=None,  # of: {names} (default all)
+              ):
+    "Download the weights `names` (default: all of `WEIGHTS`) and print where each is."
+    for n in names or list(WEIGHTS): print(f"{n}: {fetch_weights(n)}")
+
+@command('weights import', help='install a weights file downloaded elsewhere', positional=['file'],
+         fill=dict(names=', '.join(WEIGHTS)))
+def _cmd_import(file: str,            # the downloaded .pth file
+                name: str|None=None,  # of: {names} (default: by hash or file name)
+                trust: bool=False,    # accept a file whose hash is not the published one (e.g. weights you made)
+               ):
+    "Install a downloaded weights file (`import_weights`) and print where it went."
+    print(f"installed {import_weights(file, name, trust)}")
 
 # %% ../nbs/04a_weights.ipynb 38
 def register_commands(sub):
     "Add the `weights` command (status, fetch, import) to the `semsim` parser."
-    w = sub.add_parser('weights', help='network weights for LPIPS and FID: status, fetch, import')
-    s = w.add_subparsers(dest='weights_cmd', required=True)
-    st = s.add_parser('status', help='where each weights file is and whether its hash checks out')
-    st.set_defaults(func=_cmd_weights)
-    f = s.add_parser('fetch', help='download weights (needs the internet)')
-    f.add_argument('names', nargs='*', help=f"of: {', '.join(WEIGHTS)} (default all)")
-    f.set_defaults(func=_cmd_weights)
-    i = s.add_parser('import', help='install a weights file downloaded elsewhere')
-    i.add_argument('file', help='the downloaded .pth file')
-    i.add_argument('--name', default=None, help=f"of: {', '.join(WEIGHTS)} (default: by hash or file name)")
-    i.add_argument('--trust', action='store_true',
-                   help='accept a file whose hash is not the published one (e.g. weights you made)')
-    i.set_defaults(func=_cmd_weights)
+    add_commands(sub, 'weights')
