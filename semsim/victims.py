@@ -16,6 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 from .core import (SemsimError, RunDir, seed_everything, generator, package_versions, Normalize, fit_classifier,
                          step_milestones, save_checkpoint, load_checkpoint, checkpoint_meta)
 from .data import DatasetInfo, load_dataset
+from .commands import command, add_commands
 
 # %% auto 0
 __all__ = ['ARCHS', 'RAW_INPUT', 'MAX_PARAMETERS', 'ATS_OPS', 'ATS_POLICIES', 'VARIANTS', 'DEFENSES', 'TRAINING', 'ZOO_KEYS',
@@ -529,62 +530,64 @@ def load_zoo_config(path,  # a YAML file
     return dict(dataset=cfg.get('dataset'), train=train, zoo=expand_zoo(cfg['zoo']))
 
 # %% ../nbs/02_victims.ipynb 63
-def _cmd_train(args):
-    entry = {k: v for k, v in dict(arch=args.arch, width=args.width, variant=args.variant, epochs=args.epochs,
-                                   seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                                   max_train=args.max_train).items() if v is not None}
-    t = train_zoo(args.run, args.dataset, [entry], force=args.force, verbose=not args.quiet)
+@command('victims train', help='train one victim into a run (epochs 0 = untrained)',
+         group_help='victim classifiers: train one, train a zoo, list them',
+         fill=dict(archs=', '.join(ARCHS), variants=', '.join(VARIANTS)))
+def _cmd_train(*,
+               run: str,                     # run directory, e.g. runs/NAME
+               dataset: str='fashion_mnist', # registry name
+               arch: str,                    # one of: {archs}
+               width: int|None=None,         # architecture width (default: the architecture's)
+               variant: str='none',          # {variants}, prune<P>, noise<σ>, joined with +
+               epochs: int=1,                # training epochs (0 = untrained)
+               seed: int=0,                  # training seed (initialisation and data order)
+               batch_size: int|None=None,    # training batch (default 64)
+               lr: float|None=None,          # initial learning rate (default 0.1)
+               max_train: int|None=None,     # train on a seeded subset of this many images
+               force: bool=False,            # retrain a victim that exists with other settings
+               quiet: bool=False,            # no progress bar
+              ):
+    "Train one victim (`train_zoo` with one entry; skipped when trained alike) and print its id and accuracy."
+    entry = {k: v for k, v in dict(arch=arch, width=width, variant=variant, epochs=epochs, seed=seed,
+                                   batch_size=batch_size, lr=lr, max_train=max_train).items() if v is not None}
+    t = train_zoo(run, dataset, [entry], force=force, verbose=not quiet)
     r = t.iloc[0]
-    print(f"{r.model_id}: {r.status}, test accuracy {r.test_accuracy:.4f} -> {RunDir(args.run).victim_dir(r.model_id)}")
+    print(f"{r.model_id}: {r.status}, test accuracy {r.test_accuracy:.4f} -> {RunDir(run).victim_dir(r.model_id)}")
 
 # %% ../nbs/02_victims.ipynb 64
-def _cmd_zoo(args):
-    cfg = load_zoo_config(args.config)
-    train = {**cfg['train'], **({'max_train': args.max_train} if args.max_train is not None else {})}
-    t = train_zoo(args.run, args.dataset or cfg['dataset'] or 'fashion_mnist', cfg['zoo'], force=args.force,
-                  verbose=not args.quiet, **train)
+@command('victims zoo', help='train the victims of a YAML zoo config (trained ones are skipped)')
+def _cmd_zoo(*,
+             run: str,                  # run directory
+             config: str,               # zoo YAML: dataset, train, zoo (a list of entries)
+             dataset: str|None=None,    # overrides the config's dataset (default fashion_mnist)
+             max_train: int|None=None,  # overrides the config's max_train
+             force: bool=False,         # retrain victims that exist with other settings
+             quiet: bool=False,         # no progress bars
+            ):
+    "Train the zoo of a YAML config (`load_zoo_config`, `train_zoo`) and print its table."
+    cfg = load_zoo_config(config)
+    train = {**cfg['train'], **({'max_train': max_train} if max_train is not None else {})}
+    t = train_zoo(run, dataset or cfg['dataset'] or 'fashion_mnist', cfg['zoo'], force=force, verbose=not quiet,
+                  **train)
     print(t.to_string(index=False))
 
 # %% ../nbs/02_victims.ipynb 65
-def _cmd_list(args):
-    if args.run is None:
+@command('victims list', help="a run's victims (without --run: architectures, variants, defenses)")
+def _cmd_list(run: str|None=None,  # run directory
+             ):
+    "Print a run's victims with their accuracy, or (no run) the architectures, variants and defenses."
+    if run is None:
         for title, reg in (('architectures', {k: v[2] for k, v in ARCHS.items()}), ('variants', VARIANTS),
                            ('defenses', DEFENSES)):
             print(f'{title}:'); [print(f'  {k:14s} {d}') for k, d in reg.items()]
         return
-    ids = list_victims(args.run)
-    if not ids: print(f"no victims in {RunDir(args.run).victims_dir}"); return
+    ids = list_victims(run)
+    if not ids: print(f"no victims in {RunDir(run).victims_dir}"); return
     for m in ids:
-        meta = _read_meta(RunDir(args.run).victim_dir(m))
+        meta = _read_meta(RunDir(run).victim_dir(m))
         print(f"{m:32s} {meta['dataset']:14s} acc {meta['test_accuracy']:.4f}  {meta['seconds']:.0f} s")
 
 # %% ../nbs/02_victims.ipynb 66
 def register_commands(sub):
     "Add the `victims` subcommands to the `semsim` parser."
-    p = sub.add_parser('victims', help='victim classifiers: train one, train a zoo, list them')
-    s = p.add_subparsers(dest='victims_cmd', required=True)
-    t = s.add_parser('train', help='train one victim into a run (epochs 0 = untrained)')
-    t.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
-    t.add_argument('--dataset', default='fashion_mnist', help='registry name')
-    t.add_argument('--arch', required=True, help=f"one of: {', '.join(ARCHS)}")
-    t.add_argument('--width', type=int, help='architecture width (default: the architecture\'s)')
-    t.add_argument('--variant', default='none', help=f"{', '.join(VARIANTS)}, prune<P>, noise<σ>, joined with +")
-    t.add_argument('--epochs', type=int, default=1, help='training epochs (0 = untrained)')
-    t.add_argument('--seed', type=int, default=0)
-    t.add_argument('--batch-size', type=int, help='training batch (default 64)')
-    t.add_argument('--lr', type=float, help='initial learning rate (default 0.1)')
-    t.add_argument('--max-train', type=int, help='train on a seeded subset of this many images')
-    t.add_argument('--force', action='store_true', help='retrain a victim that exists with other settings')
-    t.add_argument('--quiet', action='store_true', help='no progress bar')
-    t.set_defaults(func=_cmd_train)
-    z = s.add_parser('zoo', help='train the victims of a YAML zoo config (trained ones are skipped)')
-    z.add_argument('--run', required=True, help='run directory')
-    z.add_argument('--config', required=True, help='zoo YAML: dataset, train, zoo (a list of entries)')
-    z.add_argument('--dataset', help="overrides the config's dataset (default fashion_mnist)")
-    z.add_argument('--max-train', type=int, help="overrides the config's max_train")
-    z.add_argument('--force', action='store_true', help='retrain victims that exist with other settings')
-    z.add_argument('--quiet', action='store_true', help='no progress bars')
-    z.set_defaults(func=_cmd_zoo)
-    l = s.add_parser('list', help="a run's victims (without --run: architectures, variants, defenses)")
-    l.add_argument('--run', help='run directory')
-    l.set_defaults(func=_cmd_list)
+    add_commands(sub, 'victims')
