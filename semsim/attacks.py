@@ -16,6 +16,7 @@ from .core import (SemsimError, RunDir, save_png, load_png, generator, recon_id,
                          write_table, file_lock, Normalize, RECON_COLUMNS)
 from .data import load_originals
 from .victims import build_model, load_victim, defend, parse_defense, _exact
+from .commands import command, add_commands
 
 # %% auto 0
 __all__ = ['ATTACKS', 'PRIORS', 'Attack', 'get_attack', 'target_gradients', 'target_norms', 'recover_labels', 'gradient_distance',
@@ -677,39 +678,39 @@ def _select(run: RunDir, image_ids) -> pd.DataFrame:
     return originals[originals.image_id.isin(set(image_ids))]
 
 # %% ../nbs/03_attacks.ipynb 112
-def _cmd_attack(args):
+@command('attack', help="reconstruct the originals of a run from a victim's gradients",
+         choices=dict(attack=list(ATTACKS)))
+def _cmd_attack(*,
+                run: str,                   # run directory, e.g. runs/NAME
+                model: str,                 # victim model_id, a comma-separated list, or "all"
+                attack: str='ig',           # attack preset
+                iterations: int|None=None,  # optimiser steps (default: the preset's)
+                batch: int=32,              # images attacked together
+                defense: str|None=None,     # gradient defense, e.g. noise:0.01, prune:70, clip:1.0
+                images: str|None=None,      # comma-separated image_ids (default: all originals)
+                seed: int=0,                # added to every image seed
+                workers: int|None=None,     # chunks attacked at the same time (default: one per CPU thread, 1 on a GPU)
+                # first remove the reconstructions of the same preset and defense under other settings
+                replace: bool=False,
+                quiet: bool=False,          # no progress bars
+               ):
+    "Attack with each victim `model` (`run_attack`) and print a line per victim; none usable is an error."
     from semsim.victims import list_victims
-    models = list_victims(args.run) if args.model == 'all' else [m for m in args.model.split(',') if m]
+    models = list_victims(run) if model == 'all' else [m for m in model.split(',') if m]
     if not models:
-        raise SemsimError(f"no victims in {args.run}", '--model',
-                          f"train one: semsim victims train --run {args.run} ...")
+        raise SemsimError(f"no victims in {run}", '--model', f"train one: semsim victims train --run {run} ...")
     for m in models:
-        t = run_attack(args.run, m, args.attack, args.iterations, args.batch, args.defense,
-                       args.images.split(',') if args.images else None, verbose=not args.quiet, seed=args.seed,
-                       workers=args.workers, replace=args.replace)
+        t = run_attack(run, m, attack, iterations, batch, defense, images.split(',') if images else None,
+                       verbose=not quiet, seed=seed, workers=workers, replace=replace)
         counts = t.status.value_counts().to_dict()
-        print(f"{m}/{t.attack_id.iloc[0] if len(t) else args.attack}: {len(t)} reconstructions {counts}, "
+        print(f"{m}/{t.attack_id.iloc[0] if len(t) else attack}: {len(t)} reconstructions {counts}, "
               f"mean gradient distance {t.attack_loss.mean():.4g}, {t.seconds.mean():.2f} s per image")
         if not counts.get('ok'):
-            raise SemsimError(f"{m}/{args.attack}: no usable reconstruction ({counts})", '--model',
+            raise SemsimError(f"{m}/{attack}: no usable reconstruction ({counts})", '--model',
                               "see the message above for why; fix it and run the same command again "
                               "(finished images are kept)")
 
 # %% ../nbs/03_attacks.ipynb 113
 def register_commands(sub):
     "Add the `attack` command to the `semsim` parser."
-    p = sub.add_parser('attack', help='reconstruct the originals of a run from a victim\'s gradients')
-    p.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
-    p.add_argument('--model', required=True, help='victim model_id, a comma-separated list, or "all"')
-    p.add_argument('--attack', default='ig', choices=list(ATTACKS), help='attack preset')
-    p.add_argument('--iterations', type=int, default=None, help="optimiser steps (default: the preset's)")
-    p.add_argument('--batch', type=int, default=32, help='images attacked together')
-    p.add_argument('--defense', default=None, help='gradient defense, e.g. noise:0.01, prune:70, clip:1.0')
-    p.add_argument('--images', default=None, help='comma-separated image_ids (default: all originals)')
-    p.add_argument('--seed', type=int, default=0, help='added to every image seed')
-    p.add_argument('--workers', type=int, default=None,
-                   help='chunks attacked at the same time (default: one per CPU thread, 1 on a GPU)')
-    p.add_argument('--replace', action='store_true',
-                   help='first remove the reconstructions of the same preset and defense under other settings')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
-    p.set_defaults(func=_cmd_attack)
+    add_commands(sub, 'attack')
