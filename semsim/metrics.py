@@ -15,7 +15,8 @@ from .core import (SemsimError, RunDir, load_png, to_uint8, read_table, update_t
                          save_checkpoint, load_checkpoint, checkpoint_files)
 from .data import data_dir, load_dataset
 from .weights import (WEIGHTS, WeightsUnavailable, find_weights, require_weights, load_state_dict_file,
-                            import_weights, register_commands as _weights_commands)
+                            import_weights)
+from .commands import command, add_commands
 
 # %% auto 0
 __all__ = ['PRESETS', 'LPIPS_PRESETS', 'LPIPS_BACKBONES', 'INCEPTION_INPUTS', 'METRICS', 'NOT_METRICS', 'load_pairs', 'psnr',
@@ -23,7 +24,7 @@ __all__ = ['PRESETS', 'LPIPS_PRESETS', 'LPIPS_BACKBONES', 'INCEPTION_INPUTS', 'M
            'inception_features', 'single_frechet_distance', 'EvalCNN', 'train_eval_classifier', 'eval_classifier_path',
            'eval_classifier', 'classifier_outputs', 'feature_distances', 'recognition', 'PairSet', 'Column', 'Metric',
            'resolve_metrics', 'metric_column', 'orientation', 'metric_level', 'metric_columns', 'undeclared_columns',
-           'metrics_for_pairs', 'compute_metrics', 'compute_pairs', 'register_commands']
+           'metrics_for_pairs', 'compute_metrics', 'compute_pairs', 'write_pairs', 'register_commands']
 
 # %% ../nbs/04_metrics.ipynb 7
 def load_pairs(original_paths: list,  # original image files
@@ -768,49 +769,56 @@ def compute_pairs(originals_dir: str|Path,  # folder of original images
     return out
 
 # %% ../nbs/04_metrics.ipynb 143
-def _cmd_metrics(args):
-    if bool(args.run) == bool(args.originals or args.recon):
+def write_pairs(table: pd.DataFrame,  # a `compute_pairs` result (settings in its attrs)
+                out: str|Path,        # the CSV file to write (its folder is made)
+               ) -> Path:
+    "Write a `compute_pairs` table as CSV and its settings and unpaired files as `<out>.json`; returns `out`."
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out, table.to_csv(index=False).encode())
+    write_json_atomic(Path(f'{out}.json'), {'metrics': table.attrs['metrics'], 'unpaired': table.attrs['unpaired']})
+    return out
+
+# %% ../nbs/04_metrics.ipynb 146
+@command('metrics', help='compute metrics for a run, or for two folders of images',
+         fill=dict(names=','.join(METRICS), presets=' or '.join(PRESETS)))
+def _cmd_metrics(*,
+                 run: str|None=None,           # run directory: fills its reconstructions table
+                 originals: str|None=None,     # stand-alone: folder of originals
+                 recon: str|None=None,         # stand-alone: folder of reconstructions (paired by file name)
+                 out: str|None=None,           # stand-alone: output CSV
+                 metrics: str|None=None,       # comma-separated, of: {names} (optionally name:preset); default all
+                 preset: str='paper',          # {presets} (default paper)
+                 dataset: str|None=None,       # stand-alone: dataset of the images, for feat
+                 eval_n_train: int|None=None,  # train the evaluation classifier on this many images (default: all)
+                 quiet: bool=False,            # no line per metric
+                ):
+    "Fill a run's table (`compute_metrics`) or write a table for two folders (`compute_pairs`, `write_pairs`)."
+    if bool(run) == bool(originals or recon):
         raise SemsimError("give either --run, or --originals and --recon", 'semsim metrics',
                           "e.g. semsim metrics --run runs/NAME")
-    eval_kw = {'n_train': args.eval_n_train} if args.eval_n_train else None
-    if args.run:
-        table = compute_metrics(args.run, args.metrics, args.preset, verbose=not args.quiet, eval_kw=eval_kw)
-        _, meta = read_table(RunDir(args.run).reconstructions)
+    eval_kw = {'n_train': eval_n_train} if eval_n_train else None
+    if run:
+        table = compute_metrics(run, metrics, preset, verbose=not quiet, eval_kw=eval_kw)
+        _, meta = read_table(RunDir(run).reconstructions)
         cols = [c for c in metric_columns(table) if c in meta.get('metrics', {})]
-        print(f"{len(table)} reconstructions in {RunDir(args.run).reconstructions}")
+        print(f"{len(table)} reconstructions in {RunDir(run).reconstructions}")
         if cols: print(table.groupby(['model_id', 'attack_id'])[cols].mean().round(4).to_string())
         info = meta.get('metrics', {})
     else:
-        if not (args.originals and args.recon and args.out):
+        if not (originals and recon and out):
             raise SemsimError("stand-alone mode needs --originals, --recon and --out", 'semsim metrics',
                               "semsim metrics --originals DIR --recon DIR --out table.csv")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
-            t = compute_pairs(args.originals, args.recon, args.metrics, args.preset, args.dataset,
-                              verbose=not args.quiet, eval_kw=eval_kw)
+            t = compute_pairs(originals, recon, metrics, preset, dataset, verbose=not quiet, eval_kw=eval_kw)
         for w in caught: print(f"warning: {w.message}")
-        out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(out, t.to_csv(index=False).encode())
-        write_json_atomic(Path(str(out) + '.json'), {'metrics': t.attrs['metrics'], 'unpaired': t.attrs['unpaired']})
+        out = write_pairs(t, out)
         print(f"{len(t)} pairs -> {out} (settings in {out}.json)")
         info = t.attrs['metrics']
     for col, s in info.items():
         if 'unavailable' in s: print(f"unavailable: {col}: {s['unavailable']}")
 
-# %% ../nbs/04_metrics.ipynb 145
+# %% ../nbs/04_metrics.ipynb 148
 def register_commands(sub):
     "Add the `metrics` and `weights` commands to the `semsim` parser."
-    p = sub.add_parser('metrics', help='compute metrics for a run, or for two folders of images')
-    p.add_argument('--run', help='run directory: fills its reconstructions table')
-    p.add_argument('--originals', help='stand-alone: folder of originals')
-    p.add_argument('--recon', help='stand-alone: folder of reconstructions (paired by file name)')
-    p.add_argument('--out', help='stand-alone: output CSV')
-    p.add_argument('--metrics', default=None,
-                   help=f"comma-separated, of: {','.join(METRICS)} (optionally name:preset); default all")
-    p.add_argument('--preset', default='paper', help=f"{' or '.join(PRESETS)} (default paper)")
-    p.add_argument('--dataset', default=None, help='stand-alone: dataset of the images, for feat')
-    p.add_argument('--eval-n-train', type=int, default=None,
-                   help='train the evaluation classifier on this many images (default: all)')
-    p.add_argument('--quiet', action='store_true', help='no line per metric')
-    p.set_defaults(func=_cmd_metrics)
-    _weights_commands(sub)
+    add_commands(sub, 'metrics', 'weights')
