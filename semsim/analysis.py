@@ -11,6 +11,7 @@ import scipy.stats as stats
 from sklearn.metrics import roc_auc_score
 from .core import SemsimError, atomic_write, write_text_atomic, write_json_atomic
 from .metrics import orientation, metric_level, metric_column, metric_columns, undeclared_columns
+from .commands import command, add_commands
 
 # %% auto 0
 __all__ = ['HUMAN_COLUMNS', 'STATISTICS', 'CI_METHODS', 'MIN_MODELS', 'MODEL_CI', 'CORRELATION_COLUMNS', 'synthetic_study',
@@ -20,7 +21,7 @@ __all__ = ['HUMAN_COLUMNS', 'STATISTICS', 'CI_METHODS', 'MIN_MODELS', 'MODEL_CI'
            'image_level', 'correlations', 'read_labels', 'noise_ceiling', 'plot_ceiling', 'compare_metrics',
            'discordant_share', 'contradictions', 'disagreements', 'plot_gallery', 'plot_model_scatter', 'plot_heatmap',
            'save_figure', 'thumbnails', 'interactive_scatter', 'save_html', 'read_analysis_table', 'writable_dir',
-           'analyze', 'register_commands']
+           'analyze', 'correlation_summary', 'register_commands']
 
 # %% ../nbs/07_analysis.ipynb 5
 def synthetic_study(n_models: int=8,      # victim models, leaking from little to much
@@ -1079,48 +1080,57 @@ def analyze(table: str|Path|pd.DataFrame,  # the table, or its path
 def _interval(v, lo, hi): return '' if pd.isna(v) else f'{v:.3f}' + ('' if pd.isna(lo) else f' [{lo:.3f}, {hi:.3f}]')
 
 # %% ../nbs/07_analysis.ipynb 143
-def _cmd_analyze(args):
-    kw = dict(level=args.level, metrics=args.metrics.split(',') if args.metrics else None, threshold=args.threshold,
-              figures=not args.no_figures, n_resamples=args.resamples, ci=args.ci, seed=args.seed)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        if Path(args.table).is_dir():   # a run: its current config's reconstructions and its label source
-            from semsim.pipeline import analyze_run
-            if args.labels: raise SemsimError("--labels is for a table; a run's labels are its own", '--labels',
-                                              "leave --labels out when analysing a run directory")
-            corr = analyze_run(args.table, args.out, **kw)
-            print(json.loads((Path(args.out)/'analysis.json').read_text())['label_source']['note'])
-        else: corr = analyze(args.table, args.out, labels=args.labels, **kw)
-    for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
-        print(f'warning: {w}', file=sys.stderr)
+def correlation_summary(corr: pd.DataFrame,  # an `analyze` result
+                       ) -> pd.DataFrame:
+    "`analyze`'s correlations as a reader sees them: oriented Spearman and AUC, each with its interval, as text."
     show = corr[['level', 'metric', 'n']].copy()
     o = corr.orientation
     show['oriented spearman [95% CI]'] = [
         _interval(o[k] * r.spearman, *sorted((o[k] * r.spearman_lo, o[k] * r.spearman_hi))) for k, r in corr.iterrows()]
     show['auc [95% CI]'] = [_interval(r.auc, r.auc_lo, r.auc_hi) for _, r in corr.iterrows()]
     show['interval'] = corr.ci_method.fillna('')
-    print(show.to_string(index=False))
-    for level, note in dict.fromkeys(zip(corr.level, corr.note.fillna(''))):
-        if note: print(f'{level} level: {note}')
-    print(f"wrote {Path(args.out) / 'correlations.csv'}")
+    return show
 
 # %% ../nbs/07_analysis.ipynb 144
+@command('analyze', help='correlate metrics with human judgements (model and image level)', positional=['table'],
+         choices=dict(level=['model', 'image', 'both'], ci=list(CI_METHODS)))
+def _cmd_analyze(
+        # CSV or parquet (model_id, image_id, metric columns, recognized or votes_recognized+votes_total), or a run
+        # directory (read only; its label source)
+        table: str,
+        *,
+        level: str='both',           # model level (one row per victim), image level (one per reconstruction) or both
+        # output directory (correlations.csv and figures); a run can be read-only, --out must be writable
+        out: str,
+        metrics: str|None=None,      # comma-separated metric columns (default: every known one)
+        threshold: float|None=None,  # recognised when the vote share is above this (default 0.5)
+        labels: str|None=None,       # raw labels (labels.sqlite, CSV or parquet) for the noise ceiling
+        resamples: int=2000,         # bootstrap resamples for every interval (0: none)
+        # image-level resampling: two-way (models x originals), one-way (originals) or iid (rows)
+        ci: str='two-way',
+        seed: int=0,                 # bootstrap seed
+        no_figures: bool=False,      # write only the tables
+       ):
+    "Analyse a table (`analyze`) or a run (`pipeline.analyze_run`) and print the correlations with their intervals."
+    kw = dict(level=level, metrics=metrics.split(',') if metrics else None, threshold=threshold,
+              figures=not no_figures, n_resamples=resamples, ci=ci, seed=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        if Path(table).is_dir():   # a run: its current config's reconstructions and its label source
+            from semsim.pipeline import analyze_run
+            if labels: raise SemsimError("--labels is for a table; a run's labels are its own", '--labels',
+                                         "leave --labels out when analysing a run directory")
+            corr = analyze_run(table, out, **kw)
+            print(json.loads((Path(out)/'analysis.json').read_text())['label_source']['note'])
+        else: corr = analyze(table, out, labels=labels, **kw)
+    for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
+        print(f'warning: {w}', file=sys.stderr)
+    print(correlation_summary(corr).to_string(index=False))
+    for level, note in dict.fromkeys(zip(corr.level, corr.note.fillna(''))):
+        if note: print(f'{level} level: {note}')
+    print(f"wrote {Path(out) / 'correlations.csv'}")
+
+# %% ../nbs/07_analysis.ipynb 145
 def register_commands(sub):
     "Add the `analyze` command to the `semsim` parser."
-    p = sub.add_parser('analyze', help='correlate metrics with human judgements (model and image level)')
-    p.add_argument('table', help='CSV or parquet (model_id, image_id, metric columns, recognized or '
-                                 'votes_recognized+votes_total), or a run directory (read only; its label source)')
-    p.add_argument('--level', default='both', choices=['model', 'image', 'both'],
-                   help='model level (one row per victim), image level (one per reconstruction) or both')
-    p.add_argument('--out', required=True, help='output directory (correlations.csv and figures); a run can be '
-                                                'read-only, --out must be writable')
-    p.add_argument('--metrics', default=None, help='comma-separated metric columns (default: every known one)')
-    p.add_argument('--threshold', type=float, default=None,
-                   help='recognised when the vote share is above this (default 0.5)')
-    p.add_argument('--labels', default=None, help='raw labels (labels.sqlite, CSV or parquet) for the noise ceiling')
-    p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples for every interval (0: none)')
-    p.add_argument('--ci', default='two-way', choices=list(CI_METHODS),
-                   help='image-level resampling: two-way (models x originals), one-way (originals) or iid (rows)')
-    p.add_argument('--seed', type=int, default=0, help='bootstrap seed')
-    p.add_argument('--no-figures', action='store_true', help='write only the tables')
-    p.set_defaults(func=_cmd_analyze)
+    add_commands(sub, 'analyze')
