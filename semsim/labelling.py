@@ -11,6 +11,7 @@ import semsim
 from .core import SemsimError, RunDir, read_table
 from fastcore.basics import patch
 from .labels import check_annotator, Labeller, SKIP, UNDO
+from .commands import command, add_commands
 
 # %% auto 0
 __all__ = ['KEYS', 'PLACEHOLDER', 'project_root', 'find_run', 'KeyCapture', 'LabellingWidget', 'labelling_widget',
@@ -289,15 +290,17 @@ def start_labelling(run: str|Path|RunDir,  # the run (path or name)
     except KeyboardInterrupt: proc.terminate(); proc.wait(10)
 
 # %% ../nbs/05a_labelling.ipynb 38
-def _cmd_label(args):
-    start_labelling(args.run, args.annotator, args.protocol, args.port)
+@command('label', help='open your own labelling notebook on a run in JupyterLab',
+         choices=dict(protocol=['class', 'binary']))
+def _cmd_label(*,
+               run: str='runs/fashion_mnist',  # the run: a path, or a name under runs/
+               annotator: str,                 # your name (letters, digits, ._-:@)
+               protocol: str='class',          # 'class': name the class (the paper's)
+               port: int|None=None,            # JupyterLab port (default: a free one)
+              ):
+    "Open the annotator's labelling notebook in JupyterLab (`start_labelling`) until Ctrl-C."
+    start_labelling(run, annotator, protocol, port)
 
 def register_commands(sub):
     "Add the `label` command to the `semsim` parser."
-    p = sub.add_parser('label', help='open your own labelling notebook on a run in JupyterLab')
-    p.add_argument('--run', default='runs/fashion_mnist', help='the run: a path, or a name under runs/')
-    p.add_argument('--annotator', required=True, help='your name (letters, digits, ._-:@)')
-    p.add_argument('--protocol', default='class', choices=['class', 'binary'],
-                   help="'class': name the class (the paper's)")
-    p.add_argument('--port', type=int, default=None, help='JupyterLab port (default: a free one)')
-    p.set_defaults(func=_cmd_label)
+    add_commands(sub, 'label')
