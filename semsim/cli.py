@@ -7,12 +7,18 @@ from __future__ import annotations
 import argparse, sys, importlib
 import semsim
 from .core import SemsimError
+from .commands import COMMANDS, add_commands
 
 # %% auto 0
 __all__ = ['COMMAND_MODULES', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb 5
-COMMAND_MODULES = ['data', 'victims', 'attacks', 'metrics', 'labelio', 'labelling', 'learned', 'analysis', 'pipeline']
+COMMAND_MODULES = ['data', 'victims', 'attacks', 'metrics', 'weights', 'labelio', 'labelling', 'learned', 'analysis',
+                   'pipeline']
+
+def _recorded(module) -> list:
+    "The top-level commands (or groups) that `module` recorded in `COMMANDS`, in the order it defined them."
+    return list(dict.fromkeys(c.name.split()[0] for c in COMMANDS.values() if c.func.__module__ == module.__name__))
 
 def build_parser() -> argparse.ArgumentParser:
     "The `semsim` argument parser with every module's subcommands."
@@ -20,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                            'labels, SemSim, reports')
     p.add_argument('--version', action='version', version=f'semsim {semsim.__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    for name in COMMAND_MODULES: importlib.import_module(f'semsim.{name}').register_commands(sub)
+    for name in COMMAND_MODULES:
+        m = importlib.import_module(f'semsim.{name}')
+        if names := _recorded(m): add_commands(sub, *names)
+        else: m.register_commands(sub)   # commands still written by hand
     return p
 
 # %% ../nbs/10_cli.ipynb 6
