@@ -1,11 +1,11 @@
 "`semsim analyze`: big tables in seconds, CSV and parquet input, and clear answers to bad input."
-import argparse, json, subprocess, sys, time, warnings
-from pathlib import Path
+import argparse, json, time
 import numpy as np, pandas as pd, pytest
 import scipy.stats as stats
 from sklearn.metrics import roc_auc_score
 from semsim.core import SemsimError
 from semsim.analysis import register_commands, synthetic_study, CORRELATION_COLUMNS, CI_METHODS, MODEL_CI
+from conftest import semsim_cli
 
 
 def analyze(*argv):
@@ -41,17 +41,20 @@ def test_big_parquet_in_seconds(tmp_path, capsys):
     img, rate = res[res.level == 'image'].set_index('metric'), table.votes_recognized / table.votes_total
     means = table.groupby('model_id')[['lpips', 'recognized']].mean()
     mod = res[res.level == 'model'].set_index('metric')
-    assert mod.loc['lpips', 'spearman'] == pytest.approx(stats.spearmanr(means.lpips, means.recognized).statistic, abs=1e-9)
+    assert mod.loc['lpips', 'spearman'] == pytest.approx(stats.spearmanr(means.lpips, means.recognized).statistic,
+                                                         abs=1e-9)
     assert mod.loc['lpips', 'spearman_lo'] <= mod.loc['lpips', 'spearman'] <= mod.loc['lpips', 'spearman_hi']
     assert img.loc['psnr', 'kendall'] == pytest.approx(stats.kendalltau(table.psnr, rate).statistic, abs=1e-9)
     assert img.loc['semsim', 'auc'] == pytest.approx(roc_auc_score(table.recognized, -table.semsim), abs=1e-9)
     assert img.pearson.isna().all()
-    for f in ('heatmap.png', 'model_scatter.png', 'scatter.html'): assert (tmp_path / 'analysis' / f).stat().st_size > 1000
+    for f in ('heatmap.png', 'model_scatter.png', 'scatter.html'):
+        assert (tmp_path / 'analysis' / f).stat().st_size > 1000
     out = capsys.readouterr().out
     assert 'wrote' in out and CI_METHODS['two-way'] in out and MODEL_CI in out
     line = next(l for l in out.splitlines() if l.split()[:2] == ['image', 'semsim'])
     r = img.loc['semsim']
-    assert f"{-r.spearman:.3f} [{-r.spearman_hi:.3f}, {-r.spearman_lo:.3f}]" in line and f"{r.auc:.3f} [{r.auc_lo:.3f}" in line
+    assert f"{-r.spearman:.3f} [{-r.spearman_hi:.3f}, {-r.spearman_lo:.3f}]" in line
+    assert f"{r.auc:.3f} [{r.auc_lo:.3f}" in line
 
 
 def test_csv_model_column_metrics_and_level(tmp_path, study):
@@ -62,7 +65,8 @@ def test_csv_model_column_metrics_and_level(tmp_path, study):
     res = pd.read_csv(tmp_path / 'o' / 'correlations.csv')
     assert res.level.tolist() == ['image', 'image'] and res.metric.tolist() == ['lpips', 'psnr']
     assert sorted(p.name for p in (tmp_path / 'o').iterdir()) == ['analysis.json', 'correlations.csv']
-    assert res.spearman[0] == pytest.approx(stats.spearmanr(table.lpips, table.votes_recognized / table.votes_total).statistic, abs=1e-9)
+    rate = table.votes_recognized / table.votes_total
+    assert res.spearman[0] == pytest.approx(stats.spearmanr(table.lpips, rate).statistic, abs=1e-9)
 
 
 def test_threshold_majority_from_votes(tmp_path, study):
@@ -89,7 +93,8 @@ def test_constant_column_is_nan_with_warning(tmp_path, study, capsys):
     assert "warning: ssim: metric is constant, correlation undefined (NaN)" in err
     res = pd.read_csv(tmp_path / 'o' / 'correlations.csv').set_index(['level', 'metric'])
     assert np.isnan(res.loc[('model', 'ssim'), 'spearman']) and np.isnan(res.loc[('image', 'ssim'), 'kendall'])
-    assert np.isnan(res.loc[('image', 'ssim'), 'auc']) and 'warning: ssim: metric is constant, AUC undefined (NaN)' in err
+    assert np.isnan(res.loc[('image', 'ssim'), 'auc'])
+    assert 'warning: ssim: metric is constant, AUC undefined (NaN)' in err
     assert np.isfinite(res.loc[('image', 'psnr'), 'spearman'])
 
 
@@ -134,9 +139,11 @@ def test_bad_arguments_and_files(tmp_path, study):
         analyze(tmp_path / 't.csv', '--out', tmp_path / 'o', '--metrics', 'model_id')
     with pytest.raises(SemsimError, match='table not found'): analyze(tmp_path / 'nope.csv', '--out', tmp_path / 'o')
     (tmp_path / 't.xlsx').write_bytes(b'x')
-    with pytest.raises(SemsimError, match='unsupported table format'): analyze(tmp_path / 't.xlsx', '--out', tmp_path / 'o')
+    with pytest.raises(SemsimError, match='unsupported table format'):
+        analyze(tmp_path / 't.xlsx', '--out', tmp_path / 'o')
     (tmp_path / 'broken.parquet').write_bytes(b'not parquet')
-    with pytest.raises(SemsimError, match='unreadable table'): analyze(tmp_path / 'broken.parquet', '--out', tmp_path / 'o')
+    with pytest.raises(SemsimError, match='unreadable table'):
+        analyze(tmp_path / 'broken.parquet', '--out', tmp_path / 'o')
     with pytest.raises(SystemExit): analyze(tmp_path / 't.csv', '--out', tmp_path / 'o', '--level', 'pixel')
 
 
@@ -150,8 +157,8 @@ def test_scatter_html_shows_thumbnail_on_hover_offline(tmp_path):
     rows = []
     for k in range(6):
         save_png(np.full((1, 28, 28), k / 6), tmp_path / 'recon' / f'r{k}.png')
-        rows.append(dict(model_id=f'm{k % 3}', image_id=f'i{k}', recon_id=f'm{k % 3}/ig/i{k}', recon_path=f'recon/r{k}.png',
-                         psnr=10.0 + k, recognized=k % 2))
+        rows.append(dict(model_id=f'm{k % 3}', image_id=f'i{k}', recon_id=f'm{k % 3}/ig/i{k}',
+                         recon_path=f'recon/r{k}.png', psnr=10.0 + k, recognized=k % 2))
     pd.DataFrame(rows).to_csv(tmp_path / 't.csv', index=False)
     analyze(tmp_path / 't.csv', '--out', tmp_path / 'o', '--level', 'image')
     with sync_api.sync_playwright() as p:
@@ -163,8 +170,10 @@ def test_scatter_html_shows_thumbnail_on_hover_offline(tmp_path):
             const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
             return [r.left + gd._fullLayout.xaxis.c2p(t.x[2]), r.top + gd._fullLayout.yaxis.c2p(t.y[2])]; }""")
         page.mouse.move(x - 30, y - 30); page.mouse.move(x, y, steps=5)
-        page.wait_for_function("() => [...document.querySelectorAll('img')].some(i => i.style.display === 'block')", timeout=5000)
-        shown = page.evaluate("""() => { const i = [...document.querySelectorAll('img')].find(i => i.style.display === 'block');
+        page.wait_for_function("() => [...document.querySelectorAll('img')].some(i => i.style.display === 'block')",
+                               timeout=5000)
+        shown = page.evaluate("""() => {
+            const i = [...document.querySelectorAll('img')].find(i => i.style.display === 'block');
             return [i.src.slice(0, 22), i.naturalWidth]; }""")
         browser.close()
     assert shown == ['data:image/png;base64,', 28]
@@ -181,7 +190,8 @@ def test_set_level_metrics_stay_at_model_level(tmp_path, study):
 
 
 def test_few_models_give_rates_not_p_values(tmp_path, study, capsys):
-    study[0][study[0].model_id.isin(['victim0', 'victim1', 'victim2', 'victim3'])].to_csv(tmp_path / 't.csv', index=False)
+    four = study[0][study[0].model_id.isin(['victim0', 'victim1', 'victim2', 'victim3'])]
+    four.to_csv(tmp_path / 't.csv', index=False)
     analyze(tmp_path / 't.csv', '--out', tmp_path / 'o', '--no-figures', '--resamples', '200')
     res = pd.read_csv(tmp_path / 'o' / 'correlations.csv').set_index(['level', 'metric'])
     model = res.loc['model']
@@ -189,7 +199,8 @@ def test_few_models_give_rates_not_p_values(tmp_path, study, capsys):
     assert (model.note == 'too few models for a correlation (n = 4): see the per-model rates').all()
     assert 'model level: too few models for a correlation (n = 4)' in capsys.readouterr().out
     rates = pd.read_csv(tmp_path / 'o' / 'model_rates.csv')
-    assert len(rates) == 4 and (rates.human_rate_lo <= rates.human_rate).all() and (rates.human_rate <= rates.human_rate_hi).all()
+    assert len(rates) == 4 and (rates.human_rate_lo <= rates.human_rate).all()
+    assert (rates.human_rate <= rates.human_rate_hi).all()
     assert rates.ci_method.unique().tolist() == [CI_METHODS['one-way']]
 
 
@@ -204,23 +215,17 @@ def test_undeclared_numeric_column_is_reported(tmp_path, study, capsys):
 
 @pytest.fixture(scope='module')
 def bad_runs(tmp_path_factory, study):
-    "Each bad table through the installed `semsim analyze` console script, all started at once: `{case: (path, process)}`."
+    "Each bad table through `semsim analyze` (in-process, see `semsim_cli`): `{case: (path, result)}`."
     d, t = tmp_path_factory.mktemp('bad'), study[0]
     paths = {}
     psnr = t.astype({'psnr': object}); psnr.loc[17, 'psnr'] = 'abc'
     psnr.to_csv(paths.setdefault('psnr', d / 'psnr.csv'), index=False)
-    rec = t.drop(columns=['votes_recognized', 'votes_total']).astype({'recognized': object}); rec.loc[5, 'recognized'] = 'yes'
+    rec = t.drop(columns=['votes_recognized', 'votes_total']).astype({'recognized': object})
+    rec.loc[5, 'recognized'] = 'yes'
     rec.to_csv(paths.setdefault('yes', d / 'yes.csv'), index=False)
     for name in ('model_id', 'image_id'):
         t.drop(columns=[name, 'status']).to_parquet(paths.setdefault(name, d / f'no_{name}.parquet'))
-    exe = str(Path(sys.executable).parent / 'semsim')
-    procs = {k: subprocess.Popen([exe, 'analyze', str(v), '--out', str(d / 'out' / k), '--no-figures'], text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for k, v in paths.items()}
-    out = {}
-    for k, p in procs.items():
-        so, se = p.communicate(timeout=600)
-        out[k] = (paths[k], subprocess.CompletedProcess(p.args, p.returncode, so, se))
-    return out
+    return {k: (v, semsim_cli('analyze', v, '--out', d / 'out' / k, '--no-figures')) for k, v in paths.items()}
 
 
 def _one_clear_line(p):

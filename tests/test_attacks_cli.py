@@ -1,20 +1,13 @@
 "`semsim attack` on bad input: one clear line and exit status 2, never a traceback; failed rows never look finished."
-import subprocess, sys
-from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 from semsim.core import RunDir, read_table
 from semsim.data import export_originals, load_dataset
 from semsim.victims import build_model, save_victim
 import semsim.attacks as attacks
+from conftest import semsim_cli as cli
 
-SEMSIM = Path(sys.executable).parent/'semsim'
 MODEL = 'lenet12-none-e0-s0'
-
-
-def cli(*argv):
-    p = subprocess.run([str(SEMSIM), *map(str, argv)], capture_output=True, text=True, timeout=600)
-    return p.returncode, p.stdout, p.stderr
 
 
 def assert_clear_error(rc, out, err, *words):
@@ -45,13 +38,15 @@ def test_bad_original_is_named_before_any_attack(tmp_path):
     run = small_run(tmp_path/'run')
     bad = sorted(run.originals_dir.glob('*.png'))[1]
     Image.fromarray(np.zeros((20, 20, 4), np.uint8), 'RGBA').save(bad)
-    assert_clear_error(*cli('attack', '--run', run.path, '--model', MODEL, '--iterations', 2, '--quiet'), bad.name, '28×28')
+    assert_clear_error(*cli('attack', '--run', run.path, '--model', MODEL, '--iterations', 2, '--quiet'),
+                       bad.name, '28×28')
     assert not run.reconstructions.exists()                     # nothing was attacked
 
 
 def test_exact_defense_id_and_nothing_usable(tmp_path):
     run = small_run(tmp_path/'run')
-    rc, out, err = cli('attack', '--run', run.path, '--model', MODEL, '--iterations', 2, '--defense', 'noise:0.0100001', '--quiet')
+    rc, out, err = cli('attack', '--run', run.path, '--model', MODEL, '--iterations', 2, '--defense', 'noise:0.0100001',
+                       '--quiet')
     assert rc == 0, err
     (aid,) = set(read_table(run.reconstructions)[0].attack_id)
     assert aid.startswith('ig-') and aid.endswith('+noise0.0100001'), aid    # not rounded into +noise0.01

@@ -1,26 +1,26 @@
 """Bad input to the core, data and labels commands, as a careless or hostile user gives it.
 
-Every case runs the real `semsim` command in a subprocess and asserts: exit code 2, one line on stderr that names
-the file or argument and says how to fix it, no traceback, nothing written outside the run directory (the run's
-parent folder is listed before and after) and the label store unchanged (its row count before and after).
+Every case runs the `semsim` command (in this process, as the console script would: `conftest.semsim_cli`) and
+asserts: exit code 2, one line on stderr that names the file or argument and says how to fix it, no traceback,
+nothing written outside the run directory (the run's parent folder is listed before and after) and the label store
+unchanged (its row count before and after).
 Read-only runs and a full disk are real: a tmpfs is mounted, filled or remounted read-only (this needs root, as in
 the project's test sandbox; without it those tests are reported as skipped, not passed)."""
-import gc, os, shutil, sqlite3, subprocess, sys
+import gc, os, shutil, sqlite3, subprocess
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
-from conftest import make_degraded_run, ROOT
+from conftest import make_degraded_run, ROOT, semsim_cli
 from semsim.core import RunDir, SemsimError, load_png, save_png, write_table, to_uint8
 from semsim.labels import LabelStore, Labeller, open_labels
 from semsim.votes import label_source, agreement, votes
 from semsim.proxies import label_with_proxies
 from semsim.labelio import release_fixture
 
-SEMSIM = ROOT/'.venv'/'bin'/'semsim'
-
-def cli(*args, timeout=300):
-    return subprocess.run([str(SEMSIM), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+def cli(*args):
+    "`semsim ARGS` in-process, from the repository root (see `semsim_cli`); `.returncode`, `.stdout`, `.stderr`."
+    return semsim_cli(*args, cwd=ROOT)
 
 def n_labels(run) -> int|None:
     db = RunDir(run).labels_db
@@ -183,7 +183,8 @@ def mount(tmp_path):
     "A 3 MB tmpfs at tmp/mnt (root only); unmounted afterwards."
     m = tmp_path/'mnt'; m.mkdir()
     r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(m)], capture_output=True, text=True)
-    if r.returncode: pytest.skip(f'cannot mount a tmpfs here ({r.stderr.strip()}); read-only and full-disk cases need root')
+    if r.returncode:
+        pytest.skip(f'cannot mount a tmpfs here ({r.stderr.strip()}); read-only and full-disk cases need root')
     yield m
     subprocess.run(['umount', '-l', str(m)], capture_output=True)
 
@@ -206,12 +207,14 @@ def test_read_only_mount_reads_and_refuses_writes(base, mount, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert len(pd.read_csv(tmp_path/'votes.csv')) == len(want)
     f = tmp_path/'more.csv'; f.write_text(f'recon_id,annotator,answer\n{want.recon_id[0]},bob,1\n')
-    line = assert_clear_error(cli('labels', 'import', '--format', 'csv', f, '--run', run.path), 'read-only', run.labels_db)
+    line = assert_clear_error(cli('labels', 'import', '--format', 'csv', f, '--run', run.path),
+                              'read-only', run.labels_db)
     assert 'move the file aside' not in line
     assert n_labels(run) == 4
 
 def test_read_only_store_of_a_run_without_labels_reads_empty(base, mount):
-    run = RunDir(mount/'r'); shutil.copytree(base.path, run.path, ignore=shutil.ignore_patterns('labels.sqlite*', '*.lock'))
+    run = RunDir(mount/'r')
+    shutil.copytree(base.path, run.path, ignore=shutil.ignore_patterns('labels.sqlite*', '*.lock'))
     gc.collect(); subprocess.run(['mount', '-o', 'remount,ro', str(mount)], check=True)
     assert len(votes(run)) == 0 and label_source(run)['kind'] == 'none'
     assert not run.labels_db.exists()
@@ -284,7 +287,7 @@ def test_analyze_and_report_of_a_read_only_run(finished_run, tmp_path):
         corr = pd.read_csv(tmp_path/'a'/'correlations.csv')
         assert set(corr.metric) >= {'psnr', 'mse', 'ssim'} and (corr.n == 24).all()
         assert 'warning: 2 victims: no model-level correlation' in p.stderr
-        p = cli('report', '--run', run.path, '--out', tmp_path/'rep', timeout=600)
+        p = cli('report', '--run', run.path, '--out', tmp_path/'rep')
         assert p.returncode == 0, p.stderr[-3000:]
         assert 'release:0' in (tmp_path/'rep'/'report.html').read_text()
         assert_clear_error(cli('analyze', run.path, '--out', run.analysis_dir), 'read-only', '--out')

@@ -36,7 +36,8 @@ def _wait_for_lab(url, token, proc, log=None):
         except OSError:
             if proc.poll() is not None: break
             time.sleep(0.5)
-    proc.kill(); pytest.fail("JupyterLab did not start" + (f": {log.read_text()[-2000:]}" if log and log.exists() else ''))
+    proc.kill()
+    pytest.fail("JupyterLab did not start" + (f": {log.read_text()[-2000:]}" if log and log.exists() else ''))
 
 def _stop(proc):
     proc.terminate()
@@ -63,7 +64,8 @@ def lab(tmp_path, monkeypatch):
 
 def _labels(db):
     with sqlite3.connect(db) as con:
-        return con.execute("SELECT recon_id, answer FROM labels WHERE annotator='browser-test' AND answer >= 0").fetchall()
+        return con.execute("SELECT recon_id, answer FROM labels WHERE annotator='browser-test' AND answer >= 0"
+                           ).fetchall()
 
 def _menu(page, menu, item):
     "Click a JupyterLab menu item by its visible text."
@@ -127,7 +129,8 @@ def explorer_lab(tmp_path):
     work = tmp_path/'lab'; work.mkdir()
     run = make_degraded_run(work/'run', n=N, models=('blur-m', 'noise-m'))
     compute_metrics(run, 'psnr,mse,ssim,lpips', verbose=False)
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from semsim.explore import explore\nexplore('run')")])
+    cell = nbformat.v4.new_code_cell("from semsim.explore import explore\nexplore('run')")
+    nb = nbformat.v4.new_notebook(cells=[cell])
     nb.metadata['kernelspec'] = dict(name='python3', display_name='python3', language='python')
     nbformat.write(nb, work/'explore.ipynb')
     yield from _serve(work, tmp_path)

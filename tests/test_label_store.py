@@ -101,12 +101,14 @@ def test_release_import_gives_expected_votes_and_majority(tmp_path):
         k = sum(a == e.cls for a in e.answers)
         assert (v.votes_recognized[rid], v.votes_total[rid], v.recognized[rid]) == (k, 5, int(k >= 3))
         assert (v.recognized[rid] == 1) == (k > 2.5)
-    assert votes(run, threshold=0.9).recognized.sum() == sum(sum(a == e.cls for a in e.answers) == 5 for e in expected.itertuples())
+    unanimous = sum(sum(a == e.cls for a in e.answers) == 5 for e in expected.itertuples())
+    assert votes(run, threshold=0.9).recognized.sum() == unanimous
     assert label_source(run)['humans'] == [f'release:{j}' for j in range(5)]
     assert import_semsim_release(tmp_path/'release', run, dataset='fashion_mnist')['labels_added'] == 0
     gt = sorted((tmp_path/'release'/'img').glob('*/*_gt.txt'))[0]
     gt.write_text('3\n4\n-1\n2\n')
-    with pytest.raises(SemsimError, match=f'{gt}:4: 4 answers, expected 5'): import_semsim_release(tmp_path/'release', tmp_path/'run2')
+    with pytest.raises(SemsimError, match=f'{gt}:4: 4 answers, expected 5'):
+        import_semsim_release(tmp_path/'release', tmp_path/'run2')
     gt.write_text('3 4\n-1 x 2\n')
     with pytest.raises(SemsimError, match=f'{gt}:2'): read_answers(gt)
     assert not (tmp_path/'run2').exists()
@@ -119,7 +121,8 @@ def test_labels_cli_import_export_agreement(tmp_path):
         with contextlib.redirect_stdout(buf): a.func(a)
         return buf.getvalue()
     run = tmp_path/'run'
-    assert 'labels_added: 30' in cli('labels', 'import', '--format', 'semsim-release', tmp_path/'release', '--run', run, '--dataset', 'fashion_mnist')
+    assert 'labels_added: 30' in cli('labels', 'import', '--format', 'semsim-release', tmp_path/'release', '--run', run,
+                                     '--dataset', 'fashion_mnist')
     out = cli('labels', 'export', '--run', run, '--out', tmp_path/'votes.csv')
     assert out.startswith('label source: human')
     df = pd.read_csv(tmp_path/'votes.csv')

@@ -1,4 +1,5 @@
-"The labelling widget driven as a person would: key presses (as the focused widget receives them), button clicks, resume."
+"""The labelling widget driven as a person would: key presses (as the focused widget receives them), button clicks,
+resume."""
 import sqlite3
 import pandas as pd
 import pytest
@@ -16,10 +17,12 @@ def run(tmp_path_factory):
     for sigma in (0.1, 0.5):
         for o in orig.itertuples():
             x = load_png(run.path/o.path)
-            p = save_png((x + sigma * torch.randn(x.shape, generator=g)).clamp(0, 1), run.recon_png(f'n{sigma}', 'noise', o.image_id))
-            rows.append(dict(recon_id=recon_id(f'n{sigma}', 'noise', o.image_id), dataset='fashion_mnist', model_id=f'n{sigma}',
-                             attack_id='noise', image_id=o.image_id, class_id=o.class_id, original_path=o.path,
-                             recon_path=str(p.relative_to(run.path)), status='ok', psnr=1.0 / sigma))
+            p = save_png((x + sigma * torch.randn(x.shape, generator=g)).clamp(0, 1),
+                         run.recon_png(f'n{sigma}', 'noise', o.image_id))
+            rows.append(dict(recon_id=recon_id(f'n{sigma}', 'noise', o.image_id), dataset='fashion_mnist',
+                             model_id=f'n{sigma}', attack_id='noise', image_id=o.image_id, class_id=o.class_id,
+                             original_path=o.path, recon_path=str(p.relative_to(run.path)), status='ok',
+                             psnr=1.0 / sigma))
     update_table(run.reconstructions, pd.DataFrame(rows))
     return run
 
@@ -46,7 +49,8 @@ def test_keys_and_clicks_store_answers_and_show_progress(run):
     assert len(w.store.rows()) == 6                          # undo adds rows, never deletes
     w.press('q'); assert 'does nothing' in w.message.value
     assert w.counter.value == '2 / 12'
-    texts = ' '.join(str(getattr(x, a, '')) for x in _widgets(w.ui) for a in ('value', 'description') if not isinstance(getattr(x, a, ''), bytes))
+    texts = ' '.join(str(getattr(x, a, '')) for x in _widgets(w.ui) for a in ('value', 'description')
+                     if not isinstance(getattr(x, a, ''), bytes))
     assert 'psnr' not in texts and 'n0.1' not in texts and 'noise' not in texts   # blind: no metric or model shown
 
 def test_skip_comes_back_last_and_resume(run):

@@ -1,17 +1,16 @@
 "`semsim learn` given bad input: each case exits 2 with one line naming the file or argument, never a traceback."
-import hashlib, json, subprocess
+import hashlib, json
 import pandas as pd, pytest
 from semsim.core import RunDir, update_table, recon_id
 from semsim.data import export_originals
 from semsim.learned import SemsimNet, save_semsim
-from conftest import ROOT
+from conftest import semsim_cli
 
 
-def semsim(*argv, env=None):
-    "Run the installed console script; returns (exit code, stderr lines, stdout)."
-    p = subprocess.run([str(ROOT/'.venv'/'bin'/'semsim'), *map(str, argv)], capture_output=True, text=True,
-                       timeout=300, env=env)
-    return p.returncode, [l for l in p.stderr.splitlines() if l.strip()], p.stdout
+def semsim(*argv):
+    "`semsim ARGV` (in-process, see `semsim_cli`); returns (exit code, stderr lines, stdout)."
+    rc, out, err = semsim_cli(*argv)
+    return rc, [l for l in err.splitlines() if l.strip()], out
 
 
 def assert_clear_error(rc, err, *needles):

@@ -1,4 +1,5 @@
-"The `semsim weights` and `semsim metrics` commands offline: status, import (hash check, --trust), fetch's error, NaN-not-random."
+"""The `semsim weights` and `semsim metrics` commands offline: status, import (hash check, --trust), fetch's error,
+NaN-not-random."""
 import argparse
 import pandas as pd, pytest, torch, torchvision
 from semsim.core import SemsimError, RunDir, save_png, update_table, read_table, recon_id
@@ -29,7 +30,8 @@ def random_squeezenet(path):
 
 def test_status_says_missing_and_how_to_fix(capsys, tmp_path):
     out = semsim(capsys, 'weights', 'status')
-    assert sum(' missing ' in line for line in out.splitlines()) == 4 and 'semsim weights import FILE' in out and str(tmp_path/'torch') in out
+    assert sum(' missing ' in line for line in out.splitlines()) == 4
+    assert 'semsim weights import FILE' in out and str(tmp_path/'torch') in out
 
 
 def test_import_checks_hash_and_trust_is_explicit(capsys, tmp_path):
@@ -67,8 +69,9 @@ def test_lpips_column_is_nan_without_weights_and_filled_with_them(capsys, tmp_pa
         g = torch.Generator().manual_seed(i)
         save_png(torch.rand(1, 28, 28, generator=g), run.path/'originals'/f'{i}.png')
         save_png(torch.rand(1, 28, 28, generator=g), run.recon_png('m', 'a', str(i)))
-        rows.append(dict(recon_id=recon_id('m', 'a', str(i)), dataset='fashion_mnist', model_id='m', attack_id='a', image_id=str(i),
-                         class_id=0, original_path=f'originals/{i}.png', recon_path=f'recon/m/a/{i}.png', status='ok'))
+        rows.append(dict(recon_id=recon_id('m', 'a', str(i)), dataset='fashion_mnist', model_id='m', attack_id='a',
+                         image_id=str(i), class_id=0, original_path=f'originals/{i}.png',
+                         recon_path=f'recon/m/a/{i}.png', status='ok'))
     update_table(run.reconstructions, pd.DataFrame(rows))
     out = semsim(capsys, 'metrics', '--run', run.path, '--metrics', 'lpips,psnr', '--quiet')
     assert 'unavailable: lpips' in out and 'semsim weights fetch squeezenet1_1' in out
@@ -111,7 +114,8 @@ def test_import_refuses_pickled_objects_even_trusted(capsys, tmp_path):
     with pytest.raises(SemsimError) as e:
         semsim(capsys, 'weights', 'import', f, '--trust')
     msg = str(e.value)
-    assert str(f) in msg and 'cannot be read as plain tensors' in msg and 'weights_only=False' not in msg and '\n' not in msg
+    assert str(f) in msg and 'cannot be read as plain tensors' in msg
+    assert 'weights_only=False' not in msg and '\n' not in msg
     assert W.find_weights('squeezenet1_1')['state'] == 'missing' and not W._trust_file().exists()
 
 
@@ -127,14 +131,13 @@ def test_untrusted_pickle_in_cache_is_not_loaded_at_compute_time(tmp_path, monke
 
 
 def test_cli_import_of_pickle_is_one_line_exit_2(tmp_path):
-    "The console script: importing a pickled file exits 2 with one line, no traceback, no advice to unpickle."
-    import os, subprocess
-    from conftest import ROOT
+    "The command line: importing a pickled file exits 2 with one line, no traceback, no advice to unpickle."
+    import os
+    from conftest import semsim_cli
     f = tmp_path/'squeezenet1_1-b8a52dc0.pth'
     torch.save({'extra': argparse.Namespace(a=1)}, f)
     env = {**os.environ, 'SEMSIM_DATA': str(tmp_path/'data'), 'TORCH_HOME': str(tmp_path/'torch')}
-    p = subprocess.run([str(ROOT/'.venv'/'bin'/'semsim'), 'weights', 'import', str(f), '--trust'], capture_output=True,
-                       text=True, env=env, timeout=300)
+    p = semsim_cli('weights', 'import', f, '--trust', env=env)
     err = [l for l in p.stderr.splitlines() if l.strip()]
     assert p.returncode == 2 and len(err) == 1 and 'Traceback' not in p.stderr, (p.returncode, p.stderr)
     assert str(f) in err[0] and 'weights_only=False' not in err[0]

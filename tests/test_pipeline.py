@@ -3,14 +3,13 @@ step; a run's own config.yaml is accepted back), results keyed by their settings
 reports old reconstructions), SemSim retrained when the labels change, configs validated before any work (and the
 shipped examples/ pass `--check`), and a Dask sweep that loses a worker mid-way and completes on rerun with every
 result present exactly once."""
-import json, os, signal, subprocess, sys, threading, time
-from pathlib import Path
+import json, os, signal, threading, time
 import pandas as pd, pytest, yaml
+from conftest import ROOT, semsim_cli, console_script
 from semsim.core import RunDir, read_table
 from semsim.pipeline import (load_config, sweep, run_pipeline, attack_id_of, current_table, analysis_table,
                              label_votes, fingerprint, read_steps, STEPS, REPORT_STEP)
 
-ROOT = Path(__file__).resolve().parent.parent
 UNCHANGED = 'done earlier (inputs unchanged)'
 
 TINY = dict(n_originals=10, victims=[dict(arch='lenet', epochs=0), dict(arch='lenet', epochs=0, seed=1),
@@ -20,11 +19,6 @@ TINY = dict(n_originals=10, victims=[dict(arch='lenet', epochs=0), dict(arch='le
             labels=dict(source='proxy:panel', panel=3, threshold=0.5),
             semsim=dict(arch='convnet', epochs=2, sampler='paper'),
             analysis=dict(bootstrap=200))
-
-def semsim_cli(*args, cwd=None, timeout=600):
-    "Run the installed `semsim` console script; returns the completed process."
-    exe = Path(sys.executable).parent/'semsim'
-    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 def test_report_cli_writes_html_offline(tmp_path):
     cfg = tmp_path/'tiny.yaml'; cfg.write_text(yaml.safe_dump({**TINY, 'name': 'tiny'}))
@@ -63,16 +57,6 @@ def test_report_cli_refuses_bad_config(tmp_path):
     p = semsim_cli('report', '--config', cfg, '--runs', tmp_path/'runs')
     assert p.returncode == 2 and "unknown config key 'attaks'" in p.stderr and str(cfg) in p.stderr
 
-def semsim_main(*args) -> tuple:
-    "Run `semsim` in this process (faster than the console script); returns (exit code, stdout, stderr)."
-    import contextlib, io
-    from semsim.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: rc = main([str(a) for a in args])
-        except SystemExit as e: rc = e.code
-    return rc, out.getvalue(), err.getvalue()
-
 @pytest.mark.parametrize('text, key', [
     ('attacks: [{attack: ig, iterations: lots}]', 'attacks[0].iterations'),
     ('attacks: [{attack: ig}, {attack: igg}]', 'attacks[1].attack'),
@@ -87,14 +71,17 @@ def semsim_main(*args) -> tuple:
 def test_whole_config_validated_before_any_work(tmp_path, text, key):
     cfg = tmp_path/'bad.yaml'; cfg.write_text(f'dataset: digits\n{text}\n')
     for check in ([], ['--check']):
-        rc, _, err = semsim_main('report', '--config', cfg, '--runs', tmp_path/'runs', *check)
+        rc, _, err = semsim_cli('report', '--config', cfg, '--runs', tmp_path/'runs', *check)
         assert rc == 2 and f'[{key}]' in err and 'fix:' in err, err[-2000:]
         assert len(err.strip().splitlines()) == 1 and 'Traceback' not in err
     assert not (tmp_path/'runs').exists()                           # nothing was written: no step ran
 
 def test_bad_config_one_line_from_the_console_script(tmp_path):
+    "The installed console script itself (the other tests run `semsim.cli.main` in-process): --help, one real command."
+    h = console_script('--help')
+    assert h.returncode == 0 and 'report' in h.stdout and 'sweep' in h.stdout, h.stderr[-2000:]
     cfg = tmp_path/'bad.yaml'; cfg.write_text('dataset: digits\nattacks: [{attack: ig, iterations: lots}]\n')
-    p = semsim_cli('report', '--config', cfg, '--runs', tmp_path/'runs')
+    p = console_script('report', '--config', cfg, '--runs', tmp_path/'runs')
     assert p.returncode == 2 and p.stderr.strip().count('\n') == 0 and 'Traceback' not in p.stderr
     assert "attacks[0].iterations must be an integer" in p.stderr and "lots" in p.stderr and 'fix:' in p.stderr
     assert not (tmp_path/'runs').exists()
@@ -104,14 +91,14 @@ def test_examples_pass_check_and_help_points_at_them(tmp_path):
     assert {e.stem for e in examples} >= {'fashion_mnist', 'digits', 'lfw_faces', 'cifar100'}
     for e in examples:
         assert e.read_text().count('#') >= 5                          # commented
-        rc, out, err = semsim_main('report', '--config', e, '--check', '--runs', tmp_path/'runs')
+        rc, out, err = semsim_cli('report', '--config', e, '--check', '--runs', tmp_path/'runs')
         assert rc == 0 and out.startswith('config ok:'), (e, err[-2000:])
-        rc, out, err = semsim_main('sweep', e, '--check', '--runs', tmp_path/'runs')
+        rc, out, err = semsim_cli('sweep', e, '--check', '--runs', tmp_path/'runs')
         assert rc == 0 and out.startswith('config ok:'), (e, err[-2000:])
     assert not (tmp_path/'runs').exists()                           # --check does no work
     assert 'data/downloads' in (ROOT/'examples'/'cifar100.yaml').read_text()   # how to get the data offline
     for cmd in ('report', 'sweep'):
-        rc, out, _ = semsim_main(cmd, '--help')
+        rc, out, _ = semsim_cli(cmd, '--help')
         assert rc == 0 and 'examples/' in out and '--check' in out
 
 def _digits(name, iterations):
@@ -217,9 +204,11 @@ def test_auto_switches_from_proxies_to_humans_and_retrains(tmp_path):
                                        else 'cannot') for r in part.itertuples()]))
     run_pipeline(cfg, tmp_path, verbose=False)       # auto: 16 of 24 labelled by a person is below the threshold
     said = json.loads((run.analysis_dir/'analysis.json').read_text())['label_source']
-    assert said['kind'] == 'proxy:panel' and f'humans: {len(part)} of 24 reconstructions (below the threshold)' in said['note']
+    assert said['kind'] == 'proxy:panel'
+    assert f'humans: {len(part)} of 24 reconstructions (below the threshold)' in said['note']
     sub = load_config(dataset='fashion_mnist', params=[(k, yaml.safe_dump(v)) for k, v in cfg.items()
-                                                       if k not in ('versions', 'analysis')] + [('analysis.subset', 'labelled'), ('analysis.bootstrap', '50')])
+                                                       if k not in ('versions', 'analysis')]
+                      + [('analysis.subset', 'labelled'), ('analysis.bootstrap', '50')])
     run_pipeline(sub, tmp_path, verbose=False)       # ... unless the analysis keeps to what people labelled
     said = json.loads((run.analysis_dir/'analysis.json').read_text())['label_source']
     assert said['kind'] == 'humans' and said['annotators'] == ['carol']
@@ -289,7 +278,7 @@ def test_import_semsim_release_label_source_end_to_end(tmp_path):
     assert said['kind'] == cfg['labels']['source'] and said['annotators'] == src['annotators']
     html = run.report_html.read_text()
     assert 'release:0' in html and 'SemSim on held-out originals' in html
-    again = run_pipeline(cfg, tmp_path, verbose=False, steps=STEPS + [REPORT_STEP])                           # a rerun recomputes nothing
+    again = run_pipeline(cfg, tmp_path, verbose=False, steps=STEPS + [REPORT_STEP])     # a rerun recomputes nothing
     assert set(json.loads((again.path/'pipeline.json').read_text())['outcome'].values()) == {UNCHANGED}
 
 
@@ -323,7 +312,7 @@ def test_sweep_survives_a_killed_worker(tmp_path):
     again = sweep(cfg, 'local', runs_dir=tmp_path, verbose=False)
     assert set(again.values()) == {'skipped'}
     # the run's own config.yaml drives the same sweep: everything finished, and said so truthfully
-    p = semsim_cli('sweep', run.config, '--runs', tmp_path)
+    p = console_script('sweep', run.config, '--runs', tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr[-2000:]
     assert 'sweep: 0 computed, 4 already finished (skipped)' in p.stdout
     # other iterations are other tasks: none of them counts as finished
