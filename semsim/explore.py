@@ -27,10 +27,9 @@ def run_table(run: str|Path|RunDir,     # the run directory
     if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions,
                                       "run an attack first (semsim attack ...)")
     if run.labels_db.exists():
-        from semsim.votes import votes
-        v = votes(run, threshold)[['recon_id', 'votes_recognized', 'votes_total', 'recognized']]
-        if len(v):
-            df = df.drop(columns=[c for c in v.columns[1:] if c in df.columns]).merge(v, on='recon_id', how='left')
+        from semsim.votes import votes, with_votes
+        v = votes(run, threshold)
+        if len(v): df = with_votes(df, v, keep_unlabelled=True)
     return df
 
 # %% ../nbs/08_explore.ipynb 11

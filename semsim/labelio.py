@@ -11,7 +11,7 @@ from .core import (SemsimError, RunDir, check_id, read_table, update_table, reco
                          write_bytes_atomic, write_text_atomic)
 from .data import load_dataset, dataset_info, image_id, IMAGE_SUFFIXES
 from .labels import CANNOT, labelable, open_labels, _row, _why_read_only, _read_only_error
-from .votes import votes, source_labels, label_source, agreement
+from .votes import votes, source_labels, label_source, agreement, with_votes
 from .proxies import label_with_proxies
 
 # %% auto 0
@@ -186,7 +186,7 @@ def export_semsim_train(run: str|Path|RunDir,  # the run
     if out.exists() and not out.is_dir(): raise SemsimError(f"{out} is a file", out,
                                                             "give --out a folder to write into")
     table, _ = read_table(run.reconstructions)
-    v = votes(run, threshold, source).merge(table, on='recon_id')
+    v = with_votes(table, votes(run, threshold, source))
     v = v[labelable(v)]
     n = {'recognised': 0, 'unrecognised': 0, 'originals': 0}
     for iid, grp in v.groupby('image_id'):
@@ -281,7 +281,7 @@ def export_labels(run: str|Path|RunDir,   # the run
         keys = table[['recon_id', 'model_id', 'attack_id', 'image_id', 'class_id']]
         df = source_labels(run, source).merge(keys, on='recon_id', how='left')
     else:
-        df = table.drop(columns=['original_path', 'recon_path']).merge(votes(run, threshold, source), on='recon_id')
+        df = with_votes(table.drop(columns=['original_path', 'recon_path']), votes(run, threshold, source))
     write_text_atomic(out, df.to_csv(index=False))
     return df
 

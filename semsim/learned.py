@@ -13,7 +13,7 @@ from .core import (SemsimError, RunDir, read_table, update_table, load_png, seed
                          write_text_atomic, package_versions, Normalize, make_optimizer, save_checkpoint,
                          load_checkpoint)
 from .metrics import metric_columns, metric_column, orientation
-from .votes import votes as run_votes, label_source as run_label_source
+from .votes import votes as run_votes, label_source as run_label_source, with_votes
 
 # %% auto 0
 __all__ = ['SAMPLERS', 'SAMPLER_REFERENCES', 'BACKBONES', 'SCORES', 'LOSSES', 'SPLITS', 'labelled_reconstructions', 'check_split',
@@ -37,14 +37,7 @@ def labelled_reconstructions(run: RunDir|str,            # the run
     if not len(df): raise SemsimError(f"no reconstructions in {run.path}", run.reconstructions,
                                       "run the attack step first (semsim attack ...)")
     votes = run_votes(run) if votes is None else votes
-    need = {'recon_id', 'votes_recognized', 'votes_total', 'recognized'}
-    if not need <= set(votes.columns):
-        raise SemsimError(f"votes lack columns {sorted(need - set(votes.columns))}", 'votes',
-                          "pass the output of semsim.votes.votes(run)")
-    v = votes[[c for c in ['recon_id', 'votes_recognized', 'votes_total', 'recognized', 'proxy'] if c in votes.columns]]
-    v = v[v.votes_total > 0]
-    t = df.drop(columns=[c for c in v.columns if c != 'recon_id' and c in df.columns]).merge(v, on='recon_id',
-                                                                                             how='inner')
+    t = with_votes(df, votes)
     if 'original_path' not in t.columns: t['original_path'] = [str(run.original_png(i)) for i in t.image_id]
     t['original_file'] = [_abs(run, p) or run.original_png(i) for p, i in zip(t.original_path, t.image_id)]
     t['recon_file'] = [_abs(run, p) for p in t.recon_path]

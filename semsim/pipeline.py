@@ -507,7 +507,8 @@ def analysis_table(run: RunDir,                # a run the pipeline made
         cfg = yaml.safe_load(run.config.read_text())
         if threshold is not None: cfg['labels']['threshold'] = threshold
         votes = label_votes(cfg, run, keys or read_steps(run).get('current') or dict(recon_ids=table.recon_id.tolist()))
-    return table.merge(votes, on='recon_id', how='inner')
+    from semsim.votes import with_votes
+    return with_votes(table, votes)
 
 # %% ../nbs/09_pipeline.ipynb 60
 def _analysis_inputs(cfg, run, state):

@@ -4,12 +4,12 @@
 
 # %% ../nbs/05c_proxies.ipynb 2
 from __future__ import annotations
-import json
+import warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
-from .core import (SemsimError, RunDir, read_table, RECON_COLUMNS, load_png, write_bytes_atomic,
-                         write_json_atomic, generator)
+from .core import (SemsimError, RunDir, read_table, RECON_COLUMNS, load_png, generator, Normalize,
+                         fit_classifier, save_checkpoint, load_checkpoint, checkpoint_files)
 from .data import load_dataset, data_dir
 from .labels import CANNOT, labelable, open_labels
 
@@ -18,13 +18,6 @@ __all__ = ['OBSERVER_ARCHS', 'PANEL_INDEPENDENCE', 'observer_model', 'proxy_pane
 
 # %% ../nbs/05c_proxies.ipynb 8
 OBSERVER_ARCHS = ('mlp', 'cnn', 'cnn-wide')
-
-class _Normalise(nn.Module):
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer('mean', torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer('std', torch.tensor(std).view(1, -1, 1, 1))
-    def forward(self, x): return (x - self.mean) / self.std
 
 # %% ../nbs/05c_proxies.ipynb 9
 def observer_model(arch: str,  # one of OBSERVER_ARCHS
@@ -40,24 +33,32 @@ def observer_model(arch: str,  # one of OBSERVER_ARCHS
                              nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * m, k))
     else: raise SemsimError(f"unknown observer architecture {arch!r}", 'arch',
                             f"use one of: {', '.join(OBSERVER_ARCHS)}")
-    return nn.Sequential(_Normalise(info.mean, info.std), body)
+    return nn.Sequential(Normalize(info.mean, info.std, persistent=True), body)
 
 # %% ../nbs/05c_proxies.ipynb 11
-def _train_observer(model, train, dataset: str, i: int, arch: str, s: int, n_train: int, epochs: int) -> dict:
-    "Train panel member `i` (seed `s`) on its own random subset of the training split; returns its meta."
+def _train_observer(arch: str, info, train, dataset: str, i: int, s: int, n_train: int, epochs: int) -> tuple:
+    "Panel member `i` built and trained (seed `s`) on its own random subset of the training split: `(model, meta)`."
     g = generator(s); torch.manual_seed(s)
+    model = observer_model(arch, info)                   # built after seeding: the same member in any process
     idx = torch.randperm(len(train), generator=g)[:min(n_train, len(train))]
-    x, y = train.floats(idx), train.labels[idx]
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    model.train()
-    for _ in range(epochs):
-        for b in torch.randperm(len(idx), generator=g).split(64):
-            opt.zero_grad(); nn.functional.cross_entropy(model(x[b]), y[b]).backward(); opt.step()
+    fit_classifier(model, train.floats(idx), train.labels[idx], epochs=epochs, lr=1e-3, batch_size=64, seed=g,
+                   optimizer='adam', progress=False, desc=f'observer {i}')
     test = load_dataset(dataset, 'test'); t = torch.arange(min(1000, len(test)))
     model.eval()
     with torch.no_grad(): acc = (model(test.floats(t)).argmax(1) == test.labels[t]).float().mean().item()
-    return dict(member=i, arch=arch, seed=s, n_train=len(idx), epochs=epochs, test_accuracy=round(acc, 4),
-                dataset=dataset)
+    return model, dict(member=i, arch=arch, seed=s, n_train=len(idx), epochs=epochs, test_accuracy=round(acc, 4),
+                       dataset=dataset)
+
+def _observer(stem: Path, arch: str, info, train, dataset: str, i: int, s: int, n_train: int, epochs: int) -> tuple:
+    "Member `i` from its sealed checkpoint at `stem`; else (none, damaged or unsealed) trained now and sealed there."
+    if all(f.exists() for f in checkpoint_files(stem)):
+        try:
+            state, meta = load_checkpoint(stem, what='proxy observer')
+            model = observer_model(arch, info); model.load_state_dict(state)
+            return model, meta
+        except (SemsimError, RuntimeError) as e: warnings.warn(f"retraining proxy observer {stem.name}: {e}")
+    model, meta = _train_observer(arch, info, train, dataset, i, s, n_train, epochs)
+    return model, save_checkpoint(stem, model, meta)
 
 # %% ../nbs/05c_proxies.ipynb 12
 def proxy_panel(dataset: str,                   # registry name
@@ -67,8 +68,7 @@ def proxy_panel(dataset: str,                   # registry name
                 epochs: int=3,                  # training epochs
                 cache_dir: str|Path|None=None,  # default data_dir()/'cache'/'proxies'
                 verbose: bool=False) -> list:
-    "The panel's `(model, meta)` pairs, trained once and cached as safetensors + JSON."
-    from safetensors.torch import save, load_file
+    "The panel's `(model, meta)` pairs, trained once and cached as sealed checkpoints."
     from tqdm.auto import tqdm
     for name, v in (('--panel', panel_size), ('--n-train', n_train), ('--epochs', epochs)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -80,15 +80,8 @@ def proxy_panel(dataset: str,                   # registry name
     panel = []
     for i in tqdm(range(panel_size), desc='proxy panel', disable=not verbose):
         arch, s = OBSERVER_ARCHS[i % len(OBSERVER_ARCHS)], seed * 100 + i + 1
-        stem = cache/f'{i}-{arch}-seed{s}-n{n_train}-e{epochs}'
-        model = observer_model(arch, info)
-        if stem.with_suffix('.json').exists() and stem.with_suffix('.safetensors').exists():
-            model.load_state_dict(load_file(stem.with_suffix('.safetensors')))
-            meta = json.loads(stem.with_suffix('.json').read_text())
-        else:
-            meta = _train_observer(model, train, dataset, i, arch, s, n_train, epochs)
-            write_bytes_atomic(stem.with_suffix('.safetensors'), save(model.state_dict()))
-            write_json_atomic(stem.with_suffix('.json'), meta)
+        model, meta = _observer(cache/f'{i}-{arch}-seed{s}-n{n_train}-e{epochs}', arch, info, train, dataset, i, s,
+                                n_train, epochs)
         meta = {**meta, 'threshold': float(lo + (hi - lo) * i / max(1, panel_size - 1))}
         panel.append((model.eval(), meta))
     return panel

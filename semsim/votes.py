@@ -12,7 +12,8 @@ from .metrics import metric_columns, orientation
 from .labels import LabelStore, labelable, open_labels
 
 # %% auto 0
-__all__ = ['AUTO_MIN_PER_VICTIM', 'source_labels', 'votes', 'agreement', 'label_source', 'active_order']
+__all__ = ['AUTO_MIN_PER_VICTIM', 'VOTE_COLUMNS', 'source_labels', 'votes', 'with_votes', 'agreement', 'label_source',
+           'active_order']
 
 # %% ../nbs/05b_votes.ipynb 9
 AUTO_MIN_PER_VICTIM = 20   # `auto` uses humans when every victim has this many human-labelled reconstructions
@@ -120,7 +121,24 @@ def votes(run,                      # run directory (or an open LabelStore)
     v['recognized'] = (v.votes_recognized > threshold * v.votes_total).astype(int)
     return v[['recon_id', 'votes_recognized', 'votes_total', 'recognized', 'proxy']]
 
-# %% ../nbs/05b_votes.ipynb 22
+# %% ../nbs/05b_votes.ipynb 21
+VOTE_COLUMNS = ('votes_recognized', 'votes_total', 'recognized', 'proxy')
+
+def with_votes(table: pd.DataFrame,        # reconstructions, one row per `recon_id`
+               votes: pd.DataFrame,        # `votes(...)` of one source (`proxy` may be absent)
+               keep_unlabelled: bool=False,  # keep rows without votes (vote columns NaN)
+              ) -> pd.DataFrame:
+    "`table` joined with `votes` on `recon_id`: the one table-with-votes join."
+    need = {'recon_id', 'votes_recognized', 'votes_total', 'recognized'}
+    if not need <= set(votes.columns):
+        raise SemsimError(f"votes lack columns {sorted(need - set(votes.columns))}", 'votes',
+                          "pass the output of semsim.votes.votes(run)")
+    v = votes[['recon_id'] + [c for c in VOTE_COLUMNS if c in votes.columns]]
+    v = v[v.votes_total > 0]
+    t = table.drop(columns=[c for c in VOTE_COLUMNS if c in table.columns])
+    return t.merge(v, on='recon_id', how='left' if keep_unlabelled else 'inner')
+
+# %% ../nbs/05b_votes.ipynb 25
 def _fleiss(rec: pd.DataFrame) -> dict:
     "Fleiss' kappa (and the items it used) on the items with the most common number of votes; {} when too few."
     from statsmodels.stats.inter_rater import fleiss_kappa
@@ -134,14 +152,14 @@ def _fleiss(rec: pd.DataFrame) -> dict:
         out['fleiss_n'] = len(full)
     return out
 
-# %% ../nbs/05b_votes.ipynb 23
+# %% ../nbs/05b_votes.ipynb 26
 def _alpha(data) -> float:
     "Krippendorff's alpha (nominal) of an annotators x items array with NaN for missing; NaN when undefined."
     import krippendorff
     try: return float(krippendorff.alpha(reliability_data=data, level_of_measurement='nominal'))
     except (ValueError, ZeroDivisionError): return float('nan')
 
-# %% ../nbs/05b_votes.ipynb 24
+# %% ../nbs/05b_votes.ipynb 27
 def _per_annotator(rec: pd.DataFrame) -> pd.DataFrame:
     "Each annotator's agreement with the majority of the others (ties left out): annotator, n, agreement."
     per = []
@@ -154,7 +172,7 @@ def _per_annotator(rec: pd.DataFrame) -> pd.DataFrame:
                         agreement=float((rec.loc[a][both] == maj[both]).mean()) if both.any() else float('nan')))
     return pd.DataFrame(per, columns=['annotator', 'n', 'agreement'])
 
-# %% ../nbs/05b_votes.ipynb 25
+# %% ../nbs/05b_votes.ipynb 28
 def agreement(run,                      # run directory (or an open LabelStore)
               source: str='auto',       # whose labels (see `votes`)
               protocol: str|None=None,  # only this protocol's labels
@@ -174,7 +192,7 @@ def agreement(run,                      # run directory (or an open LabelStore)
     out['per_annotator'] = _per_annotator(rec)
     return out
 
-# %% ../nbs/05b_votes.ipynb 30
+# %% ../nbs/05b_votes.ipynb 33
 def _statement(src, n_cov, hcov, annotators, requested) -> str:
     "One sentence: the source, its coverage, who; and, when `auto` passed the humans over, their coverage."
     if src == 'none': return "no labels yet"
@@ -190,7 +208,7 @@ def _statement(src, n_cov, hcov, annotators, requested) -> str:
         s += f"; humans: {hcov['n']} of {hcov['total']} reconstructions (below the threshold)"
     return s
 
-# %% ../nbs/05b_votes.ipynb 31
+# %% ../nbs/05b_votes.ipynb 34
 def label_source(run,                 # run directory (or an open LabelStore)
                  source: str='auto',  # whose labels (see `votes`)
                  min_per_victim: int=AUTO_MIN_PER_VICTIM,  # `auto`: human-labelled reconstructions each victim needs
@@ -201,7 +219,7 @@ def label_source(run,                 # run directory (or an open LabelStore)
     finally:
         if st is not run: st.close()
 
-# %% ../nbs/05b_votes.ipynb 32
+# %% ../nbs/05b_votes.ipynb 35
 def _describe(st, source, min_per_victim) -> dict:
     "The `label_source` record for an open store."
     src, cur, hcov = _select(st, source, None, min_per_victim, columns=[])   # reads only what it counts
@@ -216,7 +234,7 @@ def _describe(st, source, min_per_victim) -> dict:
     out['note'] = _statement(src, n_cov, hcov, out['annotators'], source)
     return out
 
-# %% ../nbs/05b_votes.ipynb 36
+# %% ../nbs/05b_votes.ipynb 39
 def active_order(run,                    # run directory
                  by: str='auto',          # 'disagreement', 'uncertainty' or 'auto'
                  annotator: str|None=None,  # unlabelled by this annotator (default: by any human)
@@ -238,7 +256,7 @@ def active_order(run,                    # run directory
     elif by == 'uncertainty':
         if 'semsim' not in table.columns: raise SemsimError("no `semsim` column for uncertainty", run.reconstructions,
                                                             "score the learned metric first, or use by='disagreement'")
-        v = votes(open_labels(run), source='humans').merge(table[['recon_id', 'semsim']], on='recon_id').dropna()
+        v = with_votes(table[['recon_id', 'semsim']], votes(open_labels(run), source='humans')).dropna()
         s = todo.semsim.to_numpy(dtype=float)
         if v.recognized.nunique() == 2:
             from sklearn.linear_model import LogisticRegression
