@@ -14,6 +14,7 @@ from .core import (SemsimError, RunDir, read_table, update_table, load_png, seed
                          load_checkpoint)
 from .metrics import metric_columns, metric_column, orientation
 from .votes import votes as run_votes, label_source as run_label_source, with_votes
+from .commands import command, add_commands
 
 # %% auto 0
 __all__ = ['SAMPLERS', 'SAMPLER_REFERENCES', 'BACKBONES', 'SCORES', 'LOSSES', 'SPLITS', 'labelled_reconstructions', 'check_split',
@@ -618,44 +619,45 @@ def generalisation_table(run: RunDir|str,               # the run
     return pd.concat(out)[['split', 'held_out', 'n_train', 'metric', 'n', 'auc', 'spearman']].reset_index(drop=True)
 
 # %% ../nbs/06_learned.ipynb 122
-def _cmd_train(args):
-    _, rep = train_semsim(args.run, sampler=args.sampler, arch=args.arch, epochs=args.epochs, seed=args.seed,
-                          loss=args.loss, score=args.score, test_size=args.test_size, semsim_id=args.id,
-                          device=args.device, threshold=args.threshold)
+@command('learn train', help="train SemSim on a run's labels and evaluate it on held-out originals",
+         group_help='SemSim, the learned metric: train on labels, score a run',
+         choices=dict(sampler=list(SAMPLERS), arch=list(BACKBONES), loss=list(LOSSES), score=list(SCORES)),
+         fill=dict(samplers='; '.join(f'{k}: {v.split(":")[0]}' for k, v in SAMPLER_REFERENCES.items())))
+def _cmd_train(*,
+               run: str,                  # run directory, e.g. runs/NAME
+               sampler: str='paper',      # triplet sampler: {samplers}
+               arch: str='convnet',       # backbone (resnet18 is the paper's)
+               loss: str='triplet',       # training loss
+               # what is scored: paper (raw-embedding L2) or unit (unit-embedding L2); default: paper for resnet18,
+               # unit for convnet
+               score: str|None=None,
+               epochs: int=30,            # training epochs
+               seed: int=0,               # split, sampling and initialisation seed
+               test_size: float=0.25,     # fraction of originals held out (between 0 and 1)
+               threshold: float=0.5,      # fraction of votes needed to count as recognised
+               id: str|None=None,         # folder name under semsim/ (default: arch-sampler-loss-sSEED)
+               device: str|None=None,     # cpu or cuda (default: cuda when available)
+              ):
+    "Train SemSim on the run's labels (`train_semsim`) and print its held-out comparison."
+    _, rep = train_semsim(run, sampler=sampler, arch=arch, epochs=epochs, seed=seed, loss=loss, score=score,
+                          test_size=test_size, semsim_id=id, device=device, threshold=threshold)
     print(rep['heldout'].to_string(index=False, float_format='%.3f'))
     print(f"weights: {rep['weights']} (score: {rep['config']['score']})\n"
-          f"held-out comparison: {RunDir(args.run).analysis_dir/'semsim_heldout.csv'}")
+          f"held-out comparison: {RunDir(run).analysis_dir/'semsim_heldout.csv'}")
 
-def _cmd_score(args):
-    out = score_semsim(args.run, args.weights, column=args.column, score=args.score)
-    print(semsim_per_model(out, args.column).to_string(index=False, float_format='%.4f'))
-    print(f"{out[args.column].notna().sum()} reconstructions scored into {RunDir(args.run).reconstructions} "
-          f"({args.column})")
+@command('learn score', help='write the semsim column of the reconstructions table', choices=dict(score=list(SCORES)))
+def _cmd_score(*,
+               run: str,              # run directory, e.g. runs/NAME
+               weights: str,          # a SemSim folder (semsim/ID) or a semsim_id of the run
+               column: str='semsim',  # column to write
+               score: str|None=None,  # default: the one the weights were saved with
+              ):
+    "Score every reconstruction of the run with SemSim weights (`score_semsim`) and print the per-model means."
+    out = score_semsim(run, weights, column=column, score=score)
+    print(semsim_per_model(out, column).to_string(index=False, float_format='%.4f'))
+    print(f"{out[column].notna().sum()} reconstructions scored into {RunDir(run).reconstructions} ({column})")
 
 # %% ../nbs/06_learned.ipynb 124
 def register_commands(sub):
     "Add the `learn` subcommands to the `semsim` parser."
-    p = sub.add_parser('learn', help='SemSim, the learned metric: train on labels, score a run')
-    s = p.add_subparsers(dest='learn_cmd', required=True)
-    t = s.add_parser('train', help="train SemSim on a run's labels and evaluate it on held-out originals")
-    t.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
-    t.add_argument('--sampler', default='paper', choices=list(SAMPLERS), help='triplet sampler: ' +
-                   '; '.join(f'{k}: {v.split(":")[0]}' for k, v in SAMPLER_REFERENCES.items()))
-    t.add_argument('--arch', default='convnet', choices=list(BACKBONES), help='backbone (resnet18 is the paper\'s)')
-    t.add_argument('--loss', default='triplet', choices=list(LOSSES), help='training loss')
-    t.add_argument('--score', default=None, choices=list(SCORES),
-                   help="what is scored: paper (raw-embedding L2) or unit (unit-embedding L2); default: paper for "
-                        "resnet18, unit for convnet")
-    t.add_argument('--epochs', type=int, default=30, help='training epochs')
-    t.add_argument('--seed', type=int, default=0, help='split, sampling and initialisation seed')
-    t.add_argument('--test-size', type=float, default=0.25, help='fraction of originals held out (between 0 and 1)')
-    t.add_argument('--threshold', type=float, default=0.5, help='fraction of votes needed to count as recognised')
-    t.add_argument('--id', default=None, help='folder name under semsim/ (default: arch-sampler-loss-sSEED)')
-    t.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
-    t.set_defaults(func=_cmd_train)
-    c = s.add_parser('score', help='write the semsim column of the reconstructions table')
-    c.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
-    c.add_argument('--weights', required=True, help='a SemSim folder (semsim/ID) or a semsim_id of the run')
-    c.add_argument('--column', default='semsim', help='column to write')
-    c.add_argument('--score', default=None, choices=list(SCORES), help='default: the one the weights were saved with')
-    c.set_defaults(func=_cmd_score)
+    add_commands(sub, 'learn')
