@@ -13,6 +13,7 @@ from .data import load_dataset, dataset_info, image_id, IMAGE_SUFFIXES
 from .labels import CANNOT, labelable, open_labels, _row, _why_read_only, _read_only_error
 from .votes import votes, source_labels, label_source, agreement, with_votes
 from .proxies import label_with_proxies
+from .commands import command, add_commands
 
 # %% auto 0
 __all__ = ['IMPORT_FORMATS', 'read_answers', 'release_fixture', 'import_semsim_release', 'export_semsim_train',
@@ -334,59 +335,64 @@ def _say_source(run, source='auto'):
     s = label_source(run, source)
     print(f"label source: {s['kind']} -- {s['note']}")
 
-def _cmd_import(a):
-    n = import_labels(a.run, a.format, a.src, dataset=a.dataset, n_answers=a.answers)
+@command('labels import', help='import labels into a run', positional=['src'], choices=dict(format=IMPORT_FORMATS),
+         group_help='human (and proxy) labels: import, export, agreement, proxies')
+def _cmd_import(*,
+                format: str,               # layout of SRC
+                src: str,                  # folder (semsim-release, semsim-train) or CSV file
+                run: str,                  # run directory, e.g. runs/NAME
+                dataset: str='cifar100',   # dataset the imported images come from
+                answers: int=5,            # answers per _gt.txt (semsim-release)
+               ):
+    "Import labels in any of `IMPORT_FORMATS` (`import_labels`) and print what was added."
+    n = import_labels(run, format, src, dataset=dataset, n_answers=answers)
     print(', '.join(f'{k}: {v}' for k, v in n.items()))
 
 # %% ../nbs/05d_labelio.ipynb 42
-def _cmd_export(a):
-    _say_source(a.run, a.source)
-    if a.format == 'semsim-train': print(export_semsim_train(a.run, a.out, a.threshold, a.source)); return
-    df = export_labels(a.run, a.out, raw=a.raw, threshold=a.threshold, source=a.source)
-    print(f"{len(df)} rows -> {a.out}")
+@command('labels export', help='export votes (or raw labels) as CSV, or the train_with_ori layout',
+         choices=dict(format=['csv', 'semsim-train']), fill=dict(sources=_SOURCE_HELP))
+def _cmd_export(*,
+                run: str,                # run directory, e.g. runs/NAME
+                out: str,                # CSV file, or folder for semsim-train
+                format: str='csv',       # what to write
+                raw: bool=False,         # one row per label instead of per reconstruction
+                threshold: float=0.5,    # recognised when more than this fraction of votes say so
+                source: str='auto',      # {sources}
+               ):
+    "Export a run's votes or raw labels (`export_labels`), or the train_with_ori layout (`export_semsim_train`)."
+    _say_source(run, source)
+    if format == 'semsim-train': print(export_semsim_train(run, out, threshold, source)); return
+    df = export_labels(run, out, raw=raw, threshold=threshold, source=source)
+    print(f"{len(df)} rows -> {out}")
 
 # %% ../nbs/05d_labelio.ipynb 43
-def _cmd_agreement(a):
-    _say_source(a.run, a.source)
-    ag = agreement(a.run, a.source)
+@command('labels agreement', help="inter-annotator agreement (Fleiss' kappa, Krippendorff's alpha)",
+         fill=dict(sources=_SOURCE_HELP))
+def _cmd_agreement(*,
+                   run: str,            # run directory, e.g. runs/NAME
+                   source: str='auto',  # {sources}
+                  ):
+    "Print the agreement of a run's annotators (`agreement`), overall and per annotator."
+    _say_source(run, source)
+    ag = agreement(run, source)
     for k in ('n_reconstructions', 'n_annotators', 'n_labels', 'fleiss_kappa', 'krippendorff_alpha',
               'krippendorff_alpha_answers'):
         print(f"{k:28s} {ag[k]:.4f}" if isinstance(ag[k], float) else f"{k:28s} {ag[k]}")
     print(ag['per_annotator'].to_string(index=False))
 
-def _cmd_proxies(a):
-    df = label_with_proxies(a.run, panel_size=a.panel, seed=a.seed, n_train=a.n_train, epochs=a.epochs, verbose=True)
-    print(f"proxy:panel of {a.panel} observers (not people): {len(df)} labels, {df.recognized.mean():.1%} recognised")
+@command('labels proxies', help='label every reconstruction with a panel of observer classifiers (not people)')
+def _cmd_proxies(*,
+                 run: str,           # run directory, e.g. runs/NAME
+                 panel: int=5,       # observers in the panel (>= 1)
+                 seed: int=0,        # panel seed
+                 n_train: int=3000,  # training images per observer (>= 1)
+                 epochs: int=3,      # training epochs per observer (>= 1)
+                ):
+    "Label every reconstruction with a panel of observer classifiers (`label_with_proxies`), not people."
+    df = label_with_proxies(run, panel_size=panel, seed=seed, n_train=n_train, epochs=epochs, verbose=True)
+    print(f"proxy:panel of {panel} observers (not people): {len(df)} labels, {df.recognized.mean():.1%} recognised")
 
 # %% ../nbs/05d_labelio.ipynb 44
 def register_commands(sub):
     "Add the `labels` subcommands to the `semsim` parser."
-    p = sub.add_parser('labels', help='human (and proxy) labels: import, export, agreement, proxies')
-    s = p.add_subparsers(dest='labels_cmd', required=True)
-    i = s.add_parser('import', help='import labels into a run')
-    i.add_argument('--format', required=True, choices=IMPORT_FORMATS, help='layout of SRC')
-    i.add_argument('src', help='folder (semsim-release, semsim-train) or CSV file')
-    i.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
-    i.add_argument('--dataset', default='cifar100', help='dataset the imported images come from')
-    i.add_argument('--answers', type=int, default=5, help='answers per _gt.txt (semsim-release)')
-    i.set_defaults(func=_cmd_import)
-    e = s.add_parser('export', help='export votes (or raw labels) as CSV, or the train_with_ori layout')
-    e.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
-    e.add_argument('--out', required=True, help='CSV file, or folder for semsim-train')
-    e.add_argument('--format', default='csv', choices=['csv', 'semsim-train'], help='what to write')
-    e.add_argument('--raw', action='store_true', help='one row per label instead of per reconstruction')
-    e.add_argument('--threshold', type=float, default=0.5,
-                   help='recognised when more than this fraction of votes say so')
-    e.add_argument('--source', default='auto', help=_SOURCE_HELP)
-    e.set_defaults(func=_cmd_export)
-    g = s.add_parser('agreement', help="inter-annotator agreement (Fleiss' kappa, Krippendorff's alpha)")
-    g.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
-    g.add_argument('--source', default='auto', help=_SOURCE_HELP)
-    g.set_defaults(func=_cmd_agreement)
-    x = s.add_parser('proxies', help='label every reconstruction with a panel of observer classifiers (not people)')
-    x.add_argument('--run', required=True, help='run directory, e.g. runs/NAME')
-    x.add_argument('--panel', type=int, default=5, help='observers in the panel (>= 1)')
-    x.add_argument('--seed', type=int, default=0, help='panel seed')
-    x.add_argument('--n-train', type=int, default=3000, help='training images per observer (>= 1)')
-    x.add_argument('--epochs', type=int, default=3, help='training epochs per observer (>= 1)')
-    x.set_defaults(func=_cmd_proxies)
+    add_commands(sub, 'labels')
