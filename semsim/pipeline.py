@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_pipeline.ipynb 2
 from __future__ import annotations
-import copy, dataclasses, hashlib, json, math, re, time, sys
+import argparse, copy, dataclasses, hashlib, json, math, re, time, sys
 from pathlib import Path
 from typing import Callable
 import yaml, pandas as pd
@@ -13,6 +13,7 @@ from .core import (SemsimError, RunDir, write_text_atomic, write_json_atomic, re
                          package_versions, recon_id)
 from .data import DATASETS, export_originals, load_originals
 from .metrics import METRICS
+from .commands import command, add_commands
 
 # %% auto 0
 __all__ = ['BASE_CONFIG', 'DATASET_CONFIGS', 'ATTACK_KEYS', 'FOLDER_IMPORTS', 'STEPS', 'REPORT_STEP', 'EXAMPLES_HELP',
@@ -751,7 +752,7 @@ def sweep_summary(status: dict) -> str:
 EXAMPLES_HELP = ("examples: examples/<dataset>.yaml in the repository is a commented experiment per dataset "
                  "(fashion_mnist, digits, lfw_faces, cifar100); a run's own config.yaml is accepted too")
 
-def _params(args) -> list: return [tuple(p) for p in args.p or []]
+def _params(p: list|None) -> list: return [tuple(kv) for kv in p or []]
 
 def _say_check(cfg: dict):
     attacks = ', '.join(attack_id_of(a, cfg['seed']) for a in cfg['attacks'])
@@ -760,59 +761,61 @@ def _say_check(cfg: dict):
           f"labels {cfg['labels']['source']} (nothing run: --check)")
 
 # %% ../nbs/09_pipeline.ipynb 92
-def _cmd_report(args):
-    if args.all:
-        if args.check:
+_P = dict(flags=['-p'], nargs=2, action='append', metavar=('KEY', 'VALUE'))
+
+@command('report', help='run an experiment end to end (only what changed) and write its HTML report',
+         extra=dict(p=_P), epilog=EXAMPLES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _cmd_report(*,
+                dataset: str|None=None,  # dataset whose default experiment to run (default: fashion_mnist)
+                config: str|None=None,   # experiment YAML, e.g. examples/digits.yaml or runs/NAME/config.yaml
+                # override a config key (dotted, YAML value), e.g. -p n_originals 16 -p semsim.epochs 5
+                p: list|None=None,
+                all: bool=False,         # run every configured dataset in turn (each only what changed)
+                check: bool=False,       # validate the whole config (names, types, ranges) and do no work
+                runs: str='runs',        # folder holding the runs (default: runs)
+                run: str|None=None,      # render the report of this finished run (runs no step; read-only is fine)
+                out: str|None=None,      # with --run: the folder for report.html (default: the run itself)
+               ):
+    "Run an experiment (`make_report`), every configured one (`report_all`), or render a finished run's report."
+    if all:
+        if check:
             for ds in DATASET_CONFIGS: _say_check(load_config(dataset=ds))
             return
-        res = report_all(args.runs, verbose=True)
+        res = report_all(runs, verbose=True)
         failed = {k: v for k, v in res.items() if v[0] == 'failed'}
         for k, (st, where) in res.items(): print(f'{k:14s} {st:9s} {where}')
         if failed: raise SemsimError(f"{len(failed)} of {len(res)} reports failed: {', '.join(failed)}", '--all',
                                      "see the messages above")
         return
-    if args.run:   # render a finished run's report, running no step (the run may be read-only)
-        if args.config or args.dataset or args.p or args.all:
+    if run:   # render a finished run's report, running no step (the run may be read-only)
+        if config or dataset or p or all:
             raise SemsimError("--run renders a finished run as it is", '--run',
                               "leave out --config, --dataset, -p and --all (or drop --run to run an experiment)")
         from semsim.labelling import find_run
-        return print(f'report: {render_report(find_run(args.run), out=args.out).resolve()}')
-    if args.out: raise SemsimError("--out goes with --run", '--out', "add --run runs/NAME, or leave --out out")
-    cfg = load_config(args.config, args.dataset, _params(args))
-    if args.check: return _say_check(cfg)
-    html = make_report(args.dataset, args.config, _params(args), args.runs, verbose=True)
+        return print(f'report: {render_report(find_run(run), out=out).resolve()}')
+    if out: raise SemsimError("--out goes with --run", '--out', "add --run runs/NAME, or leave --out out")
+    cfg = load_config(config, dataset, _params(p))
+    if check: return _say_check(cfg)
+    html = make_report(dataset, config, _params(p), runs, verbose=True)
     print(f'report: {html.resolve()}')
 
 # %% ../nbs/09_pipeline.ipynb 93
-def _cmd_sweep(args):
-    cfg = load_config(args.config, None, _params(args))
-    if args.check: return _say_check(cfg)
-    print(sweep_summary(sweep(cfg, args.scheduler, args.workers, args.runs, verbose=True)))
+@command('sweep', help='run attack and metric tasks on a Dask cluster (resumable)', positional=['config'],
+         extra=dict(p=_P), epilog=EXAMPLES_HELP)
+def _cmd_sweep(config: str,              # experiment YAML, e.g. examples/digits.yaml or runs/NAME/config.yaml
+               *,
+               scheduler: str='local',   # 'local' (a LocalCluster) or tcp://HOST:PORT
+               workers: int=2,           # workers of the LocalCluster
+               p: list|None=None,        # override a config key (dotted, YAML value)
+               check: bool=False,        # validate the whole config and do no work
+               runs: str='runs',         # folder holding the runs (default: runs)
+              ):
+    "Run an experiment's attack and metric tasks on Dask (`sweep`) and say what it did."
+    cfg = load_config(config, None, _params(p))
+    if check: return _say_check(cfg)
+    print(sweep_summary(sweep(cfg, scheduler, workers, runs, verbose=True)))
 
 # %% ../nbs/09_pipeline.ipynb 94
 def register_commands(sub):
     "Add `report` and `sweep` to the `semsim` parser."
-    import argparse
-    r = sub.add_parser('report', help='run an experiment end to end (only what changed) and write its HTML report',
-                       epilog=EXAMPLES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument('--dataset', default=None, help='dataset whose default experiment to run (default: fashion_mnist)')
-    r.add_argument('--config', default=None, help='experiment YAML, e.g. examples/digits.yaml or runs/NAME/config.yaml')
-    r.add_argument('-p', nargs=2, action='append', metavar=('KEY', 'VALUE'),
-                   help='override a config key (dotted, YAML value), e.g. -p n_originals 16 -p semsim.epochs 5')
-    r.add_argument('--all', action='store_true', help='run every configured dataset in turn (each only what changed)')
-    r.add_argument('--check', action='store_true',
-                   help='validate the whole config (names, types, ranges) and do no work')
-    r.add_argument('--runs', default='runs', help='folder holding the runs (default: runs)')
-    r.add_argument('--run', default=None,
-                   help='render the report of this finished run (runs no step; read-only is fine)')
-    r.add_argument('--out', default=None, help='with --run: the folder for report.html (default: the run itself)')
-    r.set_defaults(func=_cmd_report)
-    s = sub.add_parser('sweep', help='run attack and metric tasks on a Dask cluster (resumable)', epilog=EXAMPLES_HELP)
-    s.add_argument('config', help='experiment YAML, e.g. examples/digits.yaml or runs/NAME/config.yaml')
-    s.add_argument('--scheduler', default='local', help="'local' (a LocalCluster) or tcp://HOST:PORT")
-    s.add_argument('--workers', type=int, default=2, help='workers of the LocalCluster')
-    s.add_argument('-p', nargs=2, action='append', metavar=('KEY', 'VALUE'),
-                   help='override a config key (dotted, YAML value)')
-    s.add_argument('--check', action='store_true', help='validate the whole config and do no work')
-    s.add_argument('--runs', default='runs', help='folder holding the runs (default: runs)')
-    s.set_defaults(func=_cmd_sweep)
+    add_commands(sub, 'report', 'sweep')
