@@ -27,9 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'semsim {semsim.__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for name in COMMAND_MODULES:
-        m = importlib.import_module(f'semsim.{name}')
-        if names := _recorded(m): add_commands(sub, *names)
-        else: m.register_commands(sub)   # commands still written by hand
+        if names := _recorded(importlib.import_module(f'semsim.{name}')): add_commands(sub, *names)
     return p
 
 # %% ../nbs/10_cli.ipynb 6
