@@ -23,8 +23,8 @@ from semsim.core import RunDir, update_table, recon_id, load_png, to_uint8, writ
 from semsim.data import export_originals
 from semsim.labels import open_labels, Labeller
 from semsim.votes import votes
-from semsim.pipeline import (load_config, write_config, current_keys, label_votes, render_report,
-                             _analysis_work, _metric_columns)
+from semsim.pipeline import load_config, write_config, current_keys, label_votes, _analysis_work, _metric_columns
+from semsim.report import render_report
 
 def config(name: str, n_models: int, n_orig: int, resamples: int) -> dict:
     "The experiment config such a run would have: n_models untrained ConvNets (seeds 0..), one IG attack, humans."

@@ -14,7 +14,7 @@ __all__ = ['COMMAND_MODULES', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb 5
 COMMAND_MODULES = ['data', 'victims', 'attacks', 'metrics', 'weights', 'labelio', 'labelling', 'learned', 'analysis',
-                   'pipeline']
+                   'report', 'sweep']
 
 def _recorded(module) -> list:
     "The top-level commands (or groups) that `module` recorded in `COMMANDS`, in the order it defined them."

@@ -265,7 +265,8 @@ def test_auto_source_after_a_proxy_run_and_ten_human_labels(tmp_path):
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory):
     "A small finished pipeline run (the release fixture as its experiment), report included."
-    from semsim.pipeline import load_config, run_pipeline, STEPS, REPORT_STEP
+    from semsim.pipeline import load_config, run_pipeline, STEPS
+    from semsim.report import REPORT_STEP
     tmp = tmp_path_factory.mktemp('finished')
     release_fixture(tmp/'release', n_images=12, seed=3)
     cfg = load_config(dataset='fashion_mnist', params=[

@@ -7,8 +7,10 @@ import json, os, signal, threading, time
 import pandas as pd, pytest, yaml
 from conftest import ROOT, semsim_cli, console_script
 from semsim.core import RunDir, read_table
-from semsim.pipeline import (load_config, sweep, run_pipeline, attack_id_of, current_table, analysis_table,
-                             label_votes, fingerprint, read_steps, STEPS, REPORT_STEP)
+from semsim.pipeline import (load_config, run_pipeline, attack_id_of, current_table, analysis_table, label_votes,
+                             fingerprint, read_steps, STEPS)
+from semsim.sweep import sweep
+from semsim.report import REPORT_STEP
 
 UNCHANGED = 'done earlier (inputs unchanged)'
 
