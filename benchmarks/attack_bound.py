@@ -211,7 +211,8 @@ def main():
     p.add_argument('--device', default='cpu')
     p.add_argument('--only', default=None, help='comma-separated victims: lenet,convnet16,convnet64,resnet20_4')
     p.add_argument('--forward-mode', action='store_true', help='also time the forward-mode image gradient (resnet20_4)')
-    p.add_argument('--forward-only', action='store_true', help='only the forward-mode comparison (implies --forward-mode)')
+    p.add_argument('--forward-only', action='store_true',
+                   help='only the forward-mode comparison (implies --forward-mode)')
     p.add_argument('--out', default=None, help='also write the markdown to this file')
     a = p.parse_args()
     torch.set_num_threads(a.threads)

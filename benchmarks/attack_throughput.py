@@ -6,10 +6,10 @@ on a prepared copy of the victim (`prepare_victim`), the way `attack_batch` spli
 chunk per worker thread (K = 32 on 2 workers: two chunks of 16 at the same time, one thread each; K = 1: the
 sequential path on all threads); `auto` runs `attack_batch` on 32 images with the chunk size its calibration picks
 (calibration time included). Everything runs in one process, same data, same iterations, interleaved per model,
-best of `--rounds` rounds (`--resnet-rounds`, default 1, for the 32x32 victims). An attack of N iterations evaluates the objective N + 1 times
-(the last gives its final distance): times are per evaluation (seconds / (N + 1)), and reconstructions per hour
-are at 1000 iterations. Ratios are against the sequential loop on the same device. `--ks` sets the K columns
-(default 1, 8, 32 on a CPU; 1, 8, 32, 128, 512 on a GPU, where one worker runs one chunk of K).
+best of `--rounds` rounds (`--resnet-rounds`, default 1, for the 32x32 victims). An attack of N iterations evaluates
+the objective N + 1 times (the last gives its final distance): times are per evaluation (seconds / (N + 1)), and
+reconstructions per hour are at 1000 iterations. Ratios are against the sequential loop on the same device. `--ks`
+sets the K columns (default 1, 8, 32 on a CPU; 1, 8, 32, 128, 512 on a GPU, where one worker runs one chunk of K).
 
 Distance to the machine's limit: the floating-point operations of one attack iteration on one image are counted once
 per victim with `torch.utils.flop_counter` (forward, the gradient and the second-order backward, as torch dispatches
@@ -34,8 +34,8 @@ costs on one core, whatever else runs on the machine; with more threads it also 
 import argparse, math, os, platform, time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from semsim.attacks import (attack_batch, get_attack, target_gradients, target_norms, prepare_victim, default_workers, _Objective,
-                            _adam_chunk, _optimise, _slices, _torch_threads, _CALIBRATION)
+from semsim.attacks import (attack_batch, get_attack, target_gradients, target_norms, prepare_victim, default_workers,
+                            _Objective, _adam_chunk, _optimise, _slices, _torch_threads, _CALIBRATION)
 from semsim.core import generator
 from semsim.data import load_dataset
 from semsim.victims import build_model
@@ -81,7 +81,8 @@ def sequential_loop(model, x, y, iterations):
     return timed(run)
 
 def engine(model, x, y, iterations, k, workers):
-    "The engine on the images x, k at a time, each k split into one chunk per worker as `attack_batch` does; returns seconds."
+    ("The engine on the images x, k at a time, each k split into one chunk per worker as `attack_batch` does; "
+     "returns seconds.")
     spec = get_attack('ig', iterations)
     workers = min(workers, k)
     def run():
@@ -112,7 +113,8 @@ def engine_flops(model, x, y, k: int) -> float:
     return (count(2) - count(1)) / k
 
 def peak_gflops(device) -> dict:
-    "Measured float32 rates on this device and thread count: a large matmul, 3x3 convolutions forward and backward (GFLOP/s)."
+    ("Measured float32 rates on this device and thread count: a large matmul, 3x3 convolutions forward and backward "
+     "(GFLOP/s).")
     g = generator(0)
     n = 2048 if device.type == 'cpu' else 8192
     a, b = torch.randn(n, n, generator=g).to(device), torch.randn(n, n, generator=g).to(device)
@@ -123,8 +125,8 @@ def peak_gflops(device) -> dict:
         o = torch.nn.functional.conv2d(xi, w, padding=1); go = torch.randn_like(o)
         fl = 2 * N * C * C * 9 * H * H
         out[f'conv {N}×{C}×{H}², 3×3'] = (lambda xi=xi, w=w: torch.nn.functional.conv2d(xi, w, padding=1), fl)
-        out[f'conv {N}×{C}×{H}², 3×3 backward'] = (lambda o=o, xi=xi, w=w, go=go: torch.autograd.grad(o, [xi, w], go, retain_graph=True),
-                                                    2 * fl)
+        out[f'conv {N}×{C}×{H}², 3×3 backward'] = (
+            lambda o=o, xi=xi, w=w, go=go: torch.autograd.grad(o, [xi, w], go, retain_graph=True), 2 * fl)
     for k, (f, flops) in out.items():
         f()
         out[k] = flops / min(timed(f) for _ in range(5)) / 1e9
@@ -142,14 +144,18 @@ PAPER = (600, 14, 8000)   # originals, victims, iterations of the paper's attack
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--iterations', type=int, default=20, help='iterations per attack (lenet, convnet16)')
-    p.add_argument('--resnet-iterations', type=int, default=3, help='iterations per attack for the 32x32 victims (convnet64, resnet20_4)')
+    p.add_argument('--resnet-iterations', type=int, default=3,
+                   help='iterations per attack for the 32x32 victims (convnet64, resnet20_4)')
     p.add_argument('--rounds', type=int, default=2, help='interleaved rounds for the 28x28 victims (best is kept)')
     p.add_argument('--resnet-rounds', type=int, default=1, help='interleaved rounds for the 32x32 victims')
-    p.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch CPU threads (default: all cores)')
+    p.add_argument('--threads', type=int, default=torch.get_num_threads(),
+                   help='torch CPU threads (default: all cores)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--ks', default=None, help='comma-separated K to time (default 1,8,32 on a CPU, 1,8,32,128,512 on a GPU)')
+    p.add_argument('--ks', default=None,
+                   help='comma-separated K to time (default 1,8,32 on a CPU, 1,8,32,128,512 on a GPU)')
     p.add_argument('--only', default=None, help='comma-separated victims to run: lenet,convnet16,convnet64,resnet20_4')
-    p.add_argument('--bound', action='store_true', help='also measure the ideal-batching bound (benchmarks/attack_bound.py) per victim')
+    p.add_argument('--bound', action='store_true',
+                   help='also measure the ideal-batching bound (benchmarks/attack_bound.py) per victim')
     p.add_argument('--bound-rounds', type=int, default=3, help='interleaved rounds of the bound')
     p.add_argument('--clock', default='wall', choices=('wall', 'cpu'),
                    help="'cpu': time by this process's CPU time (robust to other jobs on the cores with --threads 1)")
@@ -179,22 +185,27 @@ def main():
         n_seq = 8
         sizes = {k: max(n_seq, k) for k in ks}   # images timed per column
         per = {}  # seconds per image-iteration, the best of `rounds` interleaved rounds (the machine may be shared)
-        for _ in range(a.resnet_rounds if big else a.rounds):   # an attack of `it` iterations evaluates the objective it + 1 times
-            per['seq'] = min(per.get('seq', math.inf), sequential_loop(model, x[:n_seq], y[:n_seq], it) / n_seq / (it + 1))
+        # an attack of `it` iterations evaluates the objective it + 1 times
+        for _ in range(a.resnet_rounds if big else a.rounds):
+            per['seq'] = min(per.get('seq', math.inf),
+                             sequential_loop(model, x[:n_seq], y[:n_seq], it) / n_seq / (it + 1))
             for k, n in sizes.items():
                 per[k] = min(per.get(k, math.inf), engine(model, x[:n], y[:n], it, k, W) / n / (it + 1))
         t_auto, chunk = auto(model, x[:n_auto], y[:n_auto], it); per['auto'] = t_auto / n_auto / (it + 1)
         gf = {k: flops / v / 1e9 for k, v in per.items()}   # useful work: the loop's count per image-iteration
         observed += list(gf.values())
         rows.append(dict(name=name, it=it, flops=flops, eflops=eflops, per=per, gf=gf, chunk=chunk))
-        print(name, f"{time.perf_counter() - t_victim:.0f} s:", {k: f"{v * 1e3:.1f} ms" for k, v in per.items()}, flush=True)
+        print(name, f"{time.perf_counter() - t_victim:.0f} s:", {k: f"{v * 1e3:.1f} ms" for k, v in per.items()},
+              flush=True)
         if a.bound:
             b = attack_bound.bound(name, model, x, y, a.bound_rounds, a.threads, dev.type == 'cpu')
             observed += [b['flops']['loop'] / v[0] / 1e9 for k, v in b['best'].items() if '1 thread' not in k]
-            bounds.append((name, b)); print(name, 'bound', {k: f"{v[0] * 1e3:.1f} ms" for k, v in b['best'].items()}, flush=True)
+            bounds.append((name, b))
+            print(name, 'bound', {k: f"{v[0] * 1e3:.1f} ms" for k, v in b['best'].items()}, flush=True)
     best_peak = max(observed)
     total = time.perf_counter() - t_start
-    lines = [f"device: {a.device} ({machine}); clock: {a.clock}; load average (1, 5, 15 min) at start: {load0}, at end: "
+    lines = [f"device: {a.device} ({machine}); clock: {a.clock}; "
+             f"load average (1, 5, 15 min) at start: {load0}, at end: "
              f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}; total benchmark time {total:.0f} s",
              "measured rates: " + ', '.join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items())
              + f"; peak used for %: {best_peak:.1f} GFLOP/s (the best of these and of every rate measured below)", '',
@@ -207,9 +218,10 @@ def main():
         per, gf = r['per'], r['gf']
         rate = {k: 3600 / (v * 1000) for k, v in per.items()}   # reconstructions per hour at 1000 iterations
         best = max((k for k in per if k != 'seq'), key=lambda k: gf[k])
-        lines.append(f"| {r['name']} | {r['it']} | {r['flops'] / 1e6:.0f} / {r['eflops'] / 1e6:.0f} | {rate['seq']:.3g} | "
-                     f"{pct(gf['seq'])} | " + ' | '.join(f"{per['seq'] / per[k]:.2f}×" for k in ks)
-                     + f" | {per['seq'] / per['auto']:.2f}× ({r['chunk']}) | {pct(gf[best])} at {best if best == 'auto' else f'K={best}'} |")
+        lines.append(f"| {r['name']} | {r['it']} | {r['flops'] / 1e6:.0f} / {r['eflops'] / 1e6:.0f} | "
+                     f"{rate['seq']:.3g} | {pct(gf['seq'])} | " + ' | '.join(f"{per['seq'] / per[k]:.2f}×" for k in ks)
+                     + f" | {per['seq'] / per['auto']:.2f}× ({r['chunk']}) | "
+                     f"{pct(gf[best])} at {best if best == 'auto' else f'K={best}'} |")
         hours = lambda k: PAPER[0] * PAPER[1] * PAPER[2] * per[k] / 3600
         estimates.append(f"- {r['name']}: {hours('seq'):,.0f} h sequential, {hours(best):,.0f} h with the engine at "
                          f"{best if best == 'auto' else f'K={best}'} ({hours(best) / 24:,.1f} days)")

@@ -45,9 +45,11 @@ def main():
         ti = best(lambda: image_level(table, per_model=False, n_resamples=a.resamples))
     print(f'machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
           f'load average {os.getloadavg()[0]:.1f} (1 min)')
-    print(f'table: {a.models} models x {a.images} originals = {len(d)} rows, {len(metrics)} metrics ({", ".join(metrics)})')
+    print(f'table: {a.models} models x {a.images} originals = {len(d)} rows, '
+          f'{len(metrics)} metrics ({", ".join(metrics)})')
     print(f'{a.resamples} two-way resamples, Spearman + AUC of every metric: {t2:.1f} s')
-    print(f'{a.resamples} iid resamples, the same statistics:                  {t1:.1f} s (two-way / iid = {t2 / t1:.2f})')
+    print(f'{a.resamples} iid resamples, the same statistics:                  {t1:.1f} s '
+          f'(two-way / iid = {t2 / t1:.2f})')
     print(f'image_level (pooled, point estimates + two-way intervals):        {ti:.1f} s')
 
 

@@ -35,7 +35,8 @@ def main(n: int, source: str|None=None):
     times = []
     try:
         with sync_playwright() as p:
-            page = p.chromium.launch(executable_path=CHROMIUM, args=ARGS).new_page(viewport={'width': 1400, 'height': 1000})
+            page = p.chromium.launch(executable_path=CHROMIUM, args=ARGS).new_page(
+                viewport={'width': 1400, 'height': 1000})
             page.goto(url)
             page.get_by_text('| Idle').first.wait_for(timeout=120_000)
             page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
