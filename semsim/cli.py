@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, sys, importlib
 import semsim
 from .core import SemsimError
-from .commands import COMMANDS, add_commands
+from .commands import BY_MODULE, add_commands
 
 # %% auto 0
 __all__ = ['COMMAND_MODULES', 'build_parser', 'main']
@@ -16,9 +16,9 @@ __all__ = ['COMMAND_MODULES', 'build_parser', 'main']
 COMMAND_MODULES = ['data', 'victims', 'attacks', 'metrics', 'weights', 'labelio', 'labelling', 'learned', 'analysis',
                    'report', 'sweep']
 
-def _recorded(module) -> list:
-    "The top-level commands (or groups) that `module` recorded in `COMMANDS`, in the order it defined them."
-    return list(dict.fromkeys(c.name.split()[0] for c in COMMANDS.values() if c.func.__module__ == module.__name__))
+def _recorded(module) -> dict:
+    "The commands `module` itself recorded (`commands.BY_MODULE`), in the order it defined them."
+    return BY_MODULE.get(module.__name__, {})
 
 def build_parser() -> argparse.ArgumentParser:
     "The `semsim` argument parser with every module's subcommands."
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'semsim {semsim.__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for name in COMMAND_MODULES:
-        if names := _recorded(importlib.import_module(f'semsim.{name}')): add_commands(sub, *names)
+        if reg := _recorded(importlib.import_module(f'semsim.{name}')):
+            add_commands(sub, *dict.fromkeys(c.split()[0] for c in reg), registry=reg)
     return p
 
 # %% ../nbs/10_cli.ipynb 6

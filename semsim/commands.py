@@ -10,7 +10,7 @@ from inspect import Parameter
 from fastcore.docments import docments
 
 # %% auto 0
-__all__ = ['COMMANDS', 'GROUPS', 'argument', 'Command', 'command', 'add_commands']
+__all__ = ['COMMANDS', 'BY_MODULE', 'GROUPS', 'argument', 'Command', 'command', 'add_commands']
 
 # %% ../nbs/00b_commands.ipynb 5
 def _types(anno) -> list:
@@ -53,7 +53,8 @@ class Command:
         "Run the function on parsed arguments (it is argparse's `func`)."
         return self.func(**{k: getattr(args, k) for k, _, _ in self.arguments})
 
-COMMANDS: dict = {}   # name -> `Command`, in the order they were defined
+COMMANDS: dict = {}   # name -> `Command`, in the order they were defined (the latest definition of a name)
+BY_MODULE: dict = {}  # module -> {name: `Command`}: what each module defined, whatever is defined elsewhere later
 GROUPS: dict = {}     # group name -> its help
 
 # %% ../nbs/00b_commands.ipynb 9
@@ -81,7 +82,7 @@ def command(name: str,                 # 'attack', or 'victims train' for the co
         group = name.split()[0] if ' ' in name else None
         if group_help: GROUPS[group] = group_help
         if group and group not in GROUPS: raise TypeError(f"command {name!r}: the group {group!r} has no help yet")
-        COMMANDS[name] = Command(name, f, help, args, parser_kw)
+        COMMANDS[name] = BY_MODULE.setdefault(f.__module__, {})[name] = Command(name, f, help, args, parser_kw)
         return f
     return deco
 
@@ -95,11 +96,13 @@ def _group(sub, name: str):
 
 def add_commands(sub,    # an `ArgumentParser.add_subparsers()` action
                  *names, # commands or groups to add, in this order ('attack', 'victims'); none: every one
+                 registry: dict|None=None,  # where to look them up (default `COMMANDS`; e.g. `BY_MODULE[module]`)
                 ):
     "Add the recorded commands `names` (each a command or a whole group) to `sub`, with their options."
-    tops = list(dict.fromkeys(c.split()[0] for c in COMMANDS))
+    registry = COMMANDS if registry is None else registry
+    tops = list(dict.fromkeys(c.split()[0] for c in registry))
     for top in names or tops:
-        cmds = [c for c in COMMANDS.values() if c.name.split()[0] == top]
+        cmds = [c for c in registry.values() if c.name.split()[0] == top]
         if not cmds: raise KeyError(f"no command {top!r}; recorded: {', '.join(tops)}")
         for c in cmds:
             group, _, leaf = c.name.partition(' ')
