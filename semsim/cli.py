@@ -27,8 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'semsim {semsim.__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for name in COMMAND_MODULES:
-        if reg := _recorded(importlib.import_module(f'semsim.{name}')):
-            add_commands(sub, *dict.fromkeys(c.split()[0] for c in reg), registry=reg)
+        if reg := _recorded(importlib.import_module(f'semsim.{name}')): add_commands(sub, registry=reg)
     return p
 
 # %% ../nbs/10_cli.ipynb 6
