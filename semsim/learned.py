@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_learned.ipynb 2
 from __future__ import annotations
-import json, time
+import json, re, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from .core import (SemsimError, RunDir, read_table, update_table, load_png, seed_everything, write_json_atomic,
                          write_text_atomic, package_versions, Normalize, make_optimizer, save_checkpoint,
                          load_checkpoint)
+from .victims import CifarResNet
 from .metrics import metric_columns, metric_column, orientation
 from .votes import votes as run_votes, label_source as run_label_source, with_votes
 from .commands import command, add_commands
@@ -19,10 +20,10 @@ from .commands import command, add_commands
 # %% auto 0
 __all__ = ['SAMPLERS', 'SAMPLER_REFERENCES', 'BACKBONES', 'SCORES', 'LOSSES', 'SPLITS', 'labelled_reconstructions', 'check_split',
            'split_by_image', 'paper_triplets', 'cluster_triplets', 'official_triplets', 'ImageBank', 'load_bank',
-           'convnet_backbone', 'resnet18_backbone', 'default_score', 'SemsimNet', 'embed', 'TrainConfig',
-           'milestone_epochs', 'triplet_accuracy', 'fit_semsim', 'pair_distances', 'metric_candidates',
-           'heldout_evaluation', 'save_semsim', 'load_semsim', 'train_semsim', 'score_semsim', 'semsim_per_model',
-           'generalisation_table', 'register_commands']
+           'convnet_backbone', 'torchvision_init', 'resnet18_backbone', 'from_torchvision', 'default_score',
+           'SemsimNet', 'embed', 'TrainConfig', 'milestone_epochs', 'triplet_accuracy', 'fit_semsim', 'pair_distances',
+           'metric_candidates', 'heldout_evaluation', 'save_semsim', 'load_semsim', 'train_semsim', 'score_semsim',
+           'semsim_per_model', 'generalisation_table', 'register_commands']
 
 # %% ../nbs/06_learned.ipynb 9
 def _abs(run: RunDir, p) -> Path|None:
@@ -191,19 +192,28 @@ def convnet_backbone(channels: int,    # input channels
                          *block(4 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, dim))
 
 # %% ../nbs/06_learned.ipynb 39
+def torchvision_init(net: nn.Module) -> nn.Module:
+    "Initialise `net` in place as torchvision's ResNet does: convolutions He-normal (fan-out, ReLU), BatchNorms 1 and 0."
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+        elif isinstance(m, nn.BatchNorm2d): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+    return net
+
 def resnet18_backbone(channels: int,   # input channels
                       dim: int=512,     # embedding size (512: the pooled features; otherwise a linear layer is added)
                      ) -> nn.Module:
-    "CIFAR-style ResNet-18 from scratch (torchvision's with a 3×3 stride-1 stem, no max-pool)."
-    import torchvision
-    m = torchvision.models.resnet18(weights=None)
-    m.conv1, m.maxpool = nn.Conv2d(channels, 64, 3, 1, 1, bias=False), nn.Identity()
-    m.fc = nn.Identity() if dim == 512 else nn.Linear(512, dim)
-    return m
+    "The victims' CIFAR ResNet-18, torchvision's initialisation, no classifier: the SemSim code's backbone."
+    net = torchvision_init(CifarResNet(channels, dim, (2, 2, 2, 2), 64))
+    if dim == 512: net.fc = nn.Identity()
+    return net
+
+def from_torchvision(state: dict) -> dict:
+    "A state dict with torchvision's ResNet names (`layer1`…`layer4`) renamed to `CifarResNet`'s (`layers.0`…)."
+    return {re.sub(r'(^|\.)layer(\d)\.', lambda m: f"{m[1]}layers.{int(m[2]) - 1}.", k): v for k, v in state.items()}
 
 BACKBONES = {'convnet': (convnet_backbone, 128), 'resnet18': (resnet18_backbone, 512)}  # name -> (builder, dim)
 
-# %% ../nbs/06_learned.ipynb 42
+# %% ../nbs/06_learned.ipynb 44
 SCORES = {'paper': "L2 distance between the un-normalised embeddings (the SemSim code's evaluation; unbounded)",
           'unit': "L2 distance between the L2-normalised embeddings (0..2)"}
 
@@ -216,7 +226,7 @@ def _check_score(score):
                                               f"use one of: {', '.join(SCORES)}")
     return score
 
-# %% ../nbs/06_learned.ipynb 44
+# %% ../nbs/06_learned.ipynb 46
 class SemsimNet(nn.Module):
     "An embedding net for SemSim: normalises its [0,1] input, embeds; `forward` gives unit-length vectors."
     def __init__(self, arch: str='convnet',  # a key of `BACKBONES`
@@ -237,7 +247,7 @@ class SemsimNet(nn.Module):
     def features(self, x): return self.backbone(self.norm(x))
     def forward(self, x): return F.normalize(self.features(x), dim=1)
 
-# %% ../nbs/06_learned.ipynb 46
+# %% ../nbs/06_learned.ipynb 48
 @torch.no_grad()
 def embed(model: SemsimNet,       # a SemSim net
           images: torch.Tensor,   # N×C×H×W float in [0,1]
@@ -252,7 +262,7 @@ def embed(model: SemsimNet,       # a SemSim net
     model.train(was)
     return out
 
-# %% ../nbs/06_learned.ipynb 50
+# %% ../nbs/06_learned.ipynb 52
 LOSSES = ('triplet', 'psnr-weighted', 'class')
 
 @dataclass
@@ -289,7 +299,7 @@ class TrainConfig:
                                               "pass --epochs 30")
         _check_test_size(self.test_size)
 
-# %% ../nbs/06_learned.ipynb 52
+# %% ../nbs/06_learned.ipynb 54
 def _check_test_size(test_size):
     if not (isinstance(test_size, (int, float)) and 0 < test_size < 1):
         raise SemsimError(f"test size must be a fraction between 0 and 1 (exclusive), not {test_size!r}", '--test-size',
@@ -299,7 +309,7 @@ def milestone_epochs(cfg: TrainConfig) -> list:
     "The epochs at which the learning rate decays: the milestone fractions scaled to `cfg.epochs`."
     return sorted({max(1, int(round(f * cfg.epochs))) for f in cfg.milestones if round(f * cfg.epochs) < cfg.epochs})
 
-# %% ../nbs/06_learned.ipynb 56
+# %% ../nbs/06_learned.ipynb 58
 def triplet_accuracy(model: SemsimNet,       # a SemSim net
                      bank: ImageBank,        # images by id
                      triplets: pd.DataFrame,  # anchor, positive, negative ids
@@ -311,7 +321,7 @@ def triplet_accuracy(model: SemsimNet,       # a SemSim net
     a, p, n = (torch.stack([e[i] for i in triplets[c]]) for c in ('anchor', 'positive', 'negative'))
     return float(((a - p).norm(dim=1) < (a - n).norm(dim=1)).float().mean())
 
-# %% ../nbs/06_learned.ipynb 57
+# %% ../nbs/06_learned.ipynb 59
 def _augmenter(cfg: TrainConfig, size):
     from torchvision.transforms import v2
     if not cfg.augment: return lambda x: x
@@ -322,7 +332,7 @@ def _augmenter(cfg: TrainConfig, size):
 def _device(device):
     return torch.device(device if device else ('cuda' if torch.cuda.is_available() else 'cpu'))
 
-# %% ../nbs/06_learned.ipynb 59
+# %% ../nbs/06_learned.ipynb 61
 def _triplet_weights(cfg, rows, t):
     if cfg.loss != 'psnr-weighted': return torch.ones(len(t))
     if 'psnr' not in rows.columns or rows.psnr.isna().all():
@@ -332,7 +342,7 @@ def _triplet_weights(cfg, rows, t):
     gap = (t.negative.map(psnr) - t.positive.map(psnr)).fillna(0).clip(lower=0)
     return torch.tensor(1 + gap.to_numpy() / cfg.psnr_scale, dtype=torch.float32)
 
-# %% ../nbs/06_learned.ipynb 60
+# %% ../nbs/06_learned.ipynb 62
 def _class_members(train):
     "Training images with their cluster index (original + recognised reconstructions = one class), and the count."
     clusters = sorted(set(train.image_id))
@@ -341,7 +351,7 @@ def _class_members(train):
                                                                                                         'image_id'])
     return members, torch.tensor(members.image_id.map({g: i for i, g in enumerate(clusters)}).to_numpy()), len(clusters)
 
-# %% ../nbs/06_learned.ipynb 62
+# %% ../nbs/06_learned.ipynb 64
 def _triplet_epoch(model, bank, train, cfg, epoch, opt, aug, g, dev):
     "One epoch of the triplet loss on freshly drawn triplets; returns the batch losses."
     crit = nn.TripletMarginLoss(margin=cfg.margin, p=cfg.p, reduction='none')
@@ -358,7 +368,7 @@ def _triplet_epoch(model, bank, train, cfg, epoch, opt, aug, g, dev):
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
     return losses
 
-# %% ../nbs/06_learned.ipynb 63
+# %% ../nbs/06_learned.ipynb 65
 def _class_epoch(model, head, bank, members, target, cfg, opt, aug, g, dev):
     "One epoch of cross-entropy over the training clusters (the class-feature baseline); returns the batch losses."
     order, losses = torch.randperm(len(members), generator=g), []
@@ -369,7 +379,7 @@ def _class_epoch(model, head, bank, members, target, cfg, opt, aug, g, dev):
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
     return losses
 
-# %% ../nbs/06_learned.ipynb 65
+# %% ../nbs/06_learned.ipynb 67
 def fit_semsim(bank: ImageBank,          # images of all rows
                train: pd.DataFrame,      # labelled rows to learn from
                test: pd.DataFrame,       # held-out rows (per-epoch triplet accuracy)
@@ -405,7 +415,7 @@ def fit_semsim(bank: ImageBank,          # images of all rows
         bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}', acc=f'{acc:.3f}', refresh=False)
     return model.cpu().eval(), pd.DataFrame(history)
 
-# %% ../nbs/06_learned.ipynb 70
+# %% ../nbs/06_learned.ipynb 72
 def pair_distances(model: SemsimNet,    # a SemSim net
                    bank: ImageBank,     # images by id
                    rows: pd.DataFrame,  # reconstructions (recon_id, image_id)
@@ -423,7 +433,7 @@ def metric_candidates(df: pd.DataFrame) -> list:
     return [c for c in metric_columns(df, level='image', numeric=True)
             if not c.startswith('semsim') and not metric_column(c)[2].partial]
 
-# %% ../nbs/06_learned.ipynb 72
+# %% ../nbs/06_learned.ipynb 74
 def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                        bank: ImageBank,         # images by id
                        test: pd.DataFrame,      # held-out labelled rows
@@ -446,7 +456,7 @@ def heldout_evaluation(model: SemsimNet,        # a trained SemSim net
                         spearman=spearmanr(t.votes_fraction, v).statistic))
     return pd.DataFrame(out)
 
-# %% ../nbs/06_learned.ipynb 78
+# %% ../nbs/06_learned.ipynb 80
 def save_semsim(model: SemsimNet,  # a trained net
                 path: str|Path,    # a folder, e.g. `run.semsim_dir('convnet-paper')`
                 meta: dict,        # what to record in model.json (merged with the net's own description)
@@ -460,7 +470,7 @@ def save_semsim(model: SemsimNet,  # a trained net
     save_checkpoint(path/'model', model, {**desc, **meta})
     return path
 
-# %% ../nbs/06_learned.ipynb 80
+# %% ../nbs/06_learned.ipynb 82
 _SEMSIM_FIX = "retrain SemSim (semsim learn train) or restore the folder from a backup"
 
 def _semsim_checkpoint(path: Path) -> tuple:
@@ -468,10 +478,11 @@ def _semsim_checkpoint(path: Path) -> tuple:
     state, meta = load_checkpoint(path/'model', _SEMSIM_FIX, 'SemSim model', require_hash=False)
     missing = [k for k in ('arch', 'channels', 'dim', 'normalisation') if k not in meta]
     if missing: raise SemsimError(f"{path/'model.json'} lacks {', '.join(missing)}", path/'model.json', _SEMSIM_FIX)
-    # folders saved before the net used core's `Normalize` name its buffers `mean`/`std` instead of `norm.mean`/...
-    return {('norm.' + k if k in ('mean', 'std') else k): v for k, v in state.items()}, meta
+    # older folders: buffers `mean`/`std` (before core's `Normalize`), torchvision's layer names (a resnet18 built
+    # from torchvision's `resnet18`, before it was the victims' `CifarResNet`)
+    return from_torchvision({('norm.' + k if k in ('mean', 'std') else k): v for k, v in state.items()}), meta
 
-# %% ../nbs/06_learned.ipynb 82
+# %% ../nbs/06_learned.ipynb 84
 def load_semsim(path: str|Path,            # a folder with model.safetensors + model.json (or the .safetensors file)
                 size: tuple|None=None,     # refuse unless the weights are for images of this (H, W)
                 channels: int|None=None,   # refuse unless the weights are for this many channels
@@ -496,7 +507,7 @@ def load_semsim(path: str|Path,            # a folder with model.safetensors + m
                           _SEMSIM_FIX) from e
     return model.eval(), meta
 
-# %% ../nbs/06_learned.ipynb 90
+# %% ../nbs/06_learned.ipynb 94
 def _label_meta(run, votes, given, label_source):
     "Where the labels came from: the label store's description (or the caller's), whether proxies, and who."
     src = dict(label_source or ({} if given else run_label_source(run)) or {'kind': 'votes passed by the caller'})
@@ -505,7 +516,7 @@ def _label_meta(run, votes, given, label_source):
     src['votes_per_reconstruction'] = float(votes.votes_total.mean())
     return src
 
-# %% ../nbs/06_learned.ipynb 91
+# %% ../nbs/06_learned.ipynb 95
 def _save_training(run, sid, model, bank, cfg, report):
     "Write the weights with their provenance and `analysis/semsim_heldout.csv`; returns the weights folder."
     folder = save_semsim(model, run.semsim_dir(sid), dict(
@@ -517,7 +528,7 @@ def _save_training(run, sid, model, bank, cfg, report):
     write_text_atomic(run.analysis_dir/'semsim_heldout.csv', report['heldout'].to_csv(index=False))
     return folder
 
-# %% ../nbs/06_learned.ipynb 93
+# %% ../nbs/06_learned.ipynb 97
 def train_semsim(run: RunDir|str,                  # the run (reconstructions table + labels)
                  sampler: str='paper',             # a key of `SAMPLERS`
                  arch: str='convnet',              # 'convnet' (CPU) or 'resnet18' (the paper's)
@@ -550,7 +561,7 @@ def train_semsim(run: RunDir|str,                  # the run (reconstructions ta
         report['weights'] = _save_training(run, sid, model, bank, cfg, report)
     return model, report
 
-# %% ../nbs/06_learned.ipynb 101
+# %% ../nbs/06_learned.ipynb 105
 def score_semsim(run: RunDir|str,          # the run to score
                  weights: str|Path,        # a SemSim folder (or its model.safetensors), or a semsim_id of this run
                  column: str='semsim',     # the column to write
@@ -577,7 +588,7 @@ def score_semsim(run: RunDir|str,          # the run to score
         orientation='lower = more leakage', scored=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))}})
     return out
 
-# %% ../nbs/06_learned.ipynb 103
+# %% ../nbs/06_learned.ipynb 107
 def semsim_per_model(df: pd.DataFrame,        # a reconstructions table with a SemSim column
                      column: str='semsim',    # the SemSim column
                     ) -> pd.DataFrame:
@@ -586,10 +597,10 @@ def semsim_per_model(df: pd.DataFrame,        # a reconstructions table with a S
     stats = df.groupby(key)[column].agg(['mean', 'std', 'count'])
     return stats.rename(columns=lambda c: f'{column}_{c}').reset_index()
 
-# %% ../nbs/06_learned.ipynb 113
+# %% ../nbs/06_learned.ipynb 117
 SPLITS = {'cross-model': 'model_id', 'cross-attack': 'attack_id', 'cross-dataset': 'dataset'}
 
-# %% ../nbs/06_learned.ipynb 115
+# %% ../nbs/06_learned.ipynb 119
 def generalisation_table(run: RunDir|str,               # the run
                          votes: pd.DataFrame|None=None,  # aggregated votes; None: the run's
                          splits=tuple(SPLITS),          # which of `SPLITS` to report
@@ -618,7 +629,7 @@ def generalisation_table(run: RunDir|str,               # the run
                                   "reconstruct with several models or attacks")
     return pd.concat(out)[['split', 'held_out', 'n_train', 'metric', 'n', 'auc', 'spearman']].reset_index(drop=True)
 
-# %% ../nbs/06_learned.ipynb 122
+# %% ../nbs/06_learned.ipynb 126
 @command('learn train', help="train SemSim on a run's labels and evaluate it on held-out originals",
          group_help='SemSim, the learned metric: train on labels, score a run',
          choices=dict(sampler=list(SAMPLERS), arch=list(BACKBONES), loss=list(LOSSES), score=list(SCORES)),
@@ -657,7 +668,7 @@ def _cmd_score(*,
     print(semsim_per_model(out, column).to_string(index=False, float_format='%.4f'))
     print(f"{out[column].notna().sum()} reconstructions scored into {RunDir(run).reconstructions} ({column})")
 
-# %% ../nbs/06_learned.ipynb 124
+# %% ../nbs/06_learned.ipynb 128
 def register_commands(sub):
     "Add the `learn` subcommands to the `semsim` parser."
     add_commands(sub, 'learn')
