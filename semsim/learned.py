@@ -193,7 +193,7 @@ def convnet_backbone(channels: int,    # input channels
 
 # %% ../nbs/06_learned.ipynb 39
 def torchvision_init(net: nn.Module) -> nn.Module:
-    "Initialise `net` in place as torchvision's ResNet does: convolutions He-normal (fan-out, ReLU), BatchNorms 1 and 0."
+    "Initialise `net` in place like torchvision's ResNet: convolutions He-normal (fan-out, ReLU), BatchNorms 1 and 0."
     for m in net.modules():
         if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
         elif isinstance(m, nn.BatchNorm2d): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
