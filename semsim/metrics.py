@@ -19,12 +19,13 @@ from .weights import (WEIGHTS, WeightsUnavailable, find_weights, require_weights
 from .commands import command, add_commands
 
 # %% auto 0
-__all__ = ['PRESETS', 'LPIPS_PRESETS', 'LPIPS_BACKBONES', 'INCEPTION_INPUTS', 'METRICS', 'NOT_METRICS', 'load_pairs', 'psnr',
-           'mse', 'ssim', 'lpips_network', 'lpips_distance', 'frechet_distance', 'FIDInception', 'inception_network',
-           'inception_features', 'single_frechet_distance', 'EvalCNN', 'train_eval_classifier', 'eval_classifier_path',
-           'eval_classifier', 'classifier_outputs', 'feature_distances', 'recognition', 'PairSet', 'Column', 'Metric',
-           'resolve_metrics', 'metric_column', 'orientation', 'metric_level', 'metric_columns', 'undeclared_columns',
-           'metrics_for_pairs', 'compute_metrics', 'compute_pairs', 'write_pairs', 'register_commands']
+__all__ = ['PRESETS', 'LPIPS_PRESETS', 'LPIPS_BACKBONES', 'INCEPTION_INPUTS', 'METRICS', 'NOT_METRICS', 'PLUGIN_GROUP', 'PLUGINS',
+           'load_pairs', 'psnr', 'mse', 'ssim', 'lpips_network', 'lpips_distance', 'frechet_distance', 'FIDInception',
+           'inception_network', 'inception_features', 'single_frechet_distance', 'EvalCNN', 'train_eval_classifier',
+           'eval_classifier_path', 'eval_classifier', 'classifier_outputs', 'feature_distances', 'recognition',
+           'PairSet', 'Column', 'Metric', 'resolve_metrics', 'metric_column', 'orientation', 'metric_level',
+           'metric_columns', 'undeclared_columns', 'metrics_for_pairs', 'compute_metrics', 'load_metric_plugins',
+           'compute_pairs', 'write_pairs', 'register_commands']
 
 # %% ../nbs/04_metrics.ipynb 7
 def load_pairs(original_paths: list,  # original image files
@@ -737,7 +738,31 @@ def compute_metrics(run: str|Path|RunDir,  # the run directory
     rows = rows.reindex(columns=['recon_id'] + cols).astype({c: 'float64' for c in cols})
     return _write_metrics(run, rows, all_settings)
 
-# %% ../nbs/04_metrics.ipynb 139
+# %% ../nbs/04_metrics.ipynb 136
+PLUGIN_GROUP = 'semsim.metrics'  # the entry-point group under which other packages declare their metrics
+
+def _plugin_problem(m) -> str|None:
+    if not isinstance(m, Metric): return f"is not a semsim Metric ({type(m).__name__}: {m})"
+    if m.name in METRICS and METRICS[m.name] is not m: return f"would replace the registered metric {m.name!r}"
+
+def load_metric_plugins(group: str=PLUGIN_GROUP,  # the entry-point group to read
+                       ) -> list:
+    "Register every `Metric` that an installed package declares under the entry-point `group`; their names."
+    from importlib.metadata import entry_points
+    added = []
+    for ep in entry_points(group=group):
+        try: m = ep.load()
+        except Exception as e: m = e
+        if isinstance(m, Metric) and METRICS.get(m.name) is m: continue      # registered already
+        if why := _plugin_problem(m):
+            warnings.warn(f"metric plugin {ep.name} = {ep.value} {why}; it is left out -- fix: point the entry "
+                          "point at a `semsim.metrics.Metric` with a name of its own, or uninstall its package")
+        else: METRICS[m.name] = m; added.append(m.name)
+    return added
+
+PLUGINS = load_metric_plugins()  # the metrics that installed plugins added when this module was imported
+
+# %% ../nbs/04_metrics.ipynb 143
 def compute_pairs(originals_dir: str|Path,  # folder of original images
                   recon_dir: str|Path,      # folder of reconstructions, same file names
                   metrics=None,             # metric names / 'name:preset' (None: all but recog)
@@ -768,7 +793,7 @@ def compute_pairs(originals_dir: str|Path,  # folder of original images
     out.attrs.update(metrics=settings, unpaired=unpaired)
     return out
 
-# %% ../nbs/04_metrics.ipynb 143
+# %% ../nbs/04_metrics.ipynb 147
 def write_pairs(table: pd.DataFrame,  # a `compute_pairs` result (settings in its attrs)
                 out: str|Path,        # the CSV file to write (its folder is made)
                ) -> Path:
@@ -778,7 +803,7 @@ def write_pairs(table: pd.DataFrame,  # a `compute_pairs` result (settings in it
     write_json_atomic(Path(f'{out}.json'), {'metrics': table.attrs['metrics'], 'unpaired': table.attrs['unpaired']})
     return out
 
-# %% ../nbs/04_metrics.ipynb 146
+# %% ../nbs/04_metrics.ipynb 150
 @command('metrics', help='compute metrics for a run, or for two folders of images',
          fill=dict(names=','.join(METRICS), presets=' or '.join(PRESETS)))
 def _cmd_metrics(*,
@@ -818,7 +843,7 @@ def _cmd_metrics(*,
     for col, s in info.items():
         if 'unavailable' in s: print(f"unavailable: {col}: {s['unavailable']}")
 
-# %% ../nbs/04_metrics.ipynb 148
+# %% ../nbs/04_metrics.ipynb 152
 def register_commands(sub):
     "Add the `metrics` and `weights` commands to the `semsim` parser."
     add_commands(sub, 'metrics', 'weights')
