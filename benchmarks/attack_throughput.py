@@ -6,10 +6,16 @@ on a prepared copy of the victim (`prepare_victim`), the way `attack_batch` spli
 chunk per worker thread (K = 32 on 2 workers: two chunks of 16 at the same time, one thread each; K = 1: the
 sequential path on all threads); `auto` runs `attack_batch` on 32 images with the chunk size its calibration picks
 (calibration time included). Everything runs in one process, same data, same iterations, interleaved per model,
-best of `--rounds` rounds (`--resnet-rounds`, default 1, for the 32x32 victims). An attack of N iterations evaluates
+best of `--rounds` rounds (`--resnet-rounds`, default 1, for the 32x32 victims). The loop and the K columns time the
+optimisation only: each attack's one-time setup, computing its observed gradients (about one evaluation's cost, which
+an 8,000-iteration attack never notices but a 2-iteration timing does), is done before the clock starts, for both
+(`--with-setup` times it too; `auto` always includes it, and its calibration). An attack of N iterations evaluates
 the objective N + 1 times (the last gives its final distance): times are per evaluation (seconds / (N + 1)), and
 reconstructions per hour are at 1000 iterations. Ratios are against the sequential loop on the same device. `--ks`
 sets the K columns (default 1, 8, 32 on a CPU; 1, 8, 32, 128, 512 on a GPU, where one worker runs one chunk of K).
+Each K > 1 is timed in both batched formulations of `_Objective`: `vmap` (the column `K=k`) and `shared` (the victim
+batched on its shared weights, per-candidate parameter gradients; `K=k shared`, split over the workers as above, and
+`K=k shared, 1 worker`: one chunk of k on all threads); `auto` says which chunk and formulation calibration chose.
 
 Distance to the machine's limit: the floating-point operations of one attack iteration on one image are counted once
 per victim with `torch.utils.flop_counter` (forward, the gradient and the second-order backward, as torch dispatches
@@ -71,24 +77,28 @@ def timed(f):
     sync(); t0 = CLOCK[0](); f(); sync()
     return CLOCK[0]() - t0
 
+SETUP = [False]   # `--with-setup`: time each attack's one-time setup (its observed gradients) with it
+
 def sequential_loop(model, x, y, iterations):
     "The plain loop: one image at a time, the victim as it is, plain autograd; returns seconds."
     spec = get_attack('ig', iterations)
+    pre = None if SETUP[0] else [problem(model, x[i:i+1], y[i:i+1], spec) for i in range(len(x))]
     def run():
         for i in range(len(x)):
-            x0, yy, t, tn = problem(model, x[i:i+1], y[i:i+1], spec)
+            x0, yy, t, tn = pre[i] if pre else problem(model, x[i:i+1], y[i:i+1], spec)
             _adam_chunk(_Objective(model, spec), x0, yy, t, tn, iterations, batched=False)
     return timed(run)
 
-def engine(model, x, y, iterations, k, workers):
-    ("The engine on the images x, k at a time, each k split into one chunk per worker as `attack_batch` does; "
-     "returns seconds.")
+def engine(model, x, y, iterations, k, workers, formulation='vmap'):
+    ("The engine on the images x, k at a time, each k split into one chunk per worker as `attack_batch` does "
+     "(chunks run in `formulation`); returns seconds.")
     spec = get_attack('ig', iterations)
     workers = min(workers, k)
+    pre = None if SETUP[0] else problem(model, x, y, spec)
     def run():
         with _torch_threads(torch.get_num_threads() // workers):
-            x0, yy, t, tn = problem(model, x, y, spec)
-            objectives = [_Objective(prepare_victim(model), spec) for _ in range(workers)]
+            x0, yy, t, tn = pre or problem(model, x, y, spec)
+            objectives = [_Objective(prepare_victim(model), spec, formulation) for _ in range(workers)]
             chunk = math.ceil(k / workers)
             _optimise(objectives, x0, yy, t, tn, iterations, _slices(len(x), chunk), chunk > 1)
     return timed(run)
@@ -137,7 +147,7 @@ def auto(model, x, y, iterations):
     _CALIBRATION.clear()
     out = {}
     dt = timed(lambda: out.update(r=attack_batch(model, x, y, 'ig', iterations, batch=None, verbose=False)))
-    return dt, out['r'].chunk
+    return dt, f"{out['r'].chunk} {out['r'].formulation}"
 
 PAPER = (600, 14, 8000)   # originals, victims, iterations of the paper's attacks
 
@@ -159,8 +169,11 @@ def main():
     p.add_argument('--bound-rounds', type=int, default=3, help='interleaved rounds of the bound')
     p.add_argument('--clock', default='wall', choices=('wall', 'cpu'),
                    help="'cpu': time by this process's CPU time (robust to other jobs on the cores with --threads 1)")
+    p.add_argument('--with-setup', action='store_true',
+                   help="time each attack's one-time setup (computing its observed gradients) as part of it")
     p.add_argument('--out', default=None, help='also write the markdown tables to this file')
     a = p.parse_args()
+    SETUP[0] = a.with_setup
     if a.clock == 'cpu': CLOCK[0] = time.process_time
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -191,6 +204,10 @@ def main():
                              sequential_loop(model, x[:n_seq], y[:n_seq], it) / n_seq / (it + 1))
             for k, n in sizes.items():
                 per[k] = min(per.get(k, math.inf), engine(model, x[:n], y[:n], it, k, W) / n / (it + 1))
+                for label, w in ((f'{k} shared', W), (f'{k} shared, 1 worker', 1)):
+                    if k > 1 and (w != W or label.endswith('shared')):
+                        per[label] = min(per.get(label, math.inf),
+                                         engine(model, x[:n], y[:n], it, k, w, 'shared') / n / (it + 1))
         t_auto, chunk = auto(model, x[:n_auto], y[:n_auto], it); per['auto'] = t_auto / n_auto / (it + 1)
         gf = {k: flops / v / 1e9 for k, v in per.items()}   # useful work: the loop's count per image-iteration
         observed += list(gf.values())
@@ -203,6 +220,7 @@ def main():
             bounds.append((name, b))
             print(name, 'bound', {k: f"{v[0] * 1e3:.1f} ms" for k, v in b['best'].items()}, flush=True)
     best_peak = max(observed)
+    cols = [k for k in rows[0]['per'] if k not in ('seq', 'auto')] if rows else ks
     total = time.perf_counter() - t_start
     lines = [f"device: {a.device} ({machine}); clock: {a.clock}; "
              f"load average (1, 5, 15 min) at start: {load0}, at end: "
@@ -210,8 +228,8 @@ def main():
              "measured rates: " + ', '.join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items())
              + f"; peak used for %: {best_peak:.1f} GFLOP/s (the best of these and of every rate measured below)", '',
              '| victim | iterations | MFLOP per image-iteration (loop / engine as dispatched) | sequential loop rec/h '
-             '| sequential GFLOP/s (% of peak) | ' + ' | '.join(f'K={k}' for k in ks)
-             + ' | auto (chunk) | best engine useful GFLOP/s (% of peak) |', '|---' * (7 + len(ks)) + '|']
+             '| sequential GFLOP/s (% of peak) | ' + ' | '.join(f'K={k}' for k in cols)
+             + ' | auto (chunk) | best engine useful GFLOP/s (% of peak) |', '|---' * (7 + len(cols)) + '|']
     pct = lambda g: f"{g:.1f} ({100 * g / best_peak:.0f} %)"
     estimates = []
     for r in rows:
@@ -219,7 +237,8 @@ def main():
         rate = {k: 3600 / (v * 1000) for k, v in per.items()}   # reconstructions per hour at 1000 iterations
         best = max((k for k in per if k != 'seq'), key=lambda k: gf[k])
         lines.append(f"| {r['name']} | {r['it']} | {r['flops'] / 1e6:.0f} / {r['eflops'] / 1e6:.0f} | "
-                     f"{rate['seq']:.3g} | {pct(gf['seq'])} | " + ' | '.join(f"{per['seq'] / per[k]:.2f}×" for k in ks)
+                     f"{rate['seq']:.3g} | {pct(gf['seq'])} | "
+                     + ' | '.join(f"{per['seq'] / per[k]:.2f}×" for k in cols)
                      + f" | {per['seq'] / per['auto']:.2f}× ({r['chunk']}) | "
                      f"{pct(gf[best])} at {best if best == 'auto' else f'K={best}'} |")
         hours = lambda k: PAPER[0] * PAPER[1] * PAPER[2] * per[k] / 3600

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_attacks.ipynb 2
 from __future__ import annotations
-import contextlib, copy, dataclasses, hashlib, json, math, re, shutil, threading, time, zlib
+import contextlib, copy, dataclasses, hashlib, json, math, re, shutil, threading, time, types, zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -210,9 +210,11 @@ def _output_layer(model) -> set:
 
 # %% ../nbs/03_attacks.ipynb 36
 class _Objective:
-    "The attack objective of one model and attack; `batched` (vmap) and `sequential` (autograd) gradients."
-    def __init__(self, model, spec: Attack):
-        self.spec, self.learned = spec, spec.label == 'learned'
+    "The attack objective of one model and attack; `batched` (vmap or shared) and `sequential` (autograd) gradients."
+    def __init__(self, model, spec: Attack, formulation: str='vmap'):  # how `batched` runs: 'vmap' or 'shared'
+        if formulation not in ('vmap', 'shared'):
+            raise SemsimError(f"unknown formulation {formulation!r}", 'formulation', "use one of: vmap, shared")
+        self.spec, self.learned, self.formulation = spec, spec.label == 'learned', formulation
         norm = model[0] if isinstance(model, nn.Sequential) and isinstance(model[0], Normalize) else None
         z = norm is not None and spec.space == 'normalised'   # optimise z: attack the layers after Normalize
         self.model = model[1:] if z else model
@@ -241,24 +243,30 @@ class _Objective:
         self._seen.clear()
         return _soft_ce(out, y[None]), bn
 
-    def _score(self, g, bn, u, t, tnorm, gm):
-        rec = gradient_distance(g, t, self.spec.distance, tnorm)
-        return rec + attack_priors(self.spec, u, dict(bn=bn, group=gm)), rec
-    def _one(self, u, y, t, tnorm, gm):
-        g, bn = grad(self._forward, has_aux=True)(self.params, u, F.softmax(y, -1) if self.learned else y)
-        total, rec = self._score([g[k] for k in self.params], bn, u, t, tnorm, gm)
-        return total, (total, rec)
 
 # %% ../nbs/03_attacks.ipynb 37
 @patch
+def _score(self: _Objective, g, bn, u, t, tnorm, gm):
+    rec = gradient_distance(g, t, self.spec.distance, tnorm)
+    return rec + attack_priors(self.spec, u, dict(bn=bn, group=gm)), rec
+
+@patch
+def _one(self: _Objective, u, y, t, tnorm, gm):
+    g, bn = grad(self._forward, has_aux=True)(self.params, u, F.softmax(y, -1) if self.learned else y)
+    total, rec = self._score([g[k] for k in self.params], bn, u, t, tnorm, gm)
+    return total, (total, rec)
+
+# %% ../nbs/03_attacks.ipynb 38
+@patch
 def batched(self: _Objective, u, y, t, tnorm, gm):
     ("Gradients for the images (and learned labels), objective values and gradient distances of K candidates, "
-     "in one vmap.")
+     "in one vmap, or with `formulation='shared'` in one pass on the victim's shared weights (below).")
+    if self.formulation == 'shared': return self.shared(u, y, t, tnorm, gm)
     g, (total, rec) = self._vstep(u, y, t, tnorm, gm)
     gu, gy = g if self.learned else (g, None)
     return gu, gy, total.detach(), rec.detach()
 
-# %% ../nbs/03_attacks.ipynb 38
+# %% ../nbs/03_attacks.ipynb 39
 @patch
 def sequential(self: _Objective, u, y, t, tnorm, gm):
     "The same, one candidate at a time with plain autograd."
@@ -279,7 +287,141 @@ def step(self: _Objective, u, y, t, tnorm, batched: bool, gm=None):
     "`batched` or `sequential`; `gm`: each candidate's group mean (only read with a group prior)."
     return (self.batched if batched else self.sequential)(u, y, t, tnorm, u if gm is None else gm)
 
-# %% ../nbs/03_attacks.ipynb 43
+# %% ../nbs/03_attacks.ipynb 44
+def _conv_grads(dy, h, w, conv, mask):
+    "aten's convolution backward with `conv` = (stride, padding): (input gradient, weight gradient) as `mask` asks."
+    return torch.ops.aten.convolution_backward(dy, h, w, None, *conv, (1, 1), False, (0, 0), 1, mask)[:2]
+
+def _each(f, n: int): return torch.cat([f(k) for k in range(n)])   # f(k): candidate k's result, a batch of one
+
+class _CandidateConvBackward(torch.autograd.Function):
+    "A convolution's backward on K candidates: the batched input gradient and each candidate's weight gradient."
+    @staticmethod
+    def forward(ctx, dy, h, w, tw, conv):
+        ctx.save_for_backward(dy, h, w); ctx.conv = conv
+        one = lambda k: _conv_grads(dy[k:k + 1], h[k:k + 1], w, conv, (False, True, False))[1][None]
+        return _conv_grads(dy, h, w, conv, (True, False, False))[0], _each(one, len(h))
+
+    @staticmethod
+    def backward(ctx, v_dh, v_w):   # the second derivative: shared weights batched, each candidate's v_w alone
+        dy, h, w = ctx.saved_tensors; c = ctx.conv
+        d_dy = F.conv2d(v_dh, w, None, *c) + _each(lambda k: F.conv2d(h[k:k + 1], v_w[k], None, *c), len(h))
+        d_h = _each(lambda k: _conv_grads(dy[k:k + 1], h[k:k + 1], v_w[k], c, (True, False, False))[0], len(h))
+        return d_dy, d_h, None, None, None
+
+# %% ../nbs/03_attacks.ipynb 45
+class _GramConvBackward(torch.autograd.Function):
+    "A convolution's backward on K candidates giving, of each one's weight gradient g, only <g, t> and |g|²."
+    @staticmethod
+    def forward(ctx, dy, h, w, tw, conv):
+        cols = F.unfold(h, w.shape[2:], padding=conv[1], stride=conv[0])     # H: K × Cin·kh·kw × P
+        D, T = dy.flatten(2), tw.flatten(2)                                    # K × Cout × P, K × Cout × Cin·kh·kw
+        TC = torch.bmm(T, cols)                                                # conv(h, t)
+        Gc, Gd = torch.bmm(cols.transpose(1, 2), cols), torch.bmm(D.transpose(1, 2), D)   # K × P × P
+        ctx.save_for_backward(D, cols, T, TC, Gc, Gd, w); ctx.conv, ctx.sizes = conv, (h.shape[2:], dy.shape)
+        sums = torch.stack([(TC * D).sum((1, 2)), (Gc * Gd).sum((1, 2))], 1)  # <g, t>, |g|²
+        return _conv_grads(dy, h, w, conv, (True, False, False))[0], sums
+
+    @staticmethod
+    def backward(ctx, v_dh, v_sums):
+        D, cols, T, TC, Gc, Gd, w = ctx.saved_tensors; (stride, padding), (size, shape) = ctx.conv, ctx.sizes
+        a, b = v_sums[:, 0, None, None], 2 * v_sums[:, 1, None, None]
+        d_dy = F.conv2d(v_dh, w, None, stride, padding) + (a * TC + b * torch.bmm(D, Gc)).view(shape)
+        d_cols = a * torch.bmm(T.transpose(1, 2), D) + b * torch.bmm(cols, Gd)
+        return d_dy, F.fold(d_cols, size, w.shape[2:], padding=padding, stride=stride), None, None, None
+
+# %% ../nbs/03_attacks.ipynb 46
+class _SharedConv(torch.autograd.Function):
+    "conv2d of K candidates with the shared weights `w`; the gradient of `leaf` is per candidate (see above)."
+    @staticmethod
+    def forward(ctx, h, leaf, w, tw, conv):   # leaf: the K-expanded weight, or with targets `tw` a K × 2 probe
+        ctx.save_for_backward(h, w, tw); ctx.conv = conv
+        return F.conv2d(h, w, None, *conv)
+
+    @staticmethod
+    def backward(ctx, dy):
+        h, w, tw = ctx.saved_tensors
+        if not torch.is_grad_enabled():   # the pass back to the images (no graph): the input gradient only
+            return _conv_grads(dy, h, w, ctx.conv, (True, False, False))[0], None, None, None, None
+        dh, leaf = (_CandidateConvBackward if tw is None else _GramConvBackward).apply(dy, h, w, tw, ctx.conv)
+        return dh, leaf, None, None, None
+
+def _gram_pays(m: nn.Conv2d, x) -> bool:
+    "The Gram sums cost less than the weight gradient: 2·P·(Cin·kh·kw + Cout) < Cout·Cin·kh·kw (P: output positions)."
+    P = math.prod((x.shape[d + 2] + 2 * m.padding[d] - m.kernel_size[d]) // m.stride[d] + 1 for d in (0, 1))
+    return 2 * P * (m.weight[0].numel() + len(m.weight)) < m.weight.numel()
+
+# %% ../nbs/03_attacks.ipynb 47
+@dataclass
+class _Candidates:
+    "K-expanded parameters and the convolutions' Gram probes with their targets (by parameter id); Gram ids used."
+    exp: dict; gram: dict; used: set
+
+def _conv_k(m, x, c: _Candidates):
+    gram = id(m.weight) in c.gram and _gram_pays(m, x)
+    if gram: c.used.add(id(m.weight))
+    leaf, tw = c.gram[id(m.weight)] if gram else (c.exp[id(m.weight)], None)
+    y = _SharedConv.apply(x, leaf, m.weight.detach(), tw, (m.stride, m.padding))
+    return y if m.bias is None else y + c.exp[id(m.bias)].view(len(x), -1, 1, 1)
+
+def _bn_k(m, x, c: _Candidates):   # the prepared (eval) BatchNorm with each candidate's scale and shift
+    view = (len(x), -1) + (1,) * (x.dim() - 2)
+    scale = (m.running_var + m.eps).rsqrt() * c.exp[id(m.weight)]
+    return x * scale.view(view) + (c.exp[id(m.bias)] - m.running_mean * scale).view(view)
+
+def _linear_k(m, x, c: _Candidates):
+    y = torch.einsum('ki,koi->ko', x, c.exp[id(m.weight)])
+    return y if m.bias is None else y + c.exp[id(m.bias)]
+
+_PER_CANDIDATE = {nn.Conv2d: _conv_k, _EvalBatchNorm: _bn_k, nn.Linear: _linear_k}
+
+# %% ../nbs/03_attacks.ipynb 48
+def _shared_support(model: nn.Module, spec: Attack, params: dict) -> str|None:
+    "Why the `shared` formulation cannot run this objective, or None when it can."
+    if spec.bn or spec.distance != 'cosine': return "the BatchNorm statistics prior and the L2 distance need vmap"
+    for name, m in model.named_modules():
+        own = [f'{name}.{k}' if name else k for k, _ in m.named_parameters(recurse=False)]
+        if not any(k in params for k in own): continue
+        if type(m) not in _PER_CANDIDATE or not all(k in params for k in own):
+            return f"layer {name} ({type(m).__name__}) has no per-candidate form"
+        if type(m) is nn.Conv2d and (m.groups, m.dilation, m.padding_mode, isinstance(m.padding, str)) != (
+                1, (1, 1), 'zeros', False):
+            return f"layer {name} is not a plain convolution (groups 1, dilation 1, zero padding)"
+
+@contextlib.contextmanager
+def _per_candidate(model: nn.Module, c: _Candidates):
+    "Within the block, the layers holding expanded parameters compute with each candidate's own copy."
+    patched = [m for m in model.modules() if any(id(p) in c.exp for p in m.parameters(recurse=False))]
+    for m in patched: m.forward = types.MethodType(lambda self, x, f=_PER_CANDIDATE[type(m)]: f(self, x, c), m)
+    try: yield
+    finally:
+        for m in patched: del m.forward
+
+# %% ../nbs/03_attacks.ipynb 49
+@patch
+def shared(self: _Objective, u, y, t, tnorm, gm):
+    "The same for K candidates in one pass over the victim's shared weights, each candidate's gradient kept apart."
+    if why := _shared_support(self.model, self.spec, self.params):
+        raise SemsimError(f"the shared formulation cannot run this attack: {why}", 'formulation', "use 'vmap'")
+    K, mods = len(u), dict(self.model.named_parameters())
+    exp = {k: v.expand(K, *v.shape).requires_grad_() for k, v in self.params.items()}
+    gram = {k: (u.new_zeros(K, 2).requires_grad_(), tt) for (k, v), tt in zip(self.params.items(), t) if v.dim() == 4}
+    c = _Candidates({id(mods[k]): e for k, e in exp.items()}, {id(mods[k]): g for k, g in gram.items()}, set())
+    u, y = u.detach().requires_grad_(), (y.detach().requires_grad_() if self.learned else y)
+    with _per_candidate(self.model, c): loss = _soft_ce(self.model(u), F.softmax(y, -1) if self.learned else y)
+    own = [(exp[k], tt) for k, tt in zip(self.params, t) if id(mods[k]) not in c.used]
+    probes = [gram[k][0] for k in gram if id(mods[k]) in c.used]
+    got = torch.autograd.grad(loss, [e for e, _ in own] + probes, create_graph=True, materialize_grads=True)
+    vdot = lambda a, b: torch.linalg.vecdot(a.flatten(1), b.flatten(1))
+    dot = sum(vdot(g, tt) for g, (_, tt) in zip(got, own)) + sum(s[:, 0] for s in got[len(own):])
+    sq = sum(vdot(g, g) for g in got[:len(own)]) + sum(s[:, 1] for s in got[len(own):])
+    rec = 1 - dot / (sq.sqrt() * tnorm)                        # gradient_distance's cosine, from its two sums
+    total = rec + vmap(lambda uk, gk: uk.new_zeros(()) + attack_priors(self.spec, uk, dict(group=gk)))(u, gm)
+    gs = torch.autograd.grad(total.sum(), [u, y] if self.learned else [u])
+    self.gram_layers = len(c.used)                             # how many layers took the Gram form (last step)
+    return gs[0], gs[-1] if self.learned else None, total.detach(), rec.detach()
+
+# %% ../nbs/03_attacks.ipynb 54
 def _lr_at(spec: Attack, i: int, iterations: int) -> float:
     return spec.lr * 0.1 ** sum(i >= (int(iterations // m) if m > 1 else int(m * iterations)) for m in spec.milestones)
 
@@ -294,7 +436,7 @@ def _group_means(x, alive, G: int):
     xs, w = x.view(-1, G, *x.shape[1:]), alive.to(x.dtype).view(-1, G, *[1] * (x.dim() - 1))
     return ((xs * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1)).expand_as(xs).reshape(x.shape)
 
-# %% ../nbs/03_attacks.ipynb 44
+# %% ../nbs/03_attacks.ipynb 55
 def _adam_chunk(objective: _Objective, x, y, t, tnorm, iterations: int, batched: bool, bar=None):
     "Optimise the candidates `x` (k×C×H×W) together; returns images, status, distance, iterations done, labels."
     spec, k = objective.spec, len(x)
@@ -327,7 +469,7 @@ def _adam_chunk(objective: _Objective, x, y, t, tnorm, iterations: int, batched:
         diverged[ok[~torch.isfinite(total).cpu()]] = True
     return x, diverged, rec, done, y
 
-# %% ../nbs/03_attacks.ipynb 46
+# %% ../nbs/03_attacks.ipynb 57
 _CALIBRATION = {}
 
 def _timed(f):
@@ -338,32 +480,35 @@ def calibrate(objective: _Objective, x, y, t, tnorm,   # an objective and the ca
               max_chunk: int=64,          # the largest chunk to consider (memory)
               verbose: bool=False,
              ) -> int:
-    "The chunk size that optimises candidates fastest: 1 (sequential) or a vmap chunk size."
+    "The fastest chunk size: 1 (sequential) or a batched chunk; sets `objective.formulation` to the faster of two."
     s = objective.spec
     key = (tuple((k, tuple(v.shape)) for k, v in objective.params.items()), tuple(x.shape[1:]), s.distance,
            bool(s.bn), s.label == 'learned', s.space, min(max_chunk, len(x)), str(x.device), torch.get_num_threads())
-    if key in _CALIBRATION: return _CALIBRATION[key]
+    if key in _CALIBRATION: objective.formulation = _CALIBRATION[key][1]; return _CALIBRATION[key][0]
     def run(n, batched):
         idx = torch.arange(n) % len(x)
         return lambda: objective.step(x[idx], y[idx], [tt[idx] for tt in t], tnorm[idx], batched)
     spent = _timed(run(1, False))
-    per = {1: min(_timed(run(1, False)) for _ in range(2))}
-    spent += 2 * per[1]
-    budget = math.inf if iterations is None else 0.05 * per[1] * len(x) * iterations
+    per = {(1, objective.formulation): min(_timed(run(1, False)) for _ in range(2))}
+    spent += 2 * per[1, objective.formulation]
+    budget = math.inf if iterations is None else 0.05 * per[1, objective.formulation] * len(x) * iterations
     complete = True
-    for n in (8, 16, 32, 64):
-        if n > min(max_chunk, len(x)): break
-        if spent + 2 * n * min(per.values()) > budget: complete = False; break
-        first = _timed(run(n, True))  # the first vmap call of a shape pays for tracing: time a second one
-        dt = _timed(run(n, True)); spent += first + dt; per[n] = min(first, dt) / n
-        if per[n] > 1.2 * min(per.values()): break
+    for f in ['vmap'] + ([] if _shared_support(objective.model, s, objective.params) else ['shared']):
+        objective.formulation = f
+        for n in (8, 16, 32, 64):
+            if n > min(max_chunk, len(x)): break
+            if spent + 2 * n * min(per.values()) > budget: complete = False; break
+            first = _timed(run(n, True))  # the first vmap call of a shape pays for tracing: time a second one
+            dt = _timed(run(n, True)); spent += first + dt; per[n, f] = min(first, dt) / n
+            if per[n, f] > 1.2 * min(per.values()): break
     best = min(per, key=per.get)
-    if best != 1 and per[best] > 0.9 * per[1]: best = 1
+    if best[0] != 1 and per[best] > 0.9 * min(v for k, v in per.items() if k[0] == 1): best = (1, 'vmap')
+    objective.formulation = best[1]
     if verbose: print('calibration, seconds per candidate step:', {k: round(v, 5) for k, v in per.items()}, '->', best)
     if complete: _CALIBRATION[key] = best
-    return best
+    return best[0]
 
-# %% ../nbs/03_attacks.ipynb 48
+# %% ../nbs/03_attacks.ipynb 59
 def default_workers(device) -> int:
     "How many chunks to optimise at the same time: one per torch CPU thread (at most 8) on a CPU, 1 on a GPU."
     return 1 if torch.device(device).type != 'cpu' else max(1, min(torch.get_num_threads(), 8))
@@ -376,7 +521,7 @@ def _torch_threads(n: int):
     try: yield
     finally: torch.set_num_threads(old)
 
-# %% ../nbs/03_attacks.ipynb 49
+# %% ../nbs/03_attacks.ipynb 60
 def _slices(n: int, chunk: int, workers: int=1, fill: bool=False, unit: int=1) -> list:
     "Chunks of `chunk` candidates out of `n` (a multiple of `unit`); with `fill`, smaller ones so every worker has one."
     if fill: chunk = min(chunk, math.ceil(n / workers))
@@ -391,7 +536,7 @@ class _LockedBar:
     def set_postfix(self, **kw):
         with self.lock: self.bar.set_postfix(**kw)
 
-# %% ../nbs/03_attacks.ipynb 50
+# %% ../nbs/03_attacks.ipynb 61
 def _optimise(objectives: list, x, y, t, tnorm, iterations: int, slices: list, batched: bool, bar=None):
     ("Optimise the candidates chunk by chunk, one chunk per worker thread at a time; `_adam_chunk`'s outputs, "
      "seconds each.")
@@ -417,7 +562,7 @@ def _optimise(objectives: list, x, y, t, tnorm, iterations: int, slices: list, b
 # on the squared L2 gradient distance; iDLG recovers the label first and optimises the image only. L-BFGS's line
 # search couples all its variables, so these run one image at a time.
 
-# %% ../nbs/03_attacks.ipynb 51
+# %% ../nbs/03_attacks.ipynb 62
 def _lbfgs_one(objective: _Objective, x0, y, t, ylogit0=None, bar=None):
     "One L-BFGS attack with the objective's distance and priors; returns image, diverged, distance, iterations, label."
     spec = objective.spec
@@ -447,7 +592,7 @@ def _lbfgs_one(objective: _Objective, x0, y, t, ylogit0=None, bar=None):
     label = int(ylogit.detach().argmax()) if ylogit is not None else int(y.argmax())
     return last[0], diverged, float(rec), done, label
 
-# %% ../nbs/03_attacks.ipynb 52
+# %% ../nbs/03_attacks.ipynb 63
 def _attack_lbfgs(model, spec, x0, y, t, gens, verbose):
     "DLG/iDLG on K images, one candidate at a time: reconstructions, status, distance, iterations, seconds, labels."
     K, R, nc = x0.shape[0], x0.shape[1], y.shape[-1]
@@ -463,7 +608,7 @@ def _attack_lbfgs(model, spec, x0, y, t, gens, verbose):
                         time.perf_counter() - t0, best[4]))
     return out
 
-# %% ../nbs/03_attacks.ipynb 54
+# %% ../nbs/03_attacks.ipynb 65
 @dataclass
 class AttackResult:
     "What an attack returns for K images."
@@ -474,8 +619,9 @@ class AttackResult:
     seconds: np.ndarray       # wall-clock seconds per image (its share of the time of its chunks)
     labels_used: torch.Tensor  # the label each attack assumed (given, recovered or learned)
     chunk: int = 1            # the chunk size used (1 = sequential)
+    formulation: str = 'sequential'  # how chunks ran: 'sequential', 'vmap' or 'shared'
 
-# %% ../nbs/03_attacks.ipynb 55
+# %% ../nbs/03_attacks.ipynb 66
 def attack_batch(model: nn.Module,          # the victim (its parameters are not changed)
                  images: torch.Tensor,       # K×C×H×W private images in [0, 1]
                  labels: torch.Tensor,       # their K class ids
@@ -503,16 +649,16 @@ def attack_batch(model: nn.Module,          # the victim (its parameters are not
     gens = [generator(s) for s in seeds]
     x0 = torch.stack([torch.stack([torch.randn(images.shape[1:], generator=g) for _ in range(R)])
                       for g in gens]).to(images.device)  # K×R×C×H×W
-    if spec.optimizer == 'lbfgs': out, chunk = _attack_lbfgs(model, spec, x0, y, t, gens, verbose), 1
+    if spec.optimizer == 'lbfgs': out, chunk, form = _attack_lbfgs(model, spec, x0, y, t, gens, verbose), 1, ''
     else:
         if spec.label == 'learned':
             y = torch.stack([torch.randn(R, nc, generator=g) for g in gens]).flatten(0, 1).to(images.device)
-        out, chunk = _attack_adam(model, spec, x0, y, t, workers, batch, verbose)
+        out, chunk, form = _attack_adam(model, spec, x0, y, t, workers, batch, verbose)
     recons, status, loss, done, secs, used = zip(*out)
     return AttackResult(torch.stack(recons), list(status), np.array(loss, dtype=float), np.array(done), np.array(secs),
-                        torch.tensor(used), chunk)
+                        torch.tensor(used), chunk, form if chunk > 1 else 'sequential')
 
-# %% ../nbs/03_attacks.ipynb 56
+# %% ../nbs/03_attacks.ipynb 67
 def _attack_adam(model, spec, x0, y, t, workers, batch, verbose):
     "The batched engine on K images × R candidates (y: one label row per image, or per candidate if learned)."
     K, R, it = x0.shape[0], x0.shape[1], spec.iterations
@@ -529,7 +675,8 @@ def _attack_adam(model, spec, x0, y, t, workers, batch, verbose):
         chunk = int(batch) if batch is not None else calibrate(objectives[0], xc, yc, tc, tnorm, it)
     slices = _slices(len(xc), min(chunk, len(xc)), W, fill=batch is None, unit=R if spec.group else 1)
     batched, chunk = (min(chunk, len(xc)) if spec.group else slices[0].stop) > 1, slices[0].stop
-    objectives += [_Objective(prepare_victim(model), spec) for _ in range(min(W, len(slices)) - 1)]
+    objectives += [_Objective(prepare_victim(model), spec, objectives[0].formulation)
+                   for _ in range(min(W, len(slices)) - 1)]
     with _torch_threads(threads // len(objectives)):   # fewer chunks than workers: more threads each
         desc = f'{spec.name} ×{chunk}' + (f' on {len(objectives)} threads' if len(objectives) > 1 else '')
         with tqdm(total=len(slices) * it, desc=desc, disable=not verbose, leave=False) as bar:
@@ -542,9 +689,9 @@ def _attack_adam(model, spec, x0, y, t, workers, batch, verbose):
         label = int(cy[b].argmax()) if spec.label == 'learned' else int(yc[b].argmax())
         out.append((objectives[0].to_image(cx[b]).clamp(0, 1), 'ok' if ok else 'diverged', crec[b].item(),
                     cdone[b].item(), csecs[owner == i].sum().item(), label))
-    return out, chunk
+    return out, chunk, objectives[0].formulation
 
-# %% ../nbs/03_attacks.ipynb 93
+# %% ../nbs/03_attacks.ipynb 104
 def attack_key(attack: str|Attack,  # a preset name or an `Attack`
                defense=None,         # a defense spec, e.g. 'noise:0.01'
               ) -> str:
@@ -552,7 +699,7 @@ def attack_key(attack: str|Attack,  # a preset name or an `Attack`
     name = attack if isinstance(attack, str) else attack.name
     return name + ''.join(f'+{n}{_exact(v)}' for n, v in parse_defense(defense))
 
-# %% ../nbs/03_attacks.ipynb 94
+# %% ../nbs/03_attacks.ipynb 105
 def attack_settings(spec: Attack,   # the attack as it runs (a preset with its overrides)
                     defense=None,   # its gradient defense, e.g. 'noise:0.01'
                     seed: int=0,    # added to every image's seed
@@ -561,7 +708,7 @@ def attack_settings(spec: Attack,   # the attack as it runs (a preset with its o
     fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ('name', 'reference')}
     return dict(preset=spec.name, **fields, defense=[[n, v] for n, v in parse_defense(defense)], seed=int(seed))
 
-# %% ../nbs/03_attacks.ipynb 95
+# %% ../nbs/03_attacks.ipynb 106
 def attack_id_for(spec: Attack, defense=None, seed: int=0) -> str:
     "The id of an attack's reconstructions: preset, a short hash of `attack_settings`, defense: `ig-3f2a9c+noise0.01`."
     h = hashlib.sha256(json.dumps(attack_settings(spec, defense, seed), sort_keys=True, default=str).encode())
@@ -571,7 +718,7 @@ def image_seed(image_id: str, seed: int=0) -> int:
     "A seed derived from an image's id (stable across runs and machines)."
     return zlib.crc32(image_id.encode()) + int(seed)
 
-# %% ../nbs/03_attacks.ipynb 96
+# %% ../nbs/03_attacks.ipynb 107
 def _load_originals(run: RunDir, originals: pd.DataFrame, shape: tuple) -> dict:
     ("Every original as a float tensor by image_id, each checked to have the victim's shape (C, H, W) "
      "— before any attack.")
@@ -585,7 +732,7 @@ def _load_originals(run: RunDir, originals: pd.DataFrame, shape: tuple) -> dict:
         out[r.image_id] = x
     return out
 
-# %% ../nbs/03_attacks.ipynb 97
+# %% ../nbs/03_attacks.ipynb 108
 def _family(aid: str) -> tuple:
     "An attack id's preset and defense, its settings hash left out: `ig-3f2a9c+noise0.01` -> ('ig', '+noise0.01')."
     base, plus, rest = aid.partition('+')
@@ -602,7 +749,7 @@ def replace_attack(run: RunDir, model_id: str, aid: str) -> list:
     for a in old: shutil.rmtree(run.recon_dir(model_id, a), ignore_errors=True)
     return old
 
-# %% ../nbs/03_attacks.ipynb 98
+# %% ../nbs/03_attacks.ipynb 109
 def _row(run, model_id, aid, r, res, i, seconds) -> dict:
     "The table row of original `r` (the `i`-th of result `res`, or a failure when `res` is None)."
     ok = res is not None
@@ -612,7 +759,7 @@ def _row(run, model_id, aid, r, res, i, seconds) -> dict:
                 status=res.status[i] if ok else 'failed', attack_loss=float(res.loss[i]) if ok else float('nan'),
                 iterations=int(res.iterations[i]) if ok else 0, seconds=float(res.seconds[i]) if ok else seconds)
 
-# %% ../nbs/03_attacks.ipynb 99
+# %% ../nbs/03_attacks.ipynb 110
 def _attack_group(run, model, model_id, aid, spec, group, pixels, defense, seed, verbose, workers) -> pd.DataFrame:
     "Attack one group of originals and write their PNGs and rows; an attack that raises marks them `failed`."
     t0 = time.perf_counter()
@@ -630,7 +777,7 @@ def _attack_group(run, model, model_id, aid, spec, group, pixels, defense, seed,
     rows = [_row(run, model_id, aid, r, res, i, (time.perf_counter() - t0) / len(group)) for i, r in enumerate(group)]
     return pd.DataFrame(rows, columns=RECON_COLUMNS)
 
-# %% ../nbs/03_attacks.ipynb 100
+# %% ../nbs/03_attacks.ipynb 111
 def run_attack(run,                          # the run directory (path or `RunDir`)
                model_id: str,                # a victim of the run
                attack_id: str|Attack='ig',   # a preset of `ATTACKS` (or an `Attack`)
@@ -667,7 +814,7 @@ def run_attack(run,                          # the run directory (path or `RunDi
     table, _ = read_table(run.reconstructions)
     return table[(table.model_id == model_id) & (table.attack_id == aid)].reset_index(drop=True)
 
-# %% ../nbs/03_attacks.ipynb 101
+# %% ../nbs/03_attacks.ipynb 112
 def _select(run: RunDir, image_ids) -> pd.DataFrame:
     "The run's originals, or only `image_ids` among them (each must be one)."
     originals = load_originals(run)
@@ -677,7 +824,7 @@ def _select(run: RunDir, image_ids) -> pd.DataFrame:
                                   f"see {run.originals_csv}")
     return originals[originals.image_id.isin(set(image_ids))]
 
-# %% ../nbs/03_attacks.ipynb 112
+# %% ../nbs/03_attacks.ipynb 123
 @command('attack', help="reconstruct the originals of a run from a victim's gradients",
          choices=dict(attack=list(ATTACKS)))
 def _cmd_attack(*,
@@ -710,7 +857,7 @@ def _cmd_attack(*,
                               "see the message above for why; fix it and run the same command again "
                               "(finished images are kept)")
 
-# %% ../nbs/03_attacks.ipynb 113
+# %% ../nbs/03_attacks.ipynb 124
 def register_commands(sub):
     "Add the `attack` command to the `semsim` parser."
     add_commands(sub, 'attack')
