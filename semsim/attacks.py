@@ -475,23 +475,16 @@ _CALIBRATION = {}
 def _timed(f):
     t0 = time.perf_counter(); f(); return time.perf_counter() - t0
 
-def calibrate(objective: _Objective, x, y, t, tnorm,   # an objective and the candidates it will optimise
-              iterations: int|None=None,  # the attack's length, to bound calibration to 5 % of it; None = no bound
-              max_chunk: int=64,          # the largest chunk to consider (memory)
-              verbose: bool=False,
-             ) -> int:
-    "The fastest chunk size: 1 (sequential) or a batched chunk; sets `objective.formulation` to the faster of two."
+def _calibrated(objective, x, y, t, tnorm, iterations, max_chunk, verbose):
+    "Time the sequential step and batched chunks in each formulation: ((chunk, formulation), complete)."
     s = objective.spec
-    key = (tuple((k, tuple(v.shape)) for k, v in objective.params.items()), tuple(x.shape[1:]), s.distance,
-           bool(s.bn), s.label == 'learned', s.space, min(max_chunk, len(x)), str(x.device), torch.get_num_threads())
-    if key in _CALIBRATION: objective.formulation = _CALIBRATION[key][1]; return _CALIBRATION[key][0]
     def run(n, batched):
         idx = torch.arange(n) % len(x)
         return lambda: objective.step(x[idx], y[idx], [tt[idx] for tt in t], tnorm[idx], batched)
     spent = _timed(run(1, False))
-    per = {(1, objective.formulation): min(_timed(run(1, False)) for _ in range(2))}
-    spent += 2 * per[1, objective.formulation]
-    budget = math.inf if iterations is None else 0.05 * per[1, objective.formulation] * len(x) * iterations
+    per = {(1, 'sequential'): min(_timed(run(1, False)) for _ in range(2))}
+    spent += 2 * per[1, 'sequential']
+    budget = math.inf if iterations is None else 0.05 * per[1, 'sequential'] * len(x) * iterations
     complete = True
     for f in ['vmap'] + ([] if _shared_support(objective.model, s, objective.params) else ['shared']):
         objective.formulation = f
@@ -502,13 +495,28 @@ def calibrate(objective: _Objective, x, y, t, tnorm,   # an objective and the ca
             dt = _timed(run(n, True)); spent += first + dt; per[n, f] = min(first, dt) / n
             if per[n, f] > 1.2 * min(per.values()): break
     best = min(per, key=per.get)
-    if best[0] != 1 and per[best] > 0.9 * min(v for k, v in per.items() if k[0] == 1): best = (1, 'vmap')
-    objective.formulation = best[1]
+    if best[0] != 1 and per[best] > 0.9 * per[1, 'sequential']: best = (1, 'sequential')
     if verbose: print('calibration, seconds per candidate step:', {k: round(v, 5) for k, v in per.items()}, '->', best)
+    return best, complete
+
+# %% ../nbs/03_attacks.ipynb 58
+def calibrate(objective: _Objective, x, y, t, tnorm,   # an objective and the candidates it will optimise
+              iterations: int|None=None,  # the attack's length, to bound calibration to 5 % of it; None = no bound
+              max_chunk: int=64,          # the largest chunk to consider (memory)
+              verbose: bool=False,
+             ) -> int:
+    "The fastest chunk size: 1 (sequential) or a batched chunk; sets `objective.formulation` to the faster of two."
+    s = objective.spec
+    key = (tuple((k, tuple(v.shape)) for k, v in objective.params.items()), tuple(x.shape[1:]), s.distance,
+           bool(s.bn), s.label == 'learned', s.space, min(max_chunk, len(x)), str(x.device), torch.get_num_threads())
+    best, complete = _CALIBRATION.get(key), False
+    if best is None: best, complete = _calibrated(objective, x, y, t, tnorm, iterations, max_chunk, verbose)
     if complete: _CALIBRATION[key] = best
+    objective.formulation = best[1] if best[0] > 1 else 'vmap'
     return best[0]
 
-# %% ../nbs/03_attacks.ipynb 59
+
+# %% ../nbs/03_attacks.ipynb 60
 def default_workers(device) -> int:
     "How many chunks to optimise at the same time: one per torch CPU thread (at most 8) on a CPU, 1 on a GPU."
     return 1 if torch.device(device).type != 'cpu' else max(1, min(torch.get_num_threads(), 8))
@@ -521,7 +529,7 @@ def _torch_threads(n: int):
     try: yield
     finally: torch.set_num_threads(old)
 
-# %% ../nbs/03_attacks.ipynb 60
+# %% ../nbs/03_attacks.ipynb 61
 def _slices(n: int, chunk: int, workers: int=1, fill: bool=False, unit: int=1) -> list:
     "Chunks of `chunk` candidates out of `n` (a multiple of `unit`); with `fill`, smaller ones so every worker has one."
     if fill: chunk = min(chunk, math.ceil(n / workers))
@@ -536,7 +544,7 @@ class _LockedBar:
     def set_postfix(self, **kw):
         with self.lock: self.bar.set_postfix(**kw)
 
-# %% ../nbs/03_attacks.ipynb 61
+# %% ../nbs/03_attacks.ipynb 62
 def _optimise(objectives: list, x, y, t, tnorm, iterations: int, slices: list, batched: bool, bar=None):
     ("Optimise the candidates chunk by chunk, one chunk per worker thread at a time; `_adam_chunk`'s outputs, "
      "seconds each.")
@@ -562,7 +570,7 @@ def _optimise(objectives: list, x, y, t, tnorm, iterations: int, slices: list, b
 # on the squared L2 gradient distance; iDLG recovers the label first and optimises the image only. L-BFGS's line
 # search couples all its variables, so these run one image at a time.
 
-# %% ../nbs/03_attacks.ipynb 62
+# %% ../nbs/03_attacks.ipynb 63
 def _lbfgs_one(objective: _Objective, x0, y, t, ylogit0=None, bar=None):
     "One L-BFGS attack with the objective's distance and priors; returns image, diverged, distance, iterations, label."
     spec = objective.spec
@@ -592,7 +600,7 @@ def _lbfgs_one(objective: _Objective, x0, y, t, ylogit0=None, bar=None):
     label = int(ylogit.detach().argmax()) if ylogit is not None else int(y.argmax())
     return last[0], diverged, float(rec), done, label
 
-# %% ../nbs/03_attacks.ipynb 63
+# %% ../nbs/03_attacks.ipynb 64
 def _attack_lbfgs(model, spec, x0, y, t, gens, verbose):
     "DLG/iDLG on K images, one candidate at a time: reconstructions, status, distance, iterations, seconds, labels."
     K, R, nc = x0.shape[0], x0.shape[1], y.shape[-1]
@@ -608,7 +616,7 @@ def _attack_lbfgs(model, spec, x0, y, t, gens, verbose):
                         time.perf_counter() - t0, best[4]))
     return out
 
-# %% ../nbs/03_attacks.ipynb 65
+# %% ../nbs/03_attacks.ipynb 66
 @dataclass
 class AttackResult:
     "What an attack returns for K images."
@@ -621,7 +629,7 @@ class AttackResult:
     chunk: int = 1            # the chunk size used (1 = sequential)
     formulation: str = 'sequential'  # how chunks ran: 'sequential', 'vmap' or 'shared'
 
-# %% ../nbs/03_attacks.ipynb 66
+# %% ../nbs/03_attacks.ipynb 67
 def attack_batch(model: nn.Module,          # the victim (its parameters are not changed)
                  images: torch.Tensor,       # K×C×H×W private images in [0, 1]
                  labels: torch.Tensor,       # their K class ids
@@ -658,7 +666,7 @@ def attack_batch(model: nn.Module,          # the victim (its parameters are not
     return AttackResult(torch.stack(recons), list(status), np.array(loss, dtype=float), np.array(done), np.array(secs),
                         torch.tensor(used), chunk, form if chunk > 1 else 'sequential')
 
-# %% ../nbs/03_attacks.ipynb 67
+# %% ../nbs/03_attacks.ipynb 68
 def _attack_adam(model, spec, x0, y, t, workers, batch, verbose):
     "The batched engine on K images × R candidates (y: one label row per image, or per candidate if learned)."
     K, R, it = x0.shape[0], x0.shape[1], spec.iterations
@@ -691,7 +699,7 @@ def _attack_adam(model, spec, x0, y, t, workers, batch, verbose):
                     cdone[b].item(), csecs[owner == i].sum().item(), label))
     return out, chunk, objectives[0].formulation
 
-# %% ../nbs/03_attacks.ipynb 104
+# %% ../nbs/03_attacks.ipynb 105
 def attack_key(attack: str|Attack,  # a preset name or an `Attack`
                defense=None,         # a defense spec, e.g. 'noise:0.01'
               ) -> str:
@@ -699,7 +707,7 @@ def attack_key(attack: str|Attack,  # a preset name or an `Attack`
     name = attack if isinstance(attack, str) else attack.name
     return name + ''.join(f'+{n}{_exact(v)}' for n, v in parse_defense(defense))
 
-# %% ../nbs/03_attacks.ipynb 105
+# %% ../nbs/03_attacks.ipynb 106
 def attack_settings(spec: Attack,   # the attack as it runs (a preset with its overrides)
                     defense=None,   # its gradient defense, e.g. 'noise:0.01'
                     seed: int=0,    # added to every image's seed
@@ -708,7 +716,7 @@ def attack_settings(spec: Attack,   # the attack as it runs (a preset with its o
     fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ('name', 'reference')}
     return dict(preset=spec.name, **fields, defense=[[n, v] for n, v in parse_defense(defense)], seed=int(seed))
 
-# %% ../nbs/03_attacks.ipynb 106
+# %% ../nbs/03_attacks.ipynb 107
 def attack_id_for(spec: Attack, defense=None, seed: int=0) -> str:
     "The id of an attack's reconstructions: preset, a short hash of `attack_settings`, defense: `ig-3f2a9c+noise0.01`."
     h = hashlib.sha256(json.dumps(attack_settings(spec, defense, seed), sort_keys=True, default=str).encode())
@@ -718,7 +726,7 @@ def image_seed(image_id: str, seed: int=0) -> int:
     "A seed derived from an image's id (stable across runs and machines)."
     return zlib.crc32(image_id.encode()) + int(seed)
 
-# %% ../nbs/03_attacks.ipynb 107
+# %% ../nbs/03_attacks.ipynb 108
 def _load_originals(run: RunDir, originals: pd.DataFrame, shape: tuple) -> dict:
     ("Every original as a float tensor by image_id, each checked to have the victim's shape (C, H, W) "
      "— before any attack.")
@@ -732,7 +740,7 @@ def _load_originals(run: RunDir, originals: pd.DataFrame, shape: tuple) -> dict:
         out[r.image_id] = x
     return out
 
-# %% ../nbs/03_attacks.ipynb 108
+# %% ../nbs/03_attacks.ipynb 109
 def _family(aid: str) -> tuple:
     "An attack id's preset and defense, its settings hash left out: `ig-3f2a9c+noise0.01` -> ('ig', '+noise0.01')."
     base, plus, rest = aid.partition('+')
@@ -749,7 +757,7 @@ def replace_attack(run: RunDir, model_id: str, aid: str) -> list:
     for a in old: shutil.rmtree(run.recon_dir(model_id, a), ignore_errors=True)
     return old
 
-# %% ../nbs/03_attacks.ipynb 109
+# %% ../nbs/03_attacks.ipynb 110
 def _row(run, model_id, aid, r, res, i, seconds) -> dict:
     "The table row of original `r` (the `i`-th of result `res`, or a failure when `res` is None)."
     ok = res is not None
@@ -759,7 +767,7 @@ def _row(run, model_id, aid, r, res, i, seconds) -> dict:
                 status=res.status[i] if ok else 'failed', attack_loss=float(res.loss[i]) if ok else float('nan'),
                 iterations=int(res.iterations[i]) if ok else 0, seconds=float(res.seconds[i]) if ok else seconds)
 
-# %% ../nbs/03_attacks.ipynb 110
+# %% ../nbs/03_attacks.ipynb 111
 def _attack_group(run, model, model_id, aid, spec, group, pixels, defense, seed, verbose, workers) -> pd.DataFrame:
     "Attack one group of originals and write their PNGs and rows; an attack that raises marks them `failed`."
     t0 = time.perf_counter()
@@ -777,7 +785,7 @@ def _attack_group(run, model, model_id, aid, spec, group, pixels, defense, seed,
     rows = [_row(run, model_id, aid, r, res, i, (time.perf_counter() - t0) / len(group)) for i, r in enumerate(group)]
     return pd.DataFrame(rows, columns=RECON_COLUMNS)
 
-# %% ../nbs/03_attacks.ipynb 111
+# %% ../nbs/03_attacks.ipynb 112
 def run_attack(run,                          # the run directory (path or `RunDir`)
                model_id: str,                # a victim of the run
                attack_id: str|Attack='ig',   # a preset of `ATTACKS` (or an `Attack`)
@@ -814,7 +822,7 @@ def run_attack(run,                          # the run directory (path or `RunDi
     table, _ = read_table(run.reconstructions)
     return table[(table.model_id == model_id) & (table.attack_id == aid)].reset_index(drop=True)
 
-# %% ../nbs/03_attacks.ipynb 112
+# %% ../nbs/03_attacks.ipynb 113
 def _select(run: RunDir, image_ids) -> pd.DataFrame:
     "The run's originals, or only `image_ids` among them (each must be one)."
     originals = load_originals(run)
@@ -824,7 +832,7 @@ def _select(run: RunDir, image_ids) -> pd.DataFrame:
                                   f"see {run.originals_csv}")
     return originals[originals.image_id.isin(set(image_ids))]
 
-# %% ../nbs/03_attacks.ipynb 123
+# %% ../nbs/03_attacks.ipynb 124
 @command('attack', help="reconstruct the originals of a run from a victim's gradients",
          choices=dict(attack=list(ATTACKS)))
 def _cmd_attack(*,
@@ -857,7 +865,7 @@ def _cmd_attack(*,
                               "see the message above for why; fix it and run the same command again "
                               "(finished images are kept)")
 
-# %% ../nbs/03_attacks.ipynb 124
+# %% ../nbs/03_attacks.ipynb 125
 def register_commands(sub):
     "Add the `attack` command to the `semsim` parser."
     add_commands(sub, 'attack')
