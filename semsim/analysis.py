@@ -1017,7 +1017,8 @@ def _undeclared_note(df: pd.DataFrame) -> list:
     cols = [c for c in undeclared_columns(df) if c not in ('unit', 'human_rate')]
     if cols:
         warnings.warn(f"column(s) {', '.join(cols)} hold numbers but no declared orientation and are not analysed; "
-                      f"declare each in semsim.metrics.METRICS, "
+                      f"declare each as a Metric in semsim.metrics.METRICS (or, from a package of your own, under the "
+                      f"entry-point group semsim.metrics), "
                       f"e.g. Metric('{cols[0]}', {{'{cols[0]}': Column(-1)}}, ...) "
                       "(Column(1): higher = more leakage, Column(-1): lower = more leakage), or drop the column")
     return cols
