@@ -686,7 +686,8 @@ def _attack_adam(model, spec, x0, y, t, workers, batch, verbose):
     objectives += [_Objective(prepare_victim(model), spec, objectives[0].formulation)
                    for _ in range(min(W, len(slices)) - 1)]
     with _torch_threads(threads // len(objectives)):   # fewer chunks than workers: more threads each
-        desc = f'{spec.name} ×{chunk}' + (f' on {len(objectives)} threads' if len(objectives) > 1 else '')
+        desc = (f'{spec.name} ×{chunk}' + (f' {objectives[0].formulation}' if batched else '')
+                + (f' on {len(objectives)} threads' if len(objectives) > 1 else ''))
         with tqdm(total=len(slices) * it, desc=desc, disable=not verbose, leave=False) as bar:
             cx, cdiv, crec, cdone, csecs, cy = _optimise(objectives, xc, yc, tc, tnorm, it, slices, batched, bar)
     out = []
