@@ -315,7 +315,7 @@ class _GramConvBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dy, h, w, tw, conv):
         cols = F.unfold(h, w.shape[2:], padding=conv[1], stride=conv[0])     # H: K × Cin·kh·kw × P
-        D, T = dy.flatten(2), tw.flatten(2)                                    # K × Cout × P, K × Cout × Cin·kh·kw
+        D, T = dy.flatten(2), tw.flatten(2)                     # K × Cout × P, K × Cout × Cin·kh·kw
         TC = torch.bmm(T, cols)                                                # conv(h, t)
         Gc, Gd = torch.bmm(cols.transpose(1, 2), cols), torch.bmm(D.transpose(1, 2), D)   # K × P × P
         ctx.save_for_backward(D, cols, T, TC, Gc, Gd, w); ctx.conv, ctx.sizes = conv, (h.shape[2:], dy.shape)
@@ -347,7 +347,7 @@ class _SharedConv(torch.autograd.Function):
         return dh, leaf, None, None, None
 
 def _gram_pays(m: nn.Conv2d, x) -> bool:
-    "The Gram sums cost less than the weight gradient: 2·P·(Cin·kh·kw + Cout) < Cout·Cin·kh·kw (P: output positions)."
+    "Gram sums cost less than the weight gradient: 2 P (Cin kh kw + Cout) < Cout Cin kh kw (P: output positions)."
     P = math.prod((x.shape[d + 2] + 2 * m.padding[d] - m.kernel_size[d]) // m.stride[d] + 1 for d in (0, 1))
     return 2 * P * (m.weight[0].numel() + len(m.weight)) < m.weight.numel()
 
@@ -401,7 +401,8 @@ def _per_candidate(model: nn.Module, c: _Candidates):
 @patch
 def shared(self: _Objective, u, y, t, tnorm, gm):
     "The same for K candidates in one pass over the victim's shared weights, each candidate's gradient kept apart."
-    if why := _shared_support(self.model, self.spec, self.params):
+    if not hasattr(self, '_shared_why'): self._shared_why = _shared_support(self.model, self.spec, self.params)
+    if why := self._shared_why:
         raise SemsimError(f"the shared formulation cannot run this attack: {why}", 'formulation', "use 'vmap'")
     K, mods = len(u), dict(self.model.named_parameters())
     exp = {k: v.expand(K, *v.shape).requires_grad_() for k, v in self.params.items()}
